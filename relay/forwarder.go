@@ -1,0 +1,268 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/livepeer/edgerelay/spool"
+)
+
+// Forwarder defaults.
+const (
+	DefaultBatch         = 500
+	DefaultProbeInterval = 5 * time.Minute
+)
+
+// Forwarder moves one sink's records from its cursor to the sink. Set the
+// fields, then call Run once; Drain and Wake may be called from any goroutine.
+//
+// The forwarder never gives up on a record because of time: a record leaves
+// the cursor only when the sink settles it, or when the spool evicts it over
+// its cap (spec/reliability.md, "no time-based give-up").
+type Forwarder struct {
+	Name     string        // sink name, for logs
+	Sink     Sink          // required
+	Cursor   Cursor        // required
+	Stats    *Stats        // required
+	Batch    int           // records per Send; 0 means DefaultBatch
+	MaxBytes int           // record bytes per Send; 0 means unbounded
+	Linger   time.Duration // how long a partial batch may wait to fill; 0 sends at once
+	// ProbeInterval is how often a paused sink tries one small batch; 0 means
+	// DefaultProbeInterval.
+	ProbeInterval time.Duration
+	// NewBackOff builds the retry schedule; nil means exponential from 1 s to
+	// 60 s with ±50% jitter and no elapsed-time limit.
+	NewBackOff func() backoff.BackOff
+	// Resume, when it receives, ends a pause at once (credentials changed).
+	Resume <-chan struct{}
+	Logger *slog.Logger
+
+	draining atomic.Bool
+	wake     chan struct{}
+}
+
+// DefaultBackOff is the transient-error schedule: exponential with jitter,
+// 1 s to 60 s, retrying forever.
+func DefaultBackOff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = time.Second
+	b.MaxInterval = time.Minute
+	b.RandomizationFactor = 0.5
+	b.Multiplier = 2
+	b.MaxElapsedTime = 0 // never stop: the spool, not a timer, bounds what we keep
+	b.Reset()
+	return b
+}
+
+// Drain makes the forwarder send partial batches at once (no linger), for
+// shutdown.
+func (f *Forwarder) Drain() {
+	f.draining.Store(true)
+	f.Wake()
+}
+
+// Wake interrupts a linger or idle wait so the forwarder looks at its cursor
+// again.
+// It must not be called before Init.
+func (f *Forwarder) Wake() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Init applies defaults. Call it once, before Run and before Wake or Drain
+// can be called from another goroutine.
+func (f *Forwarder) Init() {
+	if f.wake == nil {
+		f.wake = make(chan struct{}, 1)
+	}
+	if f.Batch <= 0 {
+		f.Batch = DefaultBatch
+	}
+	if f.ProbeInterval <= 0 {
+		f.ProbeInterval = DefaultProbeInterval
+	}
+	if f.NewBackOff == nil {
+		f.NewBackOff = DefaultBackOff
+	}
+	if f.Logger == nil {
+		f.Logger = slog.New(slog.DiscardHandler)
+	}
+	f.Logger = f.Logger.With("sink", f.Name)
+}
+
+// Run forwards until ctx is done (returning ctx.Err()) or the sink reports
+// ErrClosed (returning ErrClosed). Records not settled when it returns stay
+// in the spool.
+func (f *Forwarder) Run(ctx context.Context) error {
+	if f.wake == nil {
+		panic("BUG: relay: Forwarder.Run before Init")
+	}
+	bo := f.NewBackOff()
+	var (
+		partialSince time.Time // when a partial batch was first seen waiting
+		paused       string    // pause reason while paused
+		transientLog = newLogThrottle(time.Minute)
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		limit := f.Batch
+		if paused != "" {
+			limit = 1 // a probe is one small batch
+		}
+		recs, err := f.Cursor.Read(limit, f.MaxBytes)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return err
+			}
+			d := bo.NextBackOff()
+			if transientLog.allow() {
+				f.Logger.Error("spool read failed; retrying", "err", err, "retry_in", d)
+			}
+			if !sleep(ctx, d, nil) {
+				return ctx.Err()
+			}
+			continue
+		}
+		if len(recs) == 0 {
+			partialSince = time.Time{}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-f.Cursor.Ready():
+			case <-f.wake:
+			}
+			continue
+		}
+		if paused == "" && f.Linger > 0 && !f.draining.Load() && len(recs) < limit && !f.full(recs) {
+			if partialSince.IsZero() {
+				partialSince = time.Now()
+			}
+			if wait := f.Linger - time.Since(partialSince); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				case <-f.Cursor.Ready():
+				case <-f.wake:
+				case <-t.C:
+				}
+				t.Stop()
+				continue
+			}
+		}
+
+		res := f.Sink.Send(ctx, recs)
+		if res.Settled > len(recs) {
+			panic("BUG: relay: sink settled more records than it was given")
+		}
+		if res.Err == nil && res.Settled != len(recs) {
+			panic("BUG: relay: sink returned no error but did not settle the batch")
+		}
+		if res.Settled > 0 {
+			last := recs[res.Settled-1].Seq
+			if err := f.Stats.Settle(res.Settled-len(res.Dropped), res.Dropped, func() error { return f.Cursor.Ack(last) }); err != nil {
+				f.Logger.Error("spool ack failed; the batch may be sent again", "seq", last, "err", err)
+			}
+			partialSince = time.Time{}
+		}
+
+		class, retryAfter := Classify(res.Err)
+		switch class {
+		case ClassSuccess:
+			bo.Reset()
+			if paused != "" {
+				f.Logger.Info("sink resumed", "paused_reason", paused)
+				f.Stats.SetPaused("")
+				paused = ""
+			}
+			transientLog.reset()
+		case ClassClosed:
+			f.Logger.Info("destination closed; forwarder stops", "err", res.Err)
+			return ErrClosed
+		case ClassPaused:
+			var pe *PausedError
+			errors.As(res.Err, &pe)
+			if paused != pe.Reason {
+				f.Logger.Error("sink paused; events are kept in the spool", "reason", pe.Reason, "err", res.Err, "probe_every", f.ProbeInterval)
+				f.Stats.SetPaused(pe.Reason)
+				paused = pe.Reason
+			}
+			f.Stats.AddRetry("paused")
+			if !sleep(ctx, f.ProbeInterval, f.Resume) {
+				return ctx.Err()
+			}
+		case ClassThrottled, ClassTransient:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			d := bo.NextBackOff()
+			if class == ClassThrottled {
+				d = max(d, retryAfter)
+			}
+			f.Stats.AddRetry(class.String())
+			if transientLog.allow() {
+				f.Logger.Warn("send failed; retrying", "class", class.String(), "err", res.Err, "records", len(recs)-res.Settled, "retry_in", d, "suppressed", transientLog.suppressed())
+			}
+			if !sleep(ctx, d, nil) {
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+func (f *Forwarder) full(recs []spool.Record) bool {
+	if f.MaxBytes <= 0 {
+		return false
+	}
+	n := 0
+	for _, r := range recs {
+		n += len(r.Data)
+	}
+	return n >= f.MaxBytes*9/10
+}
+
+// sleep waits d, returning false if ctx ended first; a receive on early ends
+// the wait at once.
+func sleep(ctx context.Context, d time.Duration, early <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-early:
+	}
+	return true
+}
+
+// logThrottle lets one line through per interval and counts the rest, so an
+// outage produces a log line a minute, not one per retry.
+type logThrottle struct {
+	every time.Duration
+	last  time.Time
+	n     int
+}
+
+func newLogThrottle(every time.Duration) *logThrottle { return &logThrottle{every: every} }
+
+func (l *logThrottle) allow() bool {
+	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
+		l.last = now
+		return true
+	}
+	l.n++
+	return false
+}
+
+func (l *logThrottle) suppressed() int { n := l.n; l.n = 0; return n }
+func (l *logThrottle) reset()          { l.last = time.Time{}; l.n = 0 }
