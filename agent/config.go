@@ -1,0 +1,469 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of `edgerelay run`. Load fills it from the
+// environment and flags; the zero Config is not usable.
+type Config struct {
+	Enabled bool
+	Demo    bool
+
+	StateDir          string
+	Spool             bool
+	SpoolMaxBytes     int64
+	SpoolGroupEvents  int
+	SpoolGroupDelay   time.Duration
+	RingMaxEvents     int
+	RingMaxBytes      int64
+	Listen            string // "" when off
+	Socket            string // "" when off
+	IngestToken       string
+	MaxBodyBytes      int64
+	MaxEventBytes     int
+	ShutdownGrace     time.Duration
+	StatusInterval    time.Duration
+	Identity          Identity // host, node_id, region, orchestrator_address
+	Gateway           string
+	NVML              string
+	SampleInterval    time.Duration
+	ProcessInterval   time.Duration
+	HostNet           bool
+	Stdout            bool
+	HTTPURL           string
+	HTTPAPIKey        string
+	HTTPAPIKeyFile    string
+	HTTPRate          int
+	HTTPBatch         int
+	HTTPMaxBody       int
+	HTTPGzip          bool
+	HTTPLinger        time.Duration
+	HTTPProbeInterval time.Duration
+	HTTPInsecure      bool
+	TrickleURL        string
+	TrickleFraming    string
+	TrickleInsecure   bool
+	TrickleSubscribe  []string
+	KafkaBrokers      []string
+	StormlogDir       string
+	LogLevel          string
+	LogFormat         string // "text" or "json"
+
+	// Getenv is the environment Load read; sinks with their own settings
+	// (Kafka) read the rest of their variables through it.
+	Getenv func(string) string
+}
+
+// setting is one row of the configuration table: the environment variable,
+// its flag, its default, and how to apply a value. The table is the single
+// place that defines every setting (and configs/edgerelay.env mirrors it; a
+// test keeps them in step).
+type setting struct {
+	env   string
+	def   string // "" means unset
+	usage string
+	apply func(c *Config, v string) error
+}
+
+func (s setting) flagName() string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.env, "EDGERELAY_")), "_", "-")
+}
+
+func settings() []setting {
+	return []setting{
+		{"EDGERELAY_ENABLED", "false", "the opt-in switch: the agent does nothing unless true", boolTo(func(c *Config) *bool { return &c.Enabled })},
+		{"EDGERELAY_STATE_DIR", "", "spool directory (default $STATE_DIRECTORY, else ./.edgerelay)", func(c *Config, v string) error { c.StateDir = v; return nil }},
+		{"EDGERELAY_SPOOL", "on", "disk spool; off runs memory-only (events are lost on a crash)", boolTo(func(c *Config) *bool { return &c.Spool })},
+		{"EDGERELAY_SPOOL_MAX_BYTES", "1073741824", "spool cap in bytes; over it the oldest events are dropped (spool_full)", int64To(func(c *Config) *int64 { return &c.SpoolMaxBytes }, 1<<20)},
+		{"EDGERELAY_SPOOL_GROUP_EVENTS", "1000", "group commit: at most this many events per spool transaction", intTo(func(c *Config) *int { return &c.SpoolGroupEvents }, 1)},
+		{"EDGERELAY_SPOOL_GROUP_DELAY", "1ms", "group commit: how long the writer waits to fill a group", durTo(func(c *Config) *time.Duration { return &c.SpoolGroupDelay }, 0)},
+		{"EDGERELAY_RING_MAX_EVENTS", "50000", "ring cap in events (drop oldest)", intTo(func(c *Config) *int { return &c.RingMaxEvents }, 1)},
+		{"EDGERELAY_RING_MAX_BYTES", "67108864", "ring cap in bytes (drop oldest); also the memory-only spool's cap", int64To(func(c *Config) *int64 { return &c.RingMaxBytes }, 1<<16)},
+		{"EDGERELAY_LISTEN", "127.0.0.1:7781", "local API over TCP (host:port, or off)", func(c *Config, v string) error { c.Listen = offToEmpty(v); return nil }},
+		{"EDGERELAY_SOCKET", "", "local API over a unix socket (default $RUNTIME_DIRECTORY/ingest.sock, else <state dir>/ingest.sock; off disables)", func(c *Config, v string) error { c.Socket = v; return nil }},
+		{"EDGERELAY_INGEST_TOKEN", "", "bearer token for the local API; required on a non-loopback address", func(c *Config, v string) error { c.IngestToken = v; return nil }},
+		{"EDGERELAY_MAX_BODY_BYTES", "4194304", "local API request body limit (413 above)", int64To(func(c *Config) *int64 { return &c.MaxBodyBytes }, 1024)},
+		{"EDGERELAY_MAX_EVENT_BYTES", "1048576", "largest single event accepted", intTo(func(c *Config) *int { return &c.MaxEventBytes }, 256)},
+		{"EDGERELAY_SHUTDOWN_GRACE", "5s", "how long sinks may deliver after SIGTERM", durTo(func(c *Config) *time.Duration { return &c.ShutdownGrace }, 0)},
+		{"EDGERELAY_STATUS_INTERVAL", "30s", "agent_status cadence (the demo uses 1s)", durTo(func(c *Config) *time.Duration { return &c.StatusInterval }, 100*time.Millisecond)},
+		{"EDGERELAY_NODE_ID", "", "node identity stamped into envelopes (default: /etc/machine-id)", identTo("node_id")},
+		{"EDGERELAY_HOST", "", "host name stamped into envelopes (default: the hostname)", identTo("host")},
+		{"EDGERELAY_REGION", "", "region stamped into envelopes", identTo("region")},
+		{"EDGERELAY_ORCHESTRATOR_ADDRESS", "", "orchestrator address stamped into envelopes", identTo("orchestrator_address")},
+		{"EDGERELAY_GATEWAY", "", "the envelope's gateway field", func(c *Config, v string) error { c.Gateway = v; return nil }},
+		{"EDGERELAY_NVML", "auto", "auto | on | off | sim (simulated GPUs)", oneOf(func(c *Config) *string { return &c.NVML }, "auto", "on", "off", "sim")},
+		{"EDGERELAY_SAMPLE_INTERVAL", "1s", "GPU and host sampling interval (minimum 100ms)", durTo(func(c *Config) *time.Duration { return &c.SampleInterval }, 100*time.Millisecond)},
+		{"EDGERELAY_PROCESS_INTERVAL", "5s", "per-process GPU memory interval (minimum 100ms)", durTo(func(c *Config) *time.Duration { return &c.ProcessInterval }, 100*time.Millisecond)},
+		{"EDGERELAY_HOSTNET", "on", "host_network_sample from /proc/net/dev", boolTo(func(c *Config) *bool { return &c.HostNet })},
+		{"EDGERELAY_STDOUT", "auto", "JSON lines on stdout: on, off, or auto (on when no other sink is set)", func(c *Config, v string) error { return nil }},
+		{"EDGERELAY_HTTP_URL", "", "HTTP metrics API URL (fallback DAYDREAM_METRICS_URL)", urlTo(func(c *Config) *string { return &c.HTTPURL })},
+		{"EDGERELAY_HTTP_API_KEY", "", "HTTP metrics API key (fallback SCOPE_CLOUD_API_KEY)", func(c *Config, v string) error { c.HTTPAPIKey = v; return nil }},
+		{"EDGERELAY_HTTP_API_KEY_FILE", "", "file holding the API key; re-read when it changes and on SIGHUP", func(c *Config, v string) error { c.HTTPAPIKeyFile = v; return nil }},
+		{"EDGERELAY_HTTP_RATE", "30", "requests per minute (0 = unlimited)", intTo(func(c *Config) *int { return &c.HTTPRate }, 0)},
+		{"EDGERELAY_HTTP_BATCH", "500", "events per request (1..500 for the metrics API)", intTo(func(c *Config) *int { return &c.HTTPBatch }, 1)},
+		{"EDGERELAY_HTTP_MAX_BODY", "1000000", "request body limit in bytes", intTo(func(c *Config) *int { return &c.HTTPMaxBody }, 1024)},
+		{"EDGERELAY_HTTP_GZIP", "off", "gzip request bodies", boolTo(func(c *Config) *bool { return &c.HTTPGzip })},
+		{"EDGERELAY_HTTP_LINGER", "2s", "how long a partial batch waits to fill", durTo(func(c *Config) *time.Duration { return &c.HTTPLinger }, 0)},
+		{"EDGERELAY_HTTP_PROBE_INTERVAL", "5m", "how often a paused HTTP sink probes", durTo(func(c *Config) *time.Duration { return &c.HTTPProbeInterval }, time.Second)},
+		{"EDGERELAY_HTTP_INSECURE", "false", "skip TLS verification for the HTTP sink (explicit opt-in)", boolTo(func(c *Config) *bool { return &c.HTTPInsecure })},
+		{"EDGERELAY_TRICKLE_URL", "", "static trickle events channel to publish to", urlTo(func(c *Config) *string { return &c.TrickleURL })},
+		{"EDGERELAY_TRICKLE_FRAMING", "jsonl", "jsonl (line readers) or segment (go-livepeer gateway)", oneOf(func(c *Config) *string { return &c.TrickleFraming }, "jsonl", "segment")},
+		{"EDGERELAY_TRICKLE_INSECURE", "false", "skip TLS verification for trickle (self-signed orchestrators; explicit opt-in)", boolTo(func(c *Config) *bool { return &c.TrickleInsecure })},
+		{"EDGERELAY_TRICKLE_SUBSCRIBE", "", "comma-separated events channel URLs to read telemetry from and relay", func(c *Config, v string) error {
+			c.TrickleSubscribe = splitList(v)
+			for _, u := range c.TrickleSubscribe {
+				if err := checkURL(u); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"EDGERELAY_KAFKA_BROKERS", "", "comma-separated Kafka brokers (the other EDGERELAY_KAFKA_* settings: docs/OPERATIONS.md)", func(c *Config, v string) error { c.KafkaBrokers = splitList(v); return nil }},
+		{"EDGERELAY_STORMLOG_DIR", "", "stormlog sink directory to tail", func(c *Config, v string) error { c.StormlogDir = v; return nil }},
+		{"EDGERELAY_LOG_LEVEL", "info", "debug | info | warn | error", oneOf(func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error")},
+		{"EDGERELAY_LOG_FORMAT", "", "text | json (default: text on a terminal, json otherwise)", oneOf(func(c *Config) *string { return &c.LogFormat }, "", "text", "json")},
+	}
+}
+
+// Load builds the configuration of `edgerelay run` from the environment and
+// the command-line flags (a flag wins over its variable). Every bad value is
+// reported, each naming its variable.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	table := settings()
+	fs := flag.NewFlagSet("edgerelay run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flagVals := make(map[string]*string, len(table))
+	for _, s := range table {
+		flagVals[s.env] = fs.String(s.flagName(), "", fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.def))
+	}
+	demo := fs.Bool("demo", false, "switch on with the stdout sink, simulated GPUs and agent_status every second")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, err
+		}
+		return Config{}, &FlagError{err}
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("unexpected arguments: %q", fs.Args())
+		fmt.Fprintln(stderr, err)
+		return Config{}, &FlagError{err}
+	}
+	setFlags := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+
+	c := Config{Identity: Identity{}, Demo: *demo, Getenv: getenv}
+	raw := map[string]string{}
+	var errs []error
+	for _, s := range table {
+		v, src := s.def, "default"
+		if e, ok := lookup(getenv, s.env); ok {
+			v, src = e, "env"
+		}
+		if setFlags[s.flagName()] {
+			v, src = *flagVals[s.env], "flag"
+		}
+		v = strings.TrimSpace(v)
+		raw[s.env] = v
+		if err := s.apply(&c, v); err != nil {
+			name := s.env
+			if src == "flag" {
+				name = "--" + s.flagName()
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	// The runner ecosystem's variable names, honoured when ours are unset.
+	if c.HTTPURL == "" {
+		if v := strings.TrimSpace(getenv("DAYDREAM_METRICS_URL")); v != "" {
+			if err := checkURL(v); err != nil {
+				errs = append(errs, fmt.Errorf("DAYDREAM_METRICS_URL: %w", err))
+			}
+			c.HTTPURL = v
+		}
+	}
+	if c.HTTPAPIKey == "" && c.HTTPAPIKeyFile == "" {
+		c.HTTPAPIKey = strings.TrimSpace(getenv("SCOPE_CLOUD_API_KEY"))
+	}
+	if v, ok := lookup(getenv, "SCOPE_METRICS_ENABLED"); ok {
+		on, err := parseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SCOPE_METRICS_ENABLED: %w", err))
+		} else if !on {
+			c.HTTPURL = ""
+		}
+	}
+
+	if c.Demo {
+		c.Enabled = true
+		if _, ok := lookup(getenv, "EDGERELAY_NVML"); !ok && !setFlags["nvml"] {
+			c.NVML = "sim"
+		}
+		if _, ok := lookup(getenv, "EDGERELAY_STATUS_INTERVAL"); !ok && !setFlags["status-interval"] {
+			c.StatusInterval = time.Second
+		}
+	}
+	if c.StateDir == "" {
+		if d := getenv("STATE_DIRECTORY"); d != "" {
+			c.StateDir = strings.Split(d, ":")[0]
+		} else {
+			c.StateDir = ".edgerelay"
+		}
+	}
+	switch v := raw["EDGERELAY_SOCKET"]; {
+	case strings.EqualFold(v, "off"):
+		c.Socket = ""
+	case v != "":
+		c.Socket = v
+	case getenv("RUNTIME_DIRECTORY") != "":
+		c.Socket = filepath.Join(strings.Split(getenv("RUNTIME_DIRECTORY"), ":")[0], "ingest.sock")
+	default:
+		c.Socket = filepath.Join(c.StateDir, "ingest.sock")
+	}
+	if len(c.Socket) > 100 {
+		errs = append(errs, fmt.Errorf("EDGERELAY_SOCKET: path %q is longer than a unix socket path may be (100 bytes)", c.Socket))
+	}
+	otherSink := c.HTTPURL != "" || c.TrickleURL != "" || len(c.KafkaBrokers) > 0
+	switch v := strings.ToLower(raw["EDGERELAY_STDOUT"]); v {
+	case "auto", "":
+		c.Stdout = !otherSink
+	default:
+		on, err := parseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("EDGERELAY_STDOUT: %w (or auto)", err))
+		}
+		c.Stdout = on
+	}
+	if c.Listen != "" {
+		if err := checkListen(c.Listen, c.IngestToken); err != nil {
+			errs = append(errs, fmt.Errorf("EDGERELAY_LISTEN: %w", err))
+		}
+	}
+	if c.Identity["host"] == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.Identity["host"] = h
+		}
+	}
+	if c.Identity["node_id"] == "" {
+		if b, err := os.ReadFile("/etc/machine-id"); err == nil {
+			c.Identity["node_id"] = strings.TrimSpace(string(b))
+		}
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+		if isTerminal(os.Stderr) {
+			c.LogFormat = "text"
+		}
+	}
+	if c.HTTPURL != "" && c.HTTPBatch > 500 {
+		errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_BATCH: %d is above the metrics API's limit of 500 events per request", c.HTTPBatch))
+	}
+	return c, errors.Join(errs...)
+}
+
+// FlagError is a command-line usage error; the flag package has already
+// printed it with the usage.
+type FlagError struct{ Err error }
+
+func (e *FlagError) Error() string { return e.Err.Error() }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+// EnvTable returns the variables with their defaults and meaning, in table
+// order, for documentation (configs/edgerelay.env is checked against it).
+func EnvTable() [][3]string {
+	var out [][3]string
+	for _, s := range settings() {
+		out = append(out, [3]string{s.env, s.def, s.usage})
+	}
+	return out
+}
+
+// Enabled reports whether EDGERELAY_ENABLED switches the agent on, without
+// validating anything else, so that a disabled agent exits cleanly even with
+// other settings unset or wrong.
+func Enabled(getenv func(string) string) bool {
+	on, err := parseBool(getenv("EDGERELAY_ENABLED"))
+	return err == nil && on
+}
+
+func lookup(getenv func(string) string, k string) (string, bool) {
+	v := getenv(k)
+	return v, v != ""
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "t", "true", "yes", "y", "on":
+		return true, nil
+	case "0", "f", "false", "no", "n", "off", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (use true/false, on/off, 1/0)", v)
+}
+
+func boolTo(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := parseBool(v)
+		*field(c) = b
+		return err
+	}
+}
+
+func intTo(field func(*Config) *int, min int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", v)
+		}
+		if n < min {
+			return fmt.Errorf("%d is below the minimum %d", n, min)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func int64To(field func(*Config) *int64, min int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := parseBytes(v)
+		if err != nil {
+			return err
+		}
+		if n < min {
+			return fmt.Errorf("%d is below the minimum %d", n, min)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// parseBytes accepts a plain integer or one with a KiB/MiB/GiB suffix.
+func parseBytes(v string) (int64, error) {
+	mult := int64(1)
+	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(v, suf) {
+			v, mult = strings.TrimSuffix(v, suf), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a byte count (an integer, optionally with KiB, MiB or GiB)", v)
+	}
+	return n * mult, nil
+}
+
+func durTo(field func(*Config) *time.Duration, min time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (like 500ms, 2s, 5m)", v)
+		}
+		if d < min {
+			return fmt.Errorf("%s is below the minimum %s", d, min)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func oneOf(field func(*Config) *string, allowed ...string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		v = strings.ToLower(v)
+		if !slices.Contains(allowed, v) {
+			return fmt.Errorf("%q is not one of %s", v, strings.Join(slices.DeleteFunc(slices.Clone(allowed), func(s string) bool { return s == "" }), ", "))
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+func identTo(key string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v != "" {
+			c.Identity[key] = v
+		}
+		return nil
+	}
+}
+
+func urlTo(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			return nil
+		}
+		if err := checkURL(v); err != nil {
+			return err
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+func checkURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", v)
+	}
+	return nil
+}
+
+func offToEmpty(v string) string {
+	if strings.EqualFold(v, "off") {
+		return ""
+	}
+	return v
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkListen refuses a non-loopback address without a token: the local API
+// accepts events that go to the analytics pipeline under this node's name.
+func checkListen(addr, token string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (%v)", addr, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	if isLoopbackHost(host) || token != "" {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address; set EDGERELAY_INGEST_TOKEN to listen there", addr)
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exposes the agent's Report as Prometheus metrics at scrape time,
+// so the numbers on /metrics, /v1/stats and in agent_status are the same
+// numbers (one source of truth, no double counting).
+type collector struct{ a *Agent }
+
+var (
+	descReceived    = prometheus.NewDesc("edgerelay_events_received_total", "Events accepted into the pipeline, by source.", []string{"source"}, nil)
+	descRejected    = prometheus.NewDesc("edgerelay_events_rejected_total", "Items refused at ingest (invalid), by source; never accepted.", []string{"source"}, nil)
+	descDelivered   = prometheus.NewDesc("edgerelay_events_delivered_total", "Events a sink delivered.", []string{"sink"}, nil)
+	descDropped     = prometheus.NewDesc("edgerelay_events_dropped_total", "Events dropped, by stage and reason (spool and sink drops are summed over sinks).", []string{"stage", "reason"}, nil)
+	descSinkDropped = prometheus.NewDesc("edgerelay_sink_dropped_total", "Events a sink will never deliver, by reason.", []string{"sink", "reason"}, nil)
+	descSinkRecv    = prometheus.NewDesc("edgerelay_sink_received_total", "Events a sink had to deliver (received = delivered + dropped + pending).", []string{"sink"}, nil)
+	descPending     = prometheus.NewDesc("edgerelay_events_pending", "Events waiting for a sink.", []string{"sink"}, nil)
+	descRing        = prometheus.NewDesc("edgerelay_ring_events", "Events in the ring, waiting for the spool writer.", nil, nil)
+	descRingBytes   = prometheus.NewDesc("edgerelay_ring_bytes", "Bytes in the ring.", nil, nil)
+	descSpoolBytes  = prometheus.NewDesc("edgerelay_spool_bytes", "Bytes held by the spool.", nil, nil)
+	descSpoolEvents = prometheus.NewDesc("edgerelay_spool_events", "Events held by the spool.", nil, nil)
+	descDurable     = prometheus.NewDesc("edgerelay_spool_durable", "1 when accepted events survive a crash (disk spool writing), 0 in memory-only or degraded mode.", nil, nil)
+	descDegraded    = prometheus.NewDesc("edgerelay_spool_degraded", "1 while disk writes fail and events are held in memory.", nil, nil)
+	descQuarantine  = prometheus.NewDesc("edgerelay_spool_quarantined_total", "Corrupt spool files moved aside at start.", nil, nil)
+	descRequests    = prometheus.NewDesc("edgerelay_sink_requests_total", "Requests to a sink's peer, by outcome code.", []string{"sink", "code"}, nil)
+	descRetries     = prometheus.NewDesc("edgerelay_sink_retries_total", "Waits before a retry, by reason.", []string{"sink", "reason"}, nil)
+	descPaused      = prometheus.NewDesc("edgerelay_sink_paused", "1 while a sink is paused, with the reason.", []string{"sink", "reason"}, nil)
+	descLastSuccess = prometheus.NewDesc("edgerelay_sink_last_success_timestamp_seconds", "When a sink last delivered.", []string{"sink"}, nil)
+	descSessions    = prometheus.NewDesc("edgerelay_sessions", "Attached sessions.", nil, nil)
+	descTailDropped = prometheus.NewDesc("edgerelay_tail_dropped_total", "Envelopes a slow /v1/tail watcher missed (the pipeline is not affected).", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReceived, descRejected, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	r := c.a.Report()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for src, n := range r.Received {
+		counter(descReceived, n, src)
+	}
+	for src, n := range r.Rejected {
+		counter(descRejected, n, src)
+	}
+	for stage, reasons := range r.Dropped {
+		for reason, n := range reasons {
+			counter(descDropped, n, stage, reason)
+		}
+	}
+	for name, s := range r.Sinks {
+		counter(descDelivered, s.Delivered, name)
+		counter(descSinkRecv, s.Received, name)
+		gauge(descPending, float64(s.Pending), name)
+		for reason, n := range s.Dropped {
+			counter(descSinkDropped, n, name, reason)
+		}
+		for code, n := range s.Requests {
+			counter(descRequests, n, name, code)
+		}
+		for reason, n := range s.Retries {
+			counter(descRetries, n, name, reason)
+		}
+		if s.Paused != "" {
+			gauge(descPaused, 1, name, s.Paused)
+		}
+		if s.LastSuccess != nil {
+			gauge(descLastSuccess, float64(s.LastSuccess.UnixNano())/1e9, name)
+		}
+	}
+	gauge(descRing, float64(r.RingEvents))
+	gauge(descRingBytes, float64(r.RingBytes))
+	gauge(descSpoolBytes, float64(r.SpoolBytes))
+	gauge(descSpoolEvents, float64(r.SpoolEvents))
+	gauge(descDurable, b2f(r.Durable))
+	gauge(descDegraded, b2f(r.Degraded))
+	counter(descQuarantine, uint64(r.Quarantined))
+	gauge(descSessions, float64(r.Sessions))
+	counter(descTailDropped, r.TailDropped)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package agent
+
+func peerCredPID(fd int) int { return 0 }

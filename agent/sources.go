@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// startSources starts the agent's own event sources. Each runs until
+// intakeCtx ends and is waited for by shutdown.
+func (a *Agent) startSources() {
+	a.goSource(a.statusLoop)
+}
+
+// goSource runs fn as a source goroutine owned by the agent.
+func (a *Agent) goSource(fn func(ctx context.Context)) {
+	a.sources.Add(1)
+	go func() {
+		defer a.sources.Done()
+		fn(a.intakeCtx)
+	}()
+}
+
+// statusLoop emits agent_status every StatusInterval.
+func (a *Agent) statusLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.emitStatus("interval")
+		}
+	}
+}
+
+func (a *Agent) emitStatus(reason string) {
+	a.emit("agent", "agent_status", a.statusData(reason), nil)
+}
+
+// extraCollectors are Prometheus collectors of optional parts (GPU gauges).
+func (a *Agent) extraCollectors() []prometheus.Collector { return nil }
+
+// registerRoutes adds the endpoints of optional parts to the local API.
+func (a *Agent) registerRoutes(mux *http.ServeMux) {}
+
+// Reload re-reads what may change without a restart (SIGHUP): secrets such
+// as the HTTP sink's key file.
+func (a *Agent) Reload() {
+	a.log.Info("reloading secrets")
+	for _, fn := range a.reloaders {
+		fn()
+	}
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/livepeer/edgerelay/agent"
+)
+
+// apiClient reaches a running agent's local API over its unix socket (the
+// default) or TCP.
+type apiClient struct {
+	http  *http.Client
+	base  string // "http://host:port" or "http://edgerelay" for the socket
+	token string
+}
+
+func clientFlags(fs *flag.FlagSet) func() (*apiClient, error) {
+	socket := fs.String("socket", "", "the agent's unix socket (default: as `edgerelay run` would use)")
+	addr := fs.String("addr", "", "the agent's TCP address instead of the socket (host:port)")
+	token := fs.String("token", "", "bearer token (default $EDGERELAY_INGEST_TOKEN)")
+	return func() (*apiClient, error) {
+		cfg, _ := agent.Load(nil, os.Getenv, io.Discard) // only for the default addresses
+		c := &apiClient{token: *token}
+		if c.token == "" {
+			c.token = os.Getenv("EDGERELAY_INGEST_TOKEN")
+		}
+		sock := *socket
+		if sock == "" && *addr == "" {
+			if _, err := os.Stat(cfg.Socket); err == nil {
+				sock = cfg.Socket
+			} else if cfg.Listen != "" {
+				*addr = cfg.Listen
+			} else {
+				return nil, fmt.Errorf("no socket at %s and TCP is off; use --socket or --addr", cfg.Socket)
+			}
+		}
+		tr := &http.Transport{}
+		if sock != "" {
+			tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			}
+			c.base = "http://edgerelay"
+		} else {
+			c.base = "http://" + *addr
+		}
+		c.http = &http.Client{Transport: tr}
+		return c, nil
+	}
+}
+
+func (c *apiClient) header() http.Header {
+	h := http.Header{}
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+	return h
+}
+
+func cmdStats(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("edgerelay stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mk := clientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, err := mk()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgerelay stats:", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/stats", nil)
+	req.Header = c.header()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgerelay stats: is the agent running?", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	var v any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "edgerelay stats: HTTP %d %v\n", resp.StatusCode, err)
+		return 1
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+	return 0
+}
+
+func cmdTail(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("edgerelay tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mk := clientFlags(fs)
+	types := fs.String("type", "", "only these envelope types (comma-separated)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, err := mk()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgerelay tail:", err)
+		return 1
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	u := strings.Replace(c.base, "http://", "ws://", 1) + "/v1/tail"
+	if *types != "" {
+		u += "?type=" + url.QueryEscape(*types)
+	}
+	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: c.header()})
+	if err != nil {
+		fmt.Fprintln(stderr, "edgerelay tail: is the agent running?", err)
+		return 1
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(16 << 20)
+	for {
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			if ctx.Err() != nil || websocket.CloseStatus(err) == websocket.StatusGoingAway || websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+				return 0
+			}
+			fmt.Fprintln(stderr, "edgerelay tail:", err)
+			return 1
+		}
+		stdout.Write(msg)
+		io.WriteString(stdout, "\n")
+	}
+}

@@ -1,0 +1,62 @@
+// Command edgerelay is the GPU node telemetry sidecar. See the README.
+//
+// Exit codes: 0 success (also: not enabled), 1 runtime failure, 2 bad
+// configuration or usage.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `edgerelay: GPU telemetry sidecar for Livepeer AI nodes
+
+usage: edgerelay <command> [flags]
+
+commands:
+  run        run the agent (off unless EDGERELAY_ENABLED=true; --demo for a local demo)
+  tail       print envelopes live as the agent accepts them
+  stats      print the agent's counters (/v1/stats)
+  spool      inspect a stopped agent's spool: spool stat | spool dump
+  validate   validate stormlog telemetry files or sink directories
+  bench      run the in-process benchmarks
+  version    print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stdout, stderr)
+	case "tail":
+		return cmdTail(rest, stdout, stderr)
+	case "stats":
+		return cmdStats(rest, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "edgerelay", version)
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if f, ok := extraCommands[cmd]; ok {
+		return f(rest, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "edgerelay: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// extraCommands are registered by the files that implement them.
+var extraCommands = map[string]func(args []string, stdout, stderr io.Writer) int{}

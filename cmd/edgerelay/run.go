@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/livepeer/edgerelay/agent"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	cfg, err := agent.Load(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var fe *agent.FlagError
+	if errors.As(err, &fe) {
+		return 2
+	}
+	if !cfg.Enabled {
+		fmt.Fprintln(stderr, "edgerelay: not enabled; set EDGERELAY_ENABLED=true to run the agent (or try: edgerelay run --demo)")
+		return 0
+	}
+	level := new(slog.LevelVar)
+	logger := newLogger(stderr, cfg.LogFormat, level)
+	if err != nil {
+		logger.Error("bad configuration; not starting", "err", err)
+		fmt.Fprintf(stderr, "edgerelay: bad configuration:\n%v\n", err)
+		return 2
+	}
+	level.Set(parseLevel(cfg.LogLevel))
+
+	a, err := agent.New(cfg, agent.Options{Stdout: stdout, Logger: logger, LogLevel: level})
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		stopping := false
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-sigs:
+				switch {
+				case s == syscall.SIGHUP:
+					a.Reload()
+				case !stopping:
+					stopping = true
+					logger.Info("signal received; shutting down", "signal", s.String())
+					cancel()
+				default:
+					logger.Warn("second signal; exiting without waiting for sinks", "signal", s.String())
+					a.Abort()
+				}
+			}
+		}
+	}()
+	if err := a.Run(ctx); err != nil {
+		logger.Error("edgerelay failed", "err", err)
+		fmt.Fprintf(stderr, "edgerelay: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
