@@ -89,6 +89,8 @@ type Options struct {
 	Logger   *slog.Logger   // default: discard
 	LogLevel *slog.LevelVar // set by SIGHUP re-reads; may be nil
 	Now      func() time.Time
+
+	wrapStore func(store) store // tests: intercept the spool
 }
 
 // store is what the agent needs of a spool: spool.Spool on disk or
@@ -181,6 +183,9 @@ func (a *Agent) start() error {
 	st, durable, err := a.openStore()
 	if err != nil {
 		return err
+	}
+	if a.opts.wrapStore != nil {
+		st = a.opts.wrapStore(st)
 	}
 	a.store, a.durable = st, durable
 	if err := a.startSinks(); err != nil {

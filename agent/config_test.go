@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"bufio"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := Load(nil, mapEnv(map[string]string{"EDGERELAY_ENABLED": "true"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Enabled || !c.Spool || c.SpoolMaxBytes != 1<<30 || c.RingMaxEvents != 50000 || c.RingMaxBytes != 64<<20 ||
+		c.Listen != "127.0.0.1:7781" || c.SampleInterval != time.Second || c.ProcessInterval != 5*time.Second ||
+		c.HTTPRate != 30 || c.HTTPBatch != 500 || c.HTTPMaxBody != 1000000 || c.TrickleFraming != "jsonl" ||
+		!c.Stdout || c.StateDir != ".edgerelay" || c.Socket != ".edgerelay/ingest.sock" || c.NVML != "auto" ||
+		c.MaxBodyBytes != 4<<20 || c.MaxEventBytes != 1<<20 || c.ShutdownGrace != 5*time.Second {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	env := map[string]string{
+		"EDGERELAY_ENABLED":         "true",
+		"EDGERELAY_SAMPLE_INTERVAL": "50ms",
+		"EDGERELAY_RING_MAX_EVENTS": "lots",
+		"EDGERELAY_NVML":            "maybe",
+		"EDGERELAY_HTTP_URL":        "ftp://x",
+		"EDGERELAY_SPOOL":           "perhaps",
+	}
+	_, err := Load(nil, mapEnv(env), io.Discard)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, v := range []string{"EDGERELAY_SAMPLE_INTERVAL", "EDGERELAY_RING_MAX_EVENTS", "EDGERELAY_NVML", "EDGERELAY_HTTP_URL", "EDGERELAY_SPOOL"} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error does not name %s:\n%v", v, err)
+		}
+	}
+}
+
+func TestConfigFlagWinsAndFallbacks(t *testing.T) {
+	env := map[string]string{
+		"EDGERELAY_ENABLED":           "true",
+		"EDGERELAY_LISTEN":            "127.0.0.1:1",
+		"DAYDREAM_METRICS_URL":        "https://metrics.example/v1/metrics",
+		"SCOPE_CLOUD_API_KEY":         "k",
+		"STATE_DIRECTORY":             "/var/lib/edgerelay",
+		"RUNTIME_DIRECTORY":           "/run/edgerelay",
+		"EDGERELAY_HTTP_BATCH":        "100",
+		"EDGERELAY_SPOOL_GROUP_DELAY": "2ms",
+	}
+	c, err := Load([]string{"--listen", "127.0.0.1:2", "--http-batch=200"}, mapEnv(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:2" || c.HTTPBatch != 200 {
+		t.Errorf("flags did not win: listen %s batch %d", c.Listen, c.HTTPBatch)
+	}
+	if c.HTTPURL != env["DAYDREAM_METRICS_URL"] || c.HTTPAPIKey != "k" || c.Stdout {
+		t.Errorf("fallbacks: url %q key %q stdout %v", c.HTTPURL, c.HTTPAPIKey, c.Stdout)
+	}
+	if c.StateDir != "/var/lib/edgerelay" || c.Socket != "/run/edgerelay/ingest.sock" {
+		t.Errorf("systemd dirs: %s %s", c.StateDir, c.Socket)
+	}
+	env["SCOPE_METRICS_ENABLED"] = "false"
+	c, _ = Load(nil, mapEnv(env), io.Discard)
+	if c.HTTPURL != "" || !c.Stdout {
+		t.Errorf("SCOPE_METRICS_ENABLED=false: url %q stdout %v", c.HTTPURL, c.Stdout)
+	}
+}
+
+func TestConfigDemo(t *testing.T) {
+	c, err := Load([]string{"--demo"}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Enabled || c.NVML != "sim" || c.StatusInterval != time.Second || !c.Stdout || c.StateDir != ".edgerelay" {
+		t.Errorf("demo: %+v", c)
+	}
+}
+
+// TestEnvFileDocumentsEverySetting keeps configs/edgerelay.env in step with
+// the settings table: every variable appears with its default.
+func TestEnvFileDocumentsEverySetting(t *testing.T) {
+	f, err := os.Open("../configs/edgerelay.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	doc := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "#"))
+		if k, v, ok := strings.Cut(line, "="); ok && strings.HasPrefix(k, "EDGERELAY_") && !strings.Contains(k, " ") {
+			doc[k] = v
+		}
+	}
+	for _, row := range EnvTable() {
+		v, ok := doc[row[0]]
+		if !ok {
+			t.Errorf("configs/edgerelay.env does not document %s", row[0])
+			continue
+		}
+		if v != row[1] {
+			t.Errorf("configs/edgerelay.env: %s=%s, but the default is %q", row[0], v, row[1])
+		}
+	}
+}
