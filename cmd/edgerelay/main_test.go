@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binPath is the edgerelay binary built once for the tests of this package,
+// which run it as a user would.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "edgerelay-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "edgerelay")
+	build := exec.Command("go", "build", "-race", "-o", binPath, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building edgerelay:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cleanEnv is the environment without any EDGERELAY_ or fallback variable of
+// the machine running the tests.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "EDGERELAY_") || strings.HasPrefix(k, "SCOPE_") || k == "DAYDREAM_METRICS_URL" || k == "STATE_DIRECTORY" || k == "RUNTIME_DIRECTORY" || k == "NOTIFY_SOCKET" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestDisabledExitsAtOnce(t *testing.T) {
+	cmd := exec.Command(binPath, "run")
+	cmd.Env = cleanEnv("EDGERELAY_ENABLED=")
+	cmd.Dir = t.TempDir()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("exit: %v (%s)", err, stderr.String())
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %s", d)
+	}
+	if !strings.Contains(stderr.String(), "EDGERELAY_ENABLED=true") {
+		t.Errorf("stderr does not say how to enable: %q", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(cmd.Dir, ".edgerelay")); err == nil {
+		t.Error("a disabled agent created its state directory")
+	}
+}
+
+func TestBadConfigExitsTwo(t *testing.T) {
+	cmd := exec.Command(binPath, "run")
+	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_SAMPLE_INTERVAL=10ms")
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2: %s", err, out)
+	}
+	if !strings.Contains(string(out), "EDGERELAY_SAMPLE_INTERVAL") {
+		t.Errorf("message does not name the variable: %s", out)
+	}
+}
+
+// lockedBuffer collects a child's output while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDemoEndToEndWithTail(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	agentCmd := exec.Command(binPath, "run", "--demo")
+	agentCmd.Env = cleanEnv("EDGERELAY_LISTEN="+addr, "EDGERELAY_SHUTDOWN_GRACE=3s")
+	agentCmd.Dir = dir
+	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	agentCmd.Stdout, agentCmd.Stderr = out, errOut
+	if err := agentCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- agentCmd.Wait() }()
+	defer func() {
+		agentCmd.Process.Kill()
+		<-exited
+	}()
+	client := &http.Client{Timeout: 5 * time.Second}
+	waitFor(t, "readyz", func() bool {
+		resp, err := client.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	tail := exec.Command(binPath, "tail", "--socket", filepath.Join(dir, ".edgerelay", "ingest.sock"), "--type", "demo_event")
+	tail.Env = cleanEnv()
+	tailOut, err := tail.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail.Stderr = os.Stderr
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { tail.Process.Kill(); tail.Wait() }()
+	tailLines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(tailOut)
+		for sc.Scan() {
+			tailLines <- sc.Text()
+		}
+		close(tailLines)
+	}()
+
+	prebuilt := `{"id":"demo-1","type":"demo_event","timestamp":"1767908945298","gateway":"","data":{"n":1}}`
+	post := func(body string) int {
+		resp, err := client.Post("http://"+addr+"/v1/events", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Post until the tail shows it: the tail connects asynchronously.
+	var seen string
+	deadline := time.After(15 * time.Second)
+	for seen == "" {
+		if code := post(prebuilt); code != 202 {
+			t.Fatalf("POST: %d", code)
+		}
+		select {
+		case l := <-tailLines:
+			seen = l
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("edgerelay tail showed nothing")
+		}
+	}
+	if seen != prebuilt {
+		t.Errorf("tail line %q, want %q", seen, prebuilt)
+	}
+	waitFor(t, "envelope on stdout", func() bool { return strings.Contains(out.String(), prebuilt+"\n") })
+	waitFor(t, "agent_status on stdout", func() bool { return strings.Contains(out.String(), `"type":"agent_status"`) })
+
+	start := time.Now()
+	agentCmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exit within the 3s grace (+2s)")
+	}
+	t.Logf("SIGTERM to exit: %s", time.Since(start))
+}
