@@ -66,8 +66,13 @@ type Agent struct {
 
 	sources    sync.WaitGroup // source goroutines (cancelled by intakeCtx)
 	writerDone chan struct{}
-	sinkWG     sync.WaitGroup
-	serveWG    sync.WaitGroup
+	// writerBusySince is when the writer's current Append began (unix
+	// nanos), 0 when it is not appending; read by the watchdog.
+	writerBusySince atomic.Int64
+	sinkWG          sync.WaitGroup
+	watchdogWG      sync.WaitGroup
+	watchdogCancel  context.CancelFunc
+	serveWG         sync.WaitGroup
 }
 
 // Agent states, as reported by /readyz and /v1/stats.
@@ -91,6 +96,7 @@ type Options struct {
 	Now      func() time.Time
 
 	wrapStore func(store) store // tests: intercept the spool
+	extraSink relay.Sink        // tests: one more sink, named "test"
 }
 
 // store is what the agent needs of a spool: spool.Spool on disk or
@@ -108,12 +114,13 @@ type store interface {
 // sinkHandle is one running sink: its stats, the store holding its cursor,
 // and how to drain it.
 type sinkHandle struct {
-	name  string
-	kind  string // "stdout", "http", "trickle", "kafka", "session"
-	stats *relay.Stats
-	st    store
-	drain func()        // send partial batches at once
-	done  chan struct{} // closed when its goroutine returns
+	name    string
+	kind    string // "stdout", "http", "trickle", "kafka", "session"
+	stats   *relay.Stats
+	st      store
+	drain   func()                                        // send partial batches at once
+	stalled func(now time.Time, limit time.Duration) bool // stuck in one send for longer than limit
+	done    chan struct{}                                 // closed when its goroutine returns
 }
 
 // New checks cfg and builds an agent; nothing runs until Run.
@@ -200,12 +207,23 @@ func (a *Agent) start() error {
 	a.startSources()
 	a.state.Store(stateRunning)
 	close(a.ready)
+	a.sdNotify("READY=1\nSTATUS=" + a.statusLine())
+	// The watchdog outlives intake: during the shutdown grace a wedged
+	// sink must still stop the pings.
+	wctx, cancel := context.WithCancel(context.Background())
+	a.watchdogCancel = cancel
+	a.watchdogWG.Add(1)
+	go func() {
+		defer a.watchdogWG.Done()
+		a.watchdogLoop(wctx)
+	}()
 	a.log.Info("edgerelay running", "state_dir", a.cfg.StateDir, "durable", a.durable(), "listen", addrString(a.tcpAddr), "socket", a.cfg.Socket, "sinks", a.sinkNames())
 	return nil
 }
 
 func (a *Agent) shutdown() error {
 	a.state.Store(stateStopping)
+	a.sdNotify("STOPPING=1")
 	a.log.Info("edgerelay stopping", "grace", a.cfg.ShutdownGrace.String())
 	a.stopIntake()
 	a.sources.Wait()
@@ -224,6 +242,8 @@ func (a *Agent) shutdown() error {
 	a.drainSinks()
 	a.stopSinks()
 	a.sinkWG.Wait()
+	a.watchdogCancel()
+	a.watchdogWG.Wait()
 	a.detachAllSessions()
 	rep := a.Report()
 	err := a.store.Close()
@@ -312,7 +332,7 @@ func (a *Agent) addForwarder(st store, name, kind string, sink relay.Sink, tune 
 		tune(f)
 	}
 	f.Init()
-	h.drain = f.Drain
+	h.drain, h.stalled = f.Drain, f.Stalled
 	a.runSink(h, f.Run)
 	return h, nil
 }
@@ -376,7 +396,9 @@ func (a *Agent) writeLoop() {
 		for _, it := range group {
 			data = append(data, it.data)
 		}
+		a.writerBusySince.Store(time.Now().UnixNano())
 		err := a.store.Append(data)
+		a.writerBusySince.Store(0)
 		notDurable := isNotDurable(err)
 		if notDurable {
 			err = nil

@@ -14,6 +14,11 @@ func (a *Agent) startSinks() error {
 			return err
 		}
 	}
+	if a.opts.extraSink != nil {
+		if _, err := a.addForwarder(a.store, "test", "test", a.opts.extraSink, nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -42,8 +42,16 @@ type Forwarder struct {
 	Resume <-chan struct{}
 	Logger *slog.Logger
 
-	draining atomic.Bool
-	wake     chan struct{}
+	draining  atomic.Bool
+	wake      chan struct{}
+	busySince atomic.Int64 // unix nanos when the current Send began; 0 when not sending
+}
+
+// Stalled reports whether a Send has been running for longer than limit: a
+// wedged sink. The agent's watchdog stops pinging systemd when it is.
+func (f *Forwarder) Stalled(now time.Time, limit time.Duration) bool {
+	since := f.busySince.Load()
+	return since != 0 && now.Sub(time.Unix(0, since)) > limit
 }
 
 // DefaultBackOff is the transient-error schedule: exponential with jitter,
@@ -161,7 +169,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			}
 		}
 
+		f.busySince.Store(time.Now().UnixNano())
 		res := f.Sink.Send(ctx, recs)
+		f.busySince.Store(0)
 		if res.Settled > len(recs) {
 			panic("BUG: relay: sink settled more records than it was given")
 		}
