@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/livepeer/edgerelay/agent/telemetry"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
 )
@@ -43,6 +44,10 @@ type Agent struct {
 	tail     *tailHub
 	counters *counters
 
+	alloc    *telemetry.Allocators // latest allocator figures per GPU
+	gpu      gpuLookup             // the GPU sampler, nil without NVML
+	stormlog *telemetry.Tailer     // nil unless EDGERELAY_STORMLOG_DIR
+
 	store   store // set by start; never replaced
 	durable func() bool
 
@@ -58,7 +63,8 @@ type Agent struct {
 	abort      chan struct{} // closed by Abort
 	abortOnce  sync.Once
 
-	reloaders []func() // run by Reload (SIGHUP); set before Run
+	reloaders []func() // run by Reload (SIGHUP); set during start
+	closers   []func() // run after the sinks stopped; set during start
 
 	srv       *http.Server
 	tcpAddr   net.Addr
@@ -174,6 +180,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.stopIntake()
 		a.stopSinks()
 		a.sinkWG.Wait()
+		for _, c := range a.closers {
+			c()
+		}
 		if a.store != nil {
 			a.store.Close()
 		}
@@ -198,13 +207,24 @@ func (a *Agent) start() error {
 	if err := a.startSinks(); err != nil {
 		return err
 	}
+	if err := a.setupGPU(); err != nil {
+		return err
+	}
 	go a.writeLoop()
 	if err := a.startAPI(); err != nil {
 		a.ring.Close()
 		<-a.writerDone
 		return err
 	}
-	a.startSources()
+	if err := a.startSources(); err != nil {
+		a.stopIntake()
+		a.sources.Wait()
+		a.ring.Close()
+		<-a.writerDone
+		a.srv.Close()
+		a.serveWG.Wait()
+		return err
+	}
 	a.state.Store(stateRunning)
 	close(a.ready)
 	a.sdNotify("READY=1\nSTATUS=" + a.statusLine())
@@ -242,6 +262,9 @@ func (a *Agent) shutdown() error {
 	a.drainSinks()
 	a.stopSinks()
 	a.sinkWG.Wait()
+	for _, c := range a.closers {
+		c()
+	}
 	a.watchdogCancel()
 	a.watchdogWG.Wait()
 	a.detachAllSessions()
@@ -315,16 +338,21 @@ func (a *Agent) sinkNames() []string {
 	return names
 }
 
-// addForwarder registers a sink in st and runs a relay.Forwarder for it.
-func (a *Agent) addForwarder(st store, name, kind string, sink relay.Sink, tune func(*relay.Forwarder)) (*sinkHandle, error) {
+// newSinkHandle registers sink name in st and returns its handle, whose
+// stats the sink is built with.
+func (a *Agent) newSinkHandle(st store, name, kind string) (*sinkHandle, error) {
 	if err := st.AddSink(name); err != nil {
 		return nil, fmt.Errorf("sink %s: %w", name, err)
 	}
-	h := &sinkHandle{name: name, kind: kind, stats: relay.NewStats(), st: st, done: make(chan struct{})}
+	return &sinkHandle{name: name, kind: kind, stats: relay.NewStats(), st: st, done: make(chan struct{})}, nil
+}
+
+// startForwarder runs a relay.Forwarder from h's cursor to sink.
+func (a *Agent) startForwarder(h *sinkHandle, sink relay.Sink, tune func(*relay.Forwarder)) {
 	f := &relay.Forwarder{
-		Name:   name,
+		Name:   h.name,
 		Sink:   sink,
-		Cursor: relay.NewCursor(st, name),
+		Cursor: relay.NewCursor(h.st, h.name),
 		Stats:  h.stats,
 		Logger: a.log,
 	}
@@ -334,6 +362,15 @@ func (a *Agent) addForwarder(st store, name, kind string, sink relay.Sink, tune 
 	f.Init()
 	h.drain, h.stalled = f.Drain, f.Stalled
 	a.runSink(h, f.Run)
+}
+
+// addForwarder registers a sink and runs a forwarder for it.
+func (a *Agent) addForwarder(st store, name, kind string, sink relay.Sink, tune func(*relay.Forwarder)) (*sinkHandle, error) {
+	h, err := a.newSinkHandle(st, name, kind)
+	if err != nil {
+		return nil, err
+	}
+	a.startForwarder(h, sink, tune)
 	return h, nil
 }
 

@@ -58,6 +58,7 @@ type Config struct {
 	TrickleSubscribe  []string
 	KafkaBrokers      []string
 	StormlogDir       string
+	TelemetryLegacy   bool
 	LogLevel          string
 	LogFormat         string // "text" or "json"
 
@@ -132,6 +133,7 @@ func settings() []setting {
 		}},
 		{"EDGERELAY_KAFKA_BROKERS", "", "comma-separated Kafka brokers (the other EDGERELAY_KAFKA_* settings: docs/OPERATIONS.md)", func(c *Config, v string) error { c.KafkaBrokers = splitList(v); return nil }},
 		{"EDGERELAY_STORMLOG_DIR", "", "stormlog sink directory to tail", func(c *Config, v string) error { c.StormlogDir = v; return nil }},
+		{"EDGERELAY_TELEMETRY_LEGACY", "on", "accept legacy (pre-v2) stormlog records on /v1/telemetry and convert them", boolTo(func(c *Config) *bool { return &c.TelemetryLegacy })},
 		{"EDGERELAY_LOG_LEVEL", "info", "debug | info | warn | error", oneOf(func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error")},
 		{"EDGERELAY_LOG_FORMAT", "", "text | json (default: text on a terminal, json otherwise)", oneOf(func(c *Config) *string { return &c.LogFormat }, "", "text", "json")},
 	}
@@ -268,6 +270,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		if isTerminal(os.Stderr) {
 			c.LogFormat = "text"
 		}
+	}
+	if _, err := kafkaOptions(c); err != nil {
+		errs = append(errs, err)
 	}
 	if c.HTTPURL != "" && c.HTTPBatch > 500 {
 		errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_BATCH: %d is above the metrics API's limit of 500 events per request", c.HTTPBatch))

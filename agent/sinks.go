@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/relay/kafkasink"
 )
 
 // startSinks registers every configured sink in the store and starts its
@@ -13,6 +16,9 @@ func (a *Agent) startSinks() error {
 		if _, err := a.addForwarder(a.store, "stdout", "stdout", relay.NewStdoutSink(a.opts.Stdout), nil); err != nil {
 			return err
 		}
+	}
+	if err := a.startKafka(); err != nil {
+		return err
 	}
 	if a.opts.extraSink != nil {
 		if _, err := a.addForwarder(a.store, "test", "test", a.opts.extraSink, nil); err != nil {
@@ -46,3 +52,45 @@ func (a *Agent) detachSession(ctx context.Context, id string) bool {
 }
 
 func (a *Agent) detachAllSessions() {}
+
+// kafkaOptions reads the EDGERELAY_KAFKA_* settings; the brokers may come
+// from a flag, so they are taken from the loaded configuration.
+func kafkaOptions(c Config) (kafkasink.Options, error) {
+	getenv := func(k string) string {
+		if k == kafkasink.EnvBrokers {
+			return strings.Join(c.KafkaBrokers, ",")
+		}
+		if c.Getenv == nil {
+			return ""
+		}
+		return c.Getenv(k)
+	}
+	return kafkasink.OptionsFromEnv(getenv)
+}
+
+func (a *Agent) startKafka() error {
+	ko, err := kafkaOptions(a.cfg)
+	if err != nil || !ko.Enabled() {
+		return err
+	}
+	h, err := a.newSinkHandle(a.store, "kafka", "kafka")
+	if err != nil {
+		return err
+	}
+	ko.Stats, ko.Logger = h.stats, a.log.With("sink", "kafka")
+	sink, err := kafkasink.New(a.sinkCtx, ko)
+	if err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
+	}
+	a.reloaders = append(a.reloaders, func() {
+		if err := sink.Reload(); err != nil {
+			a.log.Error("kafka: reload failed; keeping the old credentials", "err", err)
+		}
+	})
+	a.closers = append(a.closers, sink.Close)
+	a.startForwarder(h, sink, func(f *relay.Forwarder) {
+		f.Batch = 2000 // the client splits by broker limits itself
+		f.Resume = sink.Resume()
+	})
+	return nil
+}

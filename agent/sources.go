@@ -10,8 +10,9 @@ import (
 
 // startSources starts the agent's own event sources. Each runs until
 // intakeCtx ends and is waited for by shutdown.
-func (a *Agent) startSources() {
+func (a *Agent) startSources() error {
 	a.goSource(a.statusLoop)
+	return a.startStormlogTail()
 }
 
 // goSource runs fn as a source goroutine owned by the agent.
@@ -44,8 +45,17 @@ func (a *Agent) emitStatus(reason string) {
 // extraCollectors are Prometheus collectors of optional parts (GPU gauges).
 func (a *Agent) extraCollectors() []prometheus.Collector { return nil }
 
-// registerRoutes adds the endpoints of optional parts to the local API.
-func (a *Agent) registerRoutes(mux *http.ServeMux) {}
+// registerRoutes adds the endpoints of the telemetry and session parts.
+func (a *Agent) registerRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/telemetry", a.intake(a.handleTelemetry))
+	mux.HandleFunc("POST /v1/allocator", a.intake(a.handleAllocator))
+}
+
+// setupGPU opens the GPU sampler (when NVML is on) and the allocator
+// registry it shares with the telemetry endpoints.
+func (a *Agent) setupGPU() error {
+	return a.setupTelemetry(nil)
+}
 
 // Reload re-reads what may change without a restart (SIGHUP): secrets such
 // as the HTTP sink's key file.

@@ -133,3 +133,40 @@ func TestMakeInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateCorpus runs `edgerelay validate` on the telemetry corpus, as a
+// user would, and compares its report with the expected one.
+func TestValidateCorpus(t *testing.T) {
+	dir := repoFile(t, "agent/telemetry")
+	files, _ := filepath.Glob(filepath.Join(dir, "testdata/validate/*"))
+	var args []string
+	for _, f := range files {
+		base := filepath.Base(f)
+		if strings.HasPrefix(base, "expected") {
+			continue
+		}
+		rel, _ := filepath.Rel(dir, f)
+		args = append(args, rel)
+	}
+	cmd := exec.Command(binPath, append([]string{"validate"}, args...)...)
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1 (invalid records present); stderr %s", err, stderr.String())
+	}
+	want, err := os.ReadFile(filepath.Join(dir, "testdata/validate/expected.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != string(want) {
+		t.Errorf("report differs:\n--- got\n%s--- want\n%s", stdout.String(), want)
+	}
+	// A valid file alone exits 0 and prints nothing.
+	ok := exec.Command(binPath, "validate", "testdata/validate/valid_array.json")
+	ok.Dir = dir
+	if out, err := ok.CombinedOutput(); err != nil || len(out) != 0 {
+		t.Errorf("valid file: %v %q", err, out)
+	}
+}

@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func v3Record(session string, ts int64, alloc int64) string {
+	return fmt.Sprintf(`{"schema_version":3,"session_id":%q,"timestamp_ns":%d,"event_type":"sample","collector":"stormlog.cuda_tracker","sampling_interval_ms":100,"pid":4242,"host":"runner-a","device_id":0,"allocator_allocated_bytes":%d,"allocator_reserved_bytes":2097152,"allocator_active_bytes":null,"allocator_inactive_bytes":null,"allocator_change_bytes":0,"device_used_bytes":3145728,"device_free_bytes":null,"device_total_bytes":null,"context":null,"metadata":{},"job_id":null,"rank":0,"local_rank":0,"world_size":1}`, session, ts, alloc)
+}
+
+func TestTelemetryEndpoint(t *testing.T) {
+	r := startAgent(t, testEnv(t, nil))
+	r.post(t, "/v1/sessions", `{"session_id":"sess-9","stream_id":"stream-9"}`)
+	bad := strings.Replace(v3Record("sess-9", 2, 5), `"pid":4242`, `"pid":true`, 1)
+	code, ans := r.post(t, "/v1/telemetry", `{"events":[`+v3Record("sess-9", 1, 1048576)+`,`+bad+`]}`)
+	if code != http.StatusAccepted || ans.Accepted != 1 || len(ans.Rejected) != 1 || !strings.Contains(ans.Rejected[0].Error, "pid") {
+		t.Fatalf("got %d %+v", code, ans)
+	}
+	var env struct {
+		Type string
+		Data map[string]json.RawMessage
+	}
+	json.Unmarshal([]byte(r.waitLines(t, 1)[0]), &env)
+	if env.Type != "allocator_sample" || string(env.Data["allocator_allocated_bytes"]) != "1048576" ||
+		string(env.Data["stream_id"]) != `"stream-9"` || string(env.Data["host"]) != `"runner-a"` || string(env.Data["client_source"]) != `"edgerelay"` {
+		t.Errorf("envelope %s", r.waitLines(t, 1)[0])
+	}
+}
+
+func TestAllocatorEndpointChange(t *testing.T) {
+	r := startAgent(t, testEnv(t, nil))
+	snap := func(pid, dev int, alloc int64) string {
+		return fmt.Sprintf(`{"pid":%d,"device_index":%d,"stats":{"allocated_bytes.all.current":%d,"reserved_bytes.all.current":%d,"active_bytes.all.current":%d,"inactive_split_bytes.all.current":0},"env":{"PIPELINE":"live-video-to-video","MODEL_ID":"sd"}}`, pid, dev, alloc, alloc*2, alloc)
+	}
+	for _, s := range []string{snap(100, 0, 1000), snap(200, 1, 5000), snap(100, 0, 1500), snap(200, 1, 4000)} {
+		if code, ans := r.post(t, "/v1/allocator", s); code != http.StatusAccepted || ans.Accepted != 1 {
+			t.Fatalf("%d %+v", code, ans)
+		}
+	}
+	if code, ans := r.post(t, "/v1/allocator", `{"device_index":0,"stats":{},"bogus":1}`); code != http.StatusBadRequest || !strings.Contains(ans.Rejected[0].Error, "bogus") {
+		t.Errorf("bad snapshot: %d %+v", code, ans)
+	}
+	lines := r.waitLines(t, 4)
+	changes := map[string][]string{}
+	for _, l := range lines {
+		var env struct{ Data map[string]json.RawMessage }
+		json.Unmarshal([]byte(l), &env)
+		key := string(env.Data["pid"])
+		changes[key] = append(changes[key], string(env.Data["allocator_change_bytes"]))
+		if string(env.Data["pipeline"]) != `"live-video-to-video"` || string(env.Data["model_id"]) != `"sd"` {
+			t.Errorf("identity missing: %s", l)
+		}
+	}
+	if fmt.Sprint(changes["100"]) != "[0 500]" || fmt.Sprint(changes["200"]) != "[0 -1000]" {
+		t.Errorf("changes %v", changes)
+	}
+}
+
+func TestStormlogTail(t *testing.T) {
+	dir := t.TempDir()
+	seg := filepath.Join(dir, "segment-000001.jsonl")
+	os.WriteFile(seg, []byte(v3Record("s1", 1, 10)+"\n"+v3Record("s1", 2, 20)+"\n"+`{"half":`), 0o644)
+	r := startAgent(t, testEnv(t, map[string]string{"EDGERELAY_STORMLOG_DIR": dir}))
+	lines := r.waitLines(t, 2)
+	for i, want := range []string{`"allocator_allocated_bytes":10`, `"allocator_allocated_bytes":20`} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d: %s", i, lines[i])
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(r.out.Lines()); n != 2 {
+		t.Errorf("%d lines: an incomplete line was emitted", n)
+	}
+}

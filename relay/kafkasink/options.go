@@ -1,0 +1,303 @@
+package kafkasink
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/livepeer/edgerelay/relay"
+)
+
+// Defaults applied by New for zero Options fields.
+const (
+	DefaultTopic          = "network_events"
+	DefaultClientID       = "edgerelay"
+	DefaultProduceTimeout = 10 * time.Second
+	// DefaultLinger lets the records of one Send collect into one produce
+	// request per broker instead of the first record leaving alone.
+	DefaultLinger = 5 * time.Millisecond
+)
+
+// SASL mechanisms accepted in Options.SASLMechanism.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// Environment variables read by OptionsFromEnv.
+const (
+	EnvBrokers       = "EDGERELAY_KAFKA_BROKERS"
+	EnvTopic         = "EDGERELAY_KAFKA_TOPIC"
+	EnvSASLMechanism = "EDGERELAY_KAFKA_SASL_MECHANISM"
+	EnvUsername      = "EDGERELAY_KAFKA_USERNAME"
+	EnvPassword      = "EDGERELAY_KAFKA_PASSWORD"
+	EnvPasswordFile  = "EDGERELAY_KAFKA_PASSWORD_FILE"
+	EnvTLS           = "EDGERELAY_KAFKA_TLS"
+	EnvTLSCAFile     = "EDGERELAY_KAFKA_TLS_CA_FILE"
+	EnvTLSInsecure   = "EDGERELAY_KAFKA_TLS_INSECURE"
+	EnvAutoCreate    = "EDGERELAY_KAFKA_AUTO_CREATE"
+)
+
+var envNames = []string{
+	EnvBrokers, EnvTopic, EnvSASLMechanism, EnvUsername, EnvPassword,
+	EnvPasswordFile, EnvTLS, EnvTLSCAFile, EnvTLSInsecure, EnvAutoCreate,
+}
+
+// Options configures a Sink. The zero value of every field but Brokers is a
+// documented default; Validate reports every problem at once, naming the
+// environment variable behind the field.
+type Options struct {
+	Brokers  []string // EDGERELAY_KAFKA_BROKERS: host:port seeds; required
+	Topic    string   // EDGERELAY_KAFKA_TOPIC; "" means DefaultTopic
+	ClientID string   // Kafka client.id; "" means DefaultClientID
+
+	// SASLMechanism is "" (no SASL), SASLPlain, SASLScramSHA256 or
+	// SASLScramSHA512.
+	SASLMechanism string
+	SASLUser      string
+	// SASLPassword is never logged. SASLPasswordFile, when set instead, is
+	// read at New and again at every Reload (a rotated secret).
+	SASLPassword     string
+	SASLPasswordFile string
+
+	TLS                   bool   // dial brokers with TLS
+	TLSCAFile             string // PEM roots to trust instead of the system pool
+	TLSInsecureSkipVerify bool   // do not verify broker certificates (tests only)
+
+	// AutoCreateTopic creates the topic at start when it is missing, with
+	// the cluster's default partitions and replication. Off by default: a
+	// missing topic is a configuration error.
+	AutoCreateTopic bool
+
+	// ProduceTimeout bounds one Send, and the topic check in New; when it
+	// passes, unfinished records fail and the forwarder's backoff takes
+	// over. 0 means DefaultProduceTimeout.
+	ProduceTimeout time.Duration
+	// Linger is how long the client lets a partition's batch fill before
+	// sending it. 0 means DefaultLinger; negative means no linger.
+	Linger time.Duration
+
+	Stats  *relay.Stats // the forwarder's stats; nil means a private one
+	Logger *slog.Logger // nil means discard
+}
+
+// Enabled reports whether Kafka is configured at all (brokers are given).
+func (o Options) Enabled() bool { return len(o.Brokers) > 0 }
+
+// withDefaults returns o with every zero field replaced by its default.
+func (o Options) withDefaults() Options {
+	if o.Topic == "" {
+		o.Topic = DefaultTopic
+	}
+	if o.ClientID == "" {
+		o.ClientID = DefaultClientID
+	}
+	if o.ProduceTimeout == 0 {
+		o.ProduceTimeout = DefaultProduceTimeout
+	}
+	switch {
+	case o.Linger == 0:
+		o.Linger = DefaultLinger
+	case o.Linger < 0:
+		o.Linger = 0
+	}
+	if o.Stats == nil {
+		o.Stats = relay.NewStats()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Validate reports every problem with o, each naming its environment
+// variable (or field, for those without one).
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+	if len(o.Brokers) == 0 {
+		bad(EnvBrokers, "no broker given (comma-separated host:port list)")
+	}
+	for _, b := range o.Brokers {
+		if err := checkBroker(b); err != nil {
+			bad(EnvBrokers, "broker %q: %v", b, err)
+		}
+	}
+	if o.Topic != "" {
+		if err := checkTopic(o.Topic); err != nil {
+			bad(EnvTopic, "%q: %v", o.Topic, err)
+		}
+	}
+	switch o.SASLMechanism {
+	case "":
+		if o.SASLUser != "" || o.SASLPassword != "" || o.SASLPasswordFile != "" {
+			bad(EnvSASLMechanism, "required when %s or a password is set (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", EnvUsername)
+		}
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+		if o.SASLUser == "" {
+			bad(EnvUsername, "required with %s=%s", EnvSASLMechanism, o.SASLMechanism)
+		}
+		switch {
+		case o.SASLPassword == "" && o.SASLPasswordFile == "":
+			bad(EnvPassword, "required (or %s) with %s=%s", EnvPasswordFile, EnvSASLMechanism, o.SASLMechanism)
+		case o.SASLPassword != "" && o.SASLPasswordFile != "":
+			bad(EnvPasswordFile, "set together with %s; set one", EnvPassword)
+		}
+	default:
+		bad(EnvSASLMechanism, "%q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", o.SASLMechanism)
+	}
+	if !o.TLS {
+		if o.TLSCAFile != "" {
+			bad(EnvTLSCAFile, "set but %s is off", EnvTLS)
+		}
+		if o.TLSInsecureSkipVerify {
+			bad(EnvTLSInsecure, "set but %s is off", EnvTLS)
+		}
+	} else if o.TLSCAFile != "" && o.TLSInsecureSkipVerify {
+		bad(EnvTLSInsecure, "contradicts %s (verification is skipped, the CA file is unused)", EnvTLSCAFile)
+	}
+	if o.ProduceTimeout < 0 {
+		bad("ProduceTimeout", "negative (%s)", o.ProduceTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// LogValue keeps the password out of logs: only whether one is set shows.
+func (o Options) LogValue() slog.Value {
+	pw := "unset"
+	switch {
+	case o.SASLPasswordFile != "":
+		pw = "file " + o.SASLPasswordFile
+	case o.SASLPassword != "":
+		pw = "set"
+	}
+	return slog.GroupValue(
+		slog.Any("brokers", o.Brokers),
+		slog.String("topic", o.Topic),
+		slog.String("sasl", o.SASLMechanism),
+		slog.String("user", o.SASLUser),
+		slog.String("password", pw),
+		slog.Bool("tls", o.TLS),
+		slog.Bool("auto_create", o.AutoCreateTopic),
+	)
+}
+
+// OptionsFromEnv reads the EDGERELAY_KAFKA_* variables through getenv
+// (os.Getenv in the agent). When none is set it returns zero Options (not
+// Enabled) and no error. Otherwise the result is validated: the error joins
+// every unparsable or invalid setting, each naming its variable. Stats and
+// Logger are left for the caller to set.
+func OptionsFromEnv(getenv func(string) string) (Options, error) {
+	set := false
+	for _, k := range envNames {
+		if getenv(k) != "" {
+			set = true
+			break
+		}
+	}
+	if !set {
+		return Options{}, nil
+	}
+	var errs []error
+	flag := func(name string) bool {
+		v, err := parseBool(getenv(name))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		return v
+	}
+	o := Options{
+		Topic:                 strings.TrimSpace(getenv(EnvTopic)),
+		SASLMechanism:         strings.ToUpper(strings.TrimSpace(getenv(EnvSASLMechanism))),
+		SASLUser:              getenv(EnvUsername),
+		SASLPassword:          getenv(EnvPassword),
+		SASLPasswordFile:      strings.TrimSpace(getenv(EnvPasswordFile)),
+		TLS:                   flag(EnvTLS),
+		TLSCAFile:             strings.TrimSpace(getenv(EnvTLSCAFile)),
+		TLSInsecureSkipVerify: flag(EnvTLSInsecure),
+		AutoCreateTopic:       flag(EnvAutoCreate),
+	}
+	for b := range strings.SplitSeq(getenv(EnvBrokers), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.Brokers = append(o.Brokers, b)
+		}
+	}
+	if err := o.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return o, errors.Join(errs...)
+}
+
+// parseBool accepts the spellings an operator writes in an environment
+// file; "" is false.
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "0", "false", "f", "no", "n", "off":
+		return false, nil
+	case "1", "true", "t", "yes", "y", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (true/false, on/off, 1/0)", s)
+}
+
+// checkBroker accepts host:port or a bare host (franz-go adds port 9092).
+func checkBroker(b string) error {
+	if b == "" || strings.ContainsAny(b, " \t\r\n,/") {
+		return errors.New("want host:port")
+	}
+	host, port, err := net.SplitHostPort(b)
+	if err != nil {
+		if strings.Count(b, ":") > 1 && !strings.HasPrefix(b, "[") {
+			return errors.New("an IPv6 address needs brackets: [addr]:port")
+		}
+		if strings.Contains(b, ":") {
+			return err
+		}
+		return nil // bare host
+	}
+	if host == "" {
+		return errors.New("empty host")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not 1-65535", port)
+	}
+	return nil
+}
+
+// checkTopic applies Kafka's topic name rules (legal characters, length).
+func checkTopic(t string) error {
+	if t == "." || t == ".." {
+		return errors.New("not a legal topic name")
+	}
+	if len(t) > 249 {
+		return errors.New("longer than 249 characters")
+	}
+	for _, c := range t {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("character %q not allowed (use a-z A-Z 0-9 . _ -)", c)
+		}
+	}
+	return nil
+}
+
+// readPasswordFile reads a secret file, dropping the trailing newline an
+// editor or `echo` leaves.
+func readPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", EnvPasswordFile, err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%s: %s is empty", EnvPasswordFile, path)
+	}
+	return pw, nil
+}
