@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/livepeer/edgerelay/agent/sampler"
 	"github.com/livepeer/edgerelay/agent/telemetry"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
@@ -46,6 +49,7 @@ type Agent struct {
 
 	alloc    *telemetry.Allocators // latest allocator figures per GPU
 	gpu      gpuLookup             // the GPU sampler, nil without NVML
+	sampler  *sampler.Sampler      // GPUs and host network; nil when both are off
 	stormlog *telemetry.Tailer     // nil unless EDGERELAY_STORMLOG_DIR
 
 	store   store // set by start; never replaced
@@ -101,8 +105,9 @@ type Options struct {
 	LogLevel *slog.LevelVar // set by SIGHUP re-reads; may be nil
 	Now      func() time.Time
 
-	wrapStore func(store) store // tests: intercept the spool
-	extraSink relay.Sink        // tests: one more sink, named "test"
+	wrapStore  func(store) store      // tests: intercept the spool
+	extraSink  relay.Sink             // tests: one more sink, named "test"
+	newBackOff func() backoff.BackOff // tests: every forwarder's retry schedule
 }
 
 // store is what the agent needs of a spool: spool.Spool on disk or
@@ -355,6 +360,9 @@ func (a *Agent) startForwarder(h *sinkHandle, sink relay.Sink, tune func(*relay.
 		Cursor: relay.NewCursor(h.st, h.name),
 		Stats:  h.stats,
 		Logger: a.log,
+	}
+	if a.opts.newBackOff != nil {
+		f.NewBackOff = a.opts.newBackOff
 	}
 	if tune != nil {
 		tune(f)

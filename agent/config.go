@@ -52,6 +52,7 @@ type Config struct {
 	HTTPLinger        time.Duration
 	HTTPProbeInterval time.Duration
 	HTTPInsecure      bool
+	HTTPTimeout       time.Duration
 	TrickleURL        string
 	TrickleFraming    string
 	TrickleInsecure   bool
@@ -118,6 +119,7 @@ func settings() []setting {
 		{"EDGERELAY_HTTP_GZIP", "off", "gzip request bodies", boolTo(func(c *Config) *bool { return &c.HTTPGzip })},
 		{"EDGERELAY_HTTP_LINGER", "2s", "how long a partial batch waits to fill", durTo(func(c *Config) *time.Duration { return &c.HTTPLinger }, 0)},
 		{"EDGERELAY_HTTP_PROBE_INTERVAL", "5m", "how often a paused HTTP sink probes", durTo(func(c *Config) *time.Duration { return &c.HTTPProbeInterval }, time.Second)},
+		{"EDGERELAY_HTTP_TIMEOUT", "30s", "timeout of one request to the metrics API", durTo(func(c *Config) *time.Duration { return &c.HTTPTimeout }, 100*time.Millisecond)},
 		{"EDGERELAY_HTTP_INSECURE", "false", "skip TLS verification for the HTTP sink (explicit opt-in)", boolTo(func(c *Config) *bool { return &c.HTTPInsecure })},
 		{"EDGERELAY_TRICKLE_URL", "", "static trickle events channel to publish to", urlTo(func(c *Config) *string { return &c.TrickleURL })},
 		{"EDGERELAY_TRICKLE_FRAMING", "jsonl", "jsonl (line readers) or segment (go-livepeer gateway)", oneOf(func(c *Config) *string { return &c.TrickleFraming }, "jsonl", "segment")},
@@ -271,8 +273,22 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 			c.LogFormat = "text"
 		}
 	}
+	if c.ProcessInterval < c.SampleInterval {
+		errs = append(errs, fmt.Errorf("EDGERELAY_PROCESS_INTERVAL: %s is shorter than EDGERELAY_SAMPLE_INTERVAL (%s)", c.ProcessInterval, c.SampleInterval))
+	}
 	if _, err := kafkaOptions(c); err != nil {
 		errs = append(errs, err)
+	}
+	if c.HTTPURL != "" {
+		if c.HTTPAPIKey != "" && c.HTTPAPIKeyFile != "" {
+			errs = append(errs, errors.New("EDGERELAY_HTTP_API_KEY_FILE: set either it or EDGERELAY_HTTP_API_KEY, not both"))
+		}
+		if c.HTTPAPIKey == "" && c.HTTPAPIKeyFile == "" {
+			errs = append(errs, errors.New("EDGERELAY_HTTP_API_KEY: the HTTP sink needs a key (or EDGERELAY_HTTP_API_KEY_FILE, or SCOPE_CLOUD_API_KEY)"))
+		}
+		if c.HTTPMaxBody > 1<<20 {
+			errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_MAX_BODY: %d is above the metrics API's 1 MiB limit", c.HTTPMaxBody))
+		}
 	}
 	if c.HTTPURL != "" && c.HTTPBatch > 500 {
 		errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_BATCH: %d is above the metrics API's limit of 500 events per request", c.HTTPBatch))

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/relay/httpsink"
 	"github.com/livepeer/edgerelay/relay/kafkasink"
 )
 
@@ -16,6 +17,9 @@ func (a *Agent) startSinks() error {
 		if _, err := a.addForwarder(a.store, "stdout", "stdout", relay.NewStdoutSink(a.opts.Stdout), nil); err != nil {
 			return err
 		}
+	}
+	if err := a.startHTTP(); err != nil {
+		return err
 	}
 	if err := a.startKafka(); err != nil {
 		return err
@@ -91,6 +95,61 @@ func (a *Agent) startKafka() error {
 	a.startForwarder(h, sink, func(f *relay.Forwarder) {
 		f.Batch = 2000 // the client splits by broker limits itself
 		f.Resume = sink.Resume()
+	})
+	return nil
+}
+
+// httpOptions maps the configuration to the HTTP sink's options.
+func httpOptions(c Config) httpsink.Options {
+	rate := c.HTTPRate
+	if rate == 0 {
+		rate = httpsink.RateUnlimited // EDGERELAY_HTTP_RATE=0 means unlimited; the option's 0 means default
+	}
+	return httpsink.Options{
+		URL:                c.HTTPURL,
+		APIKey:             c.HTTPAPIKey,
+		APIKeyFile:         c.HTTPAPIKeyFile,
+		Host:               c.Identity["host"],
+		MaxEvents:          c.HTTPBatch,
+		MaxBody:            c.HTTPMaxBody,
+		RatePerMinute:      rate,
+		Gzip:               c.HTTPGzip,
+		InsecureSkipVerify: c.HTTPInsecure,
+		Timeout:            c.HTTPTimeout,
+	}
+}
+
+func (a *Agent) startHTTP() error {
+	if a.cfg.HTTPURL == "" {
+		return nil
+	}
+	h, err := a.newSinkHandle(a.store, "http", "http")
+	if err != nil {
+		return err
+	}
+	opts := httpOptions(a.cfg)
+	opts.Stats, opts.Logger = h.stats, a.log.With("sink", "http")
+	sink, err := httpsink.New(opts)
+	if err != nil {
+		return fmt.Errorf("http sink: %w", err)
+	}
+	if a.cfg.HTTPInsecure {
+		a.log.Warn("http sink: TLS verification is off (EDGERELAY_HTTP_INSECURE)")
+	}
+	a.reloaders = append(a.reloaders, func() {
+		if err := sink.Reload(); err != nil {
+			a.log.Error("http: reload failed; keeping the old key", "err", err)
+		}
+	})
+	a.closers = append(a.closers, sink.Close)
+	a.sinkWG.Add(1)
+	go func() {
+		defer a.sinkWG.Done()
+		sink.WatchKey(a.sinkCtx)
+	}()
+	batch, maxBytes := sink.Limits()
+	a.startForwarder(h, sink, func(f *relay.Forwarder) {
+		f.Batch, f.MaxBytes, f.Linger, f.ProbeInterval, f.Resume = batch, maxBytes, a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
 	})
 	return nil
 }

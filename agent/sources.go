@@ -12,6 +12,7 @@ import (
 // intakeCtx ends and is waited for by shutdown.
 func (a *Agent) startSources() error {
 	a.goSource(a.statusLoop)
+	a.startSampler()
 	return a.startStormlogTail()
 }
 
@@ -43,18 +44,17 @@ func (a *Agent) emitStatus(reason string) {
 }
 
 // extraCollectors are Prometheus collectors of optional parts (GPU gauges).
-func (a *Agent) extraCollectors() []prometheus.Collector { return nil }
+func (a *Agent) extraCollectors() []prometheus.Collector {
+	if a.sampler == nil {
+		return nil
+	}
+	return []prometheus.Collector{a.sampler.Collector()}
+}
 
 // registerRoutes adds the endpoints of the telemetry and session parts.
 func (a *Agent) registerRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/telemetry", a.intake(a.handleTelemetry))
 	mux.HandleFunc("POST /v1/allocator", a.intake(a.handleAllocator))
-}
-
-// setupGPU opens the GPU sampler (when NVML is on) and the allocator
-// registry it shares with the telemetry endpoints.
-func (a *Agent) setupGPU() error {
-	return a.setupTelemetry(nil)
 }
 
 // Reload re-reads what may change without a restart (SIGHUP): secrets such

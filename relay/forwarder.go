@@ -47,6 +47,18 @@ type Forwarder struct {
 	busySince atomic.Int64 // unix nanos when the current Send began; 0 when not sending
 }
 
+// Alive tells the watchdog that a long Send is making progress (a sink that
+// makes many requests per Send calls it per request). It does nothing when
+// no Send is running.
+func (f *Forwarder) Alive() {
+	for {
+		v := f.busySince.Load()
+		if v == 0 || f.busySince.CompareAndSwap(v, time.Now().UnixNano()) {
+			return
+		}
+	}
+}
+
 // Stalled reports whether a Send has been running for longer than limit: a
 // wedged sink. The agent's watchdog stops pinging systemd when it is.
 func (f *Forwarder) Stalled(now time.Time, limit time.Duration) bool {
@@ -102,6 +114,9 @@ func (f *Forwarder) Init() {
 	if f.Logger == nil {
 		f.Logger = slog.New(slog.DiscardHandler)
 	}
+	if s, ok := f.Sink.(interface{ SetAlive(func()) }); ok {
+		s.SetAlive(f.Alive)
+	}
 	f.Logger = f.Logger.With("sink", f.Name)
 }
 
@@ -116,6 +131,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	var (
 		partialSince time.Time // when a partial batch was first seen waiting
 		paused       string    // pause reason while paused
+		resumed      bool      // the pause was ended by Resume: try a full batch
 		transientLog = newLogThrottle(time.Minute)
 	)
 	for {
@@ -123,8 +139,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			return err
 		}
 		limit := f.Batch
-		if paused != "" {
-			limit = 1 // a probe is one small batch
+		if paused != "" && !resumed {
+			limit = 1 // a periodic probe is one small batch
 		}
 		recs, err := f.Cursor.Read(limit, f.MaxBytes)
 		if err != nil {
@@ -190,6 +206,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		switch class {
 		case ClassSuccess:
 			bo.Reset()
+			resumed = false
 			if paused != "" {
 				f.Logger.Info("sink resumed", "paused_reason", paused)
 				f.Stats.SetPaused("")
@@ -208,9 +225,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				paused = pe.Reason
 			}
 			f.Stats.AddRetry("paused")
-			if !sleep(ctx, f.ProbeInterval, f.Resume) {
+			early, ok := sleepEarly(ctx, f.ProbeInterval, f.Resume)
+			if !ok {
 				return ctx.Err()
 			}
+			resumed = early
 		case ClassThrottled, ClassTransient:
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -244,15 +263,22 @@ func (f *Forwarder) full(recs []spool.Record) bool {
 // sleep waits d, returning false if ctx ended first; a receive on early ends
 // the wait at once.
 func sleep(ctx context.Context, d time.Duration, early <-chan struct{}) bool {
+	_, ok := sleepEarly(ctx, d, early)
+	return ok
+}
+
+// sleepEarly is sleep that also says whether early ended the wait.
+func sleepEarly(ctx context.Context, d time.Duration, early <-chan struct{}) (woken, ok bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-t.C:
+		return false, true
 	case <-early:
+		return true, true
 	}
-	return true
 }
 
 // logThrottle lets one line through per interval and counts the rest, so an

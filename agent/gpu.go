@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/livepeer/edgerelay/agent/hostnet"
+	"github.com/livepeer/edgerelay/agent/sampler"
+	"github.com/livepeer/edgerelay/agent/telemetry"
+	"github.com/livepeer/edgerelay/nvml"
+)
+
+// setupGPU opens NVML as EDGERELAY_NVML says, builds the allocator registry
+// and the sampler (GPUs and host network), and starts nothing yet. With
+// "auto" a machine without NVML goes on without GPUs, saying so once; with
+// "on" it is a start-up error.
+func (a *Agent) setupGPU() error {
+	gpus, err := nvml.Open(nvml.Options{Mode: a.cfg.NVML, Logger: a.log.With("part", "nvml")})
+	switch {
+	case err == nil:
+		info := gpus.Info()
+		a.log.Info("NVML ready", "source", info.Source, "gpus", gpus.Count(), "driver", info.DriverVersion)
+		a.closers = append(a.closers, func() { gpus.Close() })
+	case errors.Is(err, nvml.ErrDisabled):
+		gpus = nil
+	case errors.Is(err, nvml.ErrUnavailable) && a.cfg.NVML != "on":
+		a.log.Info("no GPUs: NVML unavailable; going on without GPU samples", "reason", err.Error())
+		gpus = nil
+	default:
+		return fmt.Errorf("EDGERELAY_NVML=%s: %w", a.cfg.NVML, err)
+	}
+	var hn sampler.HostNet
+	if a.cfg.HostNet {
+		hn = hostnet.New("")
+	}
+	if gpus == nil && hn == nil {
+		return a.setupTelemetry(nil)
+	}
+	// The sampler and the allocator registry refer to each other: the
+	// registry joins the sampler's device figures, the sampler reads the
+	// registry's allocator figures. smp is set before anything runs.
+	var smp *sampler.Sampler
+	if err := a.setupTelemetry(samplerLookup{&smp}); err != nil {
+		return err
+	}
+	opts := sampler.Options{
+		HostNet:         hn,
+		Host:            a.cfg.Identity["host"],
+		Interval:        a.cfg.SampleInterval,
+		ProcessInterval: a.cfg.ProcessInterval,
+		Allocators:      a.alloc,
+		Logger:          a.log.With("part", "sampler"),
+		SessionFor: func(uuid string) string {
+			if s, ok := a.sessions.forGPU(uuid); ok {
+				return s.SessionID
+			}
+			return ""
+		},
+		Emit: func(typ string, data map[string]any) {
+			source := "gpu"
+			if typ == sampler.TypeHostNet {
+				source = "hostnet"
+			}
+			var sess Identity
+			if sid, ok := data["session_id"].(string); ok {
+				sess = a.sessions.identity(sid)
+			}
+			a.emit(source, typ, data, sess)
+		},
+	}
+	if gpus != nil {
+		opts.GPUs = gpus
+	}
+	smp, err = sampler.New(opts)
+	if err != nil {
+		return fmt.Errorf("sampler: %w", err)
+	}
+	a.sampler = smp
+	return nil
+}
+
+// samplerLookup lets the allocator registry reach the sampler built after it.
+type samplerLookup struct{ smp **sampler.Sampler }
+
+func (l samplerLookup) Latest(uuid string, index int) (d telemetry.DeviceFigures, ok bool) {
+	if *l.smp == nil {
+		return d, false
+	}
+	return (*l.smp).Latest(uuid, index)
+}
+
+func (l samplerLookup) UUIDOf(index int) (string, bool) {
+	if *l.smp == nil {
+		return "", false
+	}
+	return (*l.smp).UUIDOf(index)
+}
+
+// startSampler runs the sampler as a source.
+func (a *Agent) startSampler() {
+	if a.sampler == nil {
+		return
+	}
+	a.goSource(func(ctx context.Context) {
+		if err := a.sampler.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("sampler stopped", "err", err)
+		}
+	})
+}

@@ -1,0 +1,72 @@
+package httpsink
+
+import (
+	"encoding/json"
+
+	"github.com/livepeer/edgerelay/spool"
+)
+
+// bodySuffix closes the events array and the wrapper object.
+const bodySuffix = "]}"
+
+// bodyPrefix returns `{"app":<app>,"host":<host>,"events":[`, the part of
+// every body that does not depend on the batch.
+func bodyPrefix(app, host string) []byte {
+	a, _ := json.Marshal(app) // a string always marshals
+	h, _ := json.Marshal(host)
+	p := make([]byte, 0, len(a)+len(h)+32)
+	p = append(p, `{"app":`...)
+	p = append(p, a...)
+	p = append(p, `,"host":`...)
+	p = append(p, h...)
+	p = append(p, `,"events":[`...)
+	return p
+}
+
+// appendBody appends the request body for recs to dst: the prefix, the
+// stored envelope bytes joined by commas, and the suffix. The envelopes are
+// not decoded: they were validated when accepted and are sent verbatim.
+func appendBody(dst, prefix []byte, recs []spool.Record) []byte {
+	dst = append(dst, prefix...)
+	for i, r := range recs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, r.Data...)
+	}
+	return append(dst, bodySuffix...)
+}
+
+// bodySize is len(appendBody(nil, prefix, recs)) for n records holding
+// dataBytes bytes of envelopes in all.
+func bodySize(prefixLen, n, dataBytes int) int {
+	commas := 0
+	if n > 1 {
+		commas = n - 1
+	}
+	return prefixLen + dataBytes + commas + len(bodySuffix)
+}
+
+// maxIDLen bounds an id quoted in a log line: ids are UUIDs, and a producer's
+// odd id must not flood the log.
+const maxIDLen = 128
+
+// envelopeID returns the top-level "id" of a stored envelope, or "" when the
+// bytes hold none. It runs only for dropped events, so decoding the top
+// level (the payload stays raw) is cheap enough.
+func envelopeID(data []byte) string {
+	// A map, not a struct: encoding/json matches struct fields without
+	// regard to case, and "ID" is not the envelope's id.
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return ""
+	}
+	var id string
+	if json.Unmarshal(top["id"], &id) != nil {
+		return ""
+	}
+	if len(id) > maxIDLen {
+		return id[:maxIDLen]
+	}
+	return id
+}
