@@ -55,8 +55,15 @@ type Agent struct {
 	store   store // set by start; never replaced
 	durable func() bool
 
-	sinksMu sync.Mutex // guards sinks
-	sinks   map[string]*sinkHandle
+	sinksMu  sync.Mutex // guards sinks and finished
+	sinks    map[string]*sinkHandle
+	finished map[string]SinkReport // final reports of retired sinks
+
+	sessSinks     sessionSinks // session channels by session id
+	sessSinkCount atomic.Int32 // len(sessSinks.m), read without the lock on the hot path
+	sessSubs      sync.Map     // session id -> context.CancelFunc of its subscriber
+	subsMu        sync.Mutex   // guards subs
+	subs          []subscriberRef
 
 	state      atomic.Int32
 	intakeCtx  context.Context // ends when intake stops
@@ -119,6 +126,7 @@ type store interface {
 	Append(data [][]byte) error
 	SinkStat(sink string) (spool.SinkStat, error)
 	Stat() spool.Stat
+	Sinks() []string
 	Close() error
 }
 
@@ -212,6 +220,7 @@ func (a *Agent) start() error {
 	if err := a.startSinks(); err != nil {
 		return err
 	}
+	a.forgetStaleSinks()
 	if err := a.setupGPU(); err != nil {
 		return err
 	}
@@ -484,6 +493,7 @@ func (a *Agent) submit(source string, items []prepared) (*waiter, error) {
 	a.counters.received.add(source, uint64(len(items)))
 	for i, p := range items {
 		a.tail.publish(p.typ, p.env)
+		a.routeToSession(p.session, p.env)
 		if err := a.ring.Push(p.env, w, i); err != nil {
 			// The ring closed while pushing: settle the rest as dropped
 			// so the request is answered.
@@ -507,13 +517,18 @@ func (a *Agent) emit(source, typ string, data map[string]any, session Identity) 
 		a.counters.dropped.add("stamp/invalid", 1)
 		return
 	}
-	a.pushEnvelope(source, typ, env)
+	sessionID := session["session_id"]
+	if sessionID == "" {
+		sessionID, _ = data["session_id"].(string)
+	}
+	a.pushEnvelope(source, typ, env, sessionID)
 }
 
 // pushEnvelope queues a finished envelope from an internal source.
-func (a *Agent) pushEnvelope(source, typ string, env []byte) {
+func (a *Agent) pushEnvelope(source, typ string, env []byte, sessionID string) {
 	a.counters.received.add(source, 1)
 	a.tail.publish(typ, env)
+	a.routeToSession(sessionID, env)
 	if err := a.ring.Push(env, nil, 0); err != nil {
 		a.counters.dropped.add("ring/stopping", 1)
 	}

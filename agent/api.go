@@ -35,6 +35,7 @@ func (a *Agent) startAPI() error {
 	mux.HandleFunc("GET /v1/tail", a.handleTail)
 	mux.HandleFunc("POST /v1/sessions", a.intake(a.handleSessionAttach))
 	mux.HandleFunc("DELETE /v1/sessions/{id}", a.handleSessionDetach)
+	mux.HandleFunc("POST /v1/sessions/{id}/frames", a.intake(a.handleFrames))
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.Report()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +161,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // ingestBody splits a body into items and ingests them.
-func (a *Agent) ingestBody(ctx context.Context, source string, body []byte, prepare func(json.RawMessage) ([]byte, string, error)) (int, IngestAnswer) {
+func (a *Agent) ingestBody(ctx context.Context, source string, body []byte, prepare prepareFunc) (int, IngestAnswer) {
 	items, err := splitItems(body)
 	if err != nil {
 		return http.StatusBadRequest, IngestAnswer{Rejected: []Rejection{}, Error: err.Error()}

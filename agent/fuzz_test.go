@@ -40,10 +40,11 @@ func FuzzIngestBody(f *testing.F) {
 			if it.err != nil {
 				continue
 			}
-			env, typ, err := a.prepareEvent(it.raw)
+			p, err := a.prepareEvent(it.raw)
 			if err != nil {
 				continue
 			}
+			env, typ := p.env, p.typ
 			if bytes.ContainsAny(env, "\n\r") {
 				t.Fatalf("envelope spans lines: %q", env)
 			}

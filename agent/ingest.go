@@ -92,29 +92,38 @@ type IngestAnswer struct {
 
 // prepared is an item ready for the ring.
 type prepared struct {
-	index int
-	env   []byte
-	typ   string
+	index   int
+	env     []byte
+	typ     string
+	session string // data.session_id, for routing to the session's channel
 }
+
+// prepareFunc validates one item and makes it an envelope.
+type prepareFunc func(json.RawMessage) (prepared, error)
 
 // prepareEvent turns one /v1/events item into an envelope: a prebuilt
 // envelope (it has an "id") is checked and kept byte for byte; a {type, data}
 // event is stamped, with the identity of the session its data names.
-func (a *Agent) prepareEvent(raw json.RawMessage) ([]byte, string, error) {
+func (a *Agent) prepareEvent(raw json.RawMessage) (prepared, error) {
+	env, typ, session, err := a.prepareEventParts(raw)
+	return prepared{env: env, typ: typ, session: session}, err
+}
+
+func (a *Agent) prepareEventParts(raw json.RawMessage) ([]byte, string, string, error) {
 	if len(raw) > a.cfg.MaxEventBytes {
-		return nil, "", fmt.Errorf("event: %d bytes is over the limit of %d", len(raw), a.cfg.MaxEventBytes)
+		return nil, "", "", fmt.Errorf("event: %d bytes is over the limit of %d", len(raw), a.cfg.MaxEventBytes)
 	}
 	if firstByte(raw) != '{' {
-		return nil, "", errors.New("event: must be a JSON object")
+		return nil, "", "", errors.New("event: must be a JSON object")
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, "", fmt.Errorf("event: %v", err)
+		return nil, "", "", fmt.Errorf("event: %v", err)
 	}
 	if _, ok := m["id"]; ok {
 		ce, err := checkEnvelopeFields(m)
 		if err != nil {
-			return nil, "", err
+			return nil, "", "", err
 		}
 		// One envelope per line on every line-oriented sink: a pretty-printed
 		// envelope is compacted (only whitespace between tokens changes; a
@@ -122,11 +131,11 @@ func (a *Agent) prepareEvent(raw json.RawMessage) ([]byte, string, error) {
 		if bytes.ContainsAny(raw, "\n\r") {
 			var buf bytes.Buffer
 			if err := json.Compact(&buf, raw); err != nil {
-				return nil, "", fmt.Errorf("event: %v", err)
+				return nil, "", "", fmt.Errorf("event: %v", err)
 			}
 			raw = buf.Bytes()
 		}
-		return raw, ce.Type, nil
+		return raw, ce.Type, ce.SessionID, nil
 	}
 	var errs []error
 	for k := range m {
@@ -150,27 +159,27 @@ func (a *Agent) prepareEvent(raw json.RawMessage) ([]byte, string, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, "", errors.Join(errs...)
+		return nil, "", "", errors.Join(errs...)
 	}
 	fields := make(map[string]any, len(data)+8)
 	for k, v := range data {
 		fields[k] = v
 	}
 	var sess Identity
+	var sessionID string
 	if sid, ok := data["session_id"]; ok {
-		var s string
-		if json.Unmarshal(sid, &s) == nil && s != "" {
-			sess = a.sessions.identity(s)
+		if json.Unmarshal(sid, &sessionID) == nil && sessionID != "" {
+			sess = a.sessions.identity(sessionID)
 		}
 	}
 	env, err := a.stamper.Stamp(typ, fields, sess)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	if len(env) > a.cfg.MaxEventBytes {
-		return nil, "", fmt.Errorf("event: %d bytes once stamped is over the limit of %d", len(env), a.cfg.MaxEventBytes)
+		return nil, "", "", fmt.Errorf("event: %d bytes once stamped is over the limit of %d", len(env), a.cfg.MaxEventBytes)
 	}
-	return env, typ, nil
+	return env, typ, sessionID, nil
 }
 
 // readBody reads a request body up to limit bytes. It reports errTooLarge
@@ -191,7 +200,7 @@ var errTooLarge = errors.New("body: over the size limit")
 
 // ingest validates items with prepare, submits the good ones, waits until
 // they are in the spool (or the request ends), and builds the answer.
-func (a *Agent) ingest(ctx context.Context, source string, items []item, prepare func(json.RawMessage) ([]byte, string, error)) (int, IngestAnswer) {
+func (a *Agent) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, IngestAnswer) {
 	ans := IngestAnswer{Rejected: []Rejection{}}
 	good := make([]prepared, 0, len(items))
 	for i, it := range items {
@@ -199,7 +208,7 @@ func (a *Agent) ingest(ctx context.Context, source string, items []item, prepare
 			ans.Rejected = append(ans.Rejected, Rejection{Index: i, Error: it.err.Error()})
 			continue
 		}
-		env, typ, err := prepare(it.raw)
+		p, err := prepare(it.raw)
 		if err != nil {
 			msg := err.Error()
 			if it.line > 0 {
@@ -208,7 +217,8 @@ func (a *Agent) ingest(ctx context.Context, source string, items []item, prepare
 			ans.Rejected = append(ans.Rejected, Rejection{Index: i, Error: strings.ReplaceAll(msg, "\n", "; ")})
 			continue
 		}
-		good = append(good, prepared{index: i, env: env, typ: typ})
+		p.index = i
+		good = append(good, p)
 	}
 	a.counters.rejected.add(source, uint64(len(ans.Rejected)))
 	if len(good) == 0 {

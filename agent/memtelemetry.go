@@ -89,17 +89,17 @@ func (a *Agent) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 	for i, d := range decoded {
 		items[i] = item{raw: d.Raw, err: d.Err}
 	}
-	status, ans := a.ingest(r.Context(), "telemetry", items, func(raw json.RawMessage) ([]byte, string, error) {
+	status, ans := a.ingest(r.Context(), "telemetry", items, func(raw json.RawMessage) (prepared, error) {
 		if len(raw) > a.cfg.MaxEventBytes {
-			return nil, "", fmt.Errorf("record: %d bytes is over the limit of %d", len(raw), a.cfg.MaxEventBytes)
+			return prepared{}, fmt.Errorf("record: %d bytes is over the limit of %d", len(raw), a.cfg.MaxEventBytes)
 		}
 		rec, err := telemetry.Normalize(raw, a.normalizeOptions())
 		if err != nil {
-			return nil, "", err
+			return prepared{}, err
 		}
 		a.alloc.Observe(rec, "", telemetry.SourcePush)
 		env, err := a.telemetryEnvelope(rec, nil, "")
-		return env, "allocator_sample", err
+		return prepared{env: env, typ: "allocator_sample", session: rec.SessionID()}, err
 	})
 	writeJSON(w, status, ans)
 }
@@ -127,8 +127,12 @@ func (a *Agent) handleAllocator(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, IngestAnswer{Rejected: []Rejection{{Index: 0, Error: err.Error()}}, Error: "no acceptable item"})
 		return
 	}
-	status, ans := a.ingest(r.Context(), "allocator", []item{{raw: env}}, func(raw json.RawMessage) ([]byte, string, error) {
-		return raw, "allocator_sample", nil
+	session := snap.SessionID
+	if session == "" {
+		session = rec.SessionID()
+	}
+	status, ans := a.ingest(r.Context(), "allocator", []item{{raw: env}}, func(raw json.RawMessage) (prepared, error) {
+		return prepared{env: raw, typ: "allocator_sample", session: session}, nil
 	})
 	writeJSON(w, status, ans)
 }
@@ -157,7 +161,7 @@ func (a *Agent) startStormlogTail() error {
 				a.counters.dropped.add("stormlog/invalid_record", 1)
 				return nil
 			}
-			return a.submitAndWait(ctx, "stormlog", env, "allocator_sample")
+			return a.submitAndWait(ctx, "stormlog", prepared{env: env, typ: "allocator_sample", session: rec.SessionID()})
 		},
 	})
 	if err != nil {
@@ -175,8 +179,8 @@ func (a *Agent) startStormlogTail() error {
 // submitAndWait queues one envelope and waits until it is in the spool. It
 // fails if the envelope was dropped before it was stored, so the caller can
 // offer it again.
-func (a *Agent) submitAndWait(ctx context.Context, source string, env []byte, typ string) error {
-	w, err := a.submit(source, []prepared{{env: env, typ: typ}})
+func (a *Agent) submitAndWait(ctx context.Context, source string, p prepared) error {
+	w, err := a.submit(source, []prepared{p})
 	if err != nil {
 		return err
 	}

@@ -121,9 +121,7 @@ func TestSystemdNotifyAndWatchdog(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	if n.count("STOPPING=1") != 1 {
-		t.Error("no STOPPING=1")
-	}
+	waitUntil(t, "STOPPING=1", func() bool { return n.count("STOPPING=1") == 1 })
 	os.Unsetenv("NOTIFY_SOCKET")
 }
 

@@ -87,10 +87,10 @@ func TestRingOverflowAccounting(t *testing.T) {
 	}
 	r := runAgent(t, a, out)
 	env0 := func(i int) []byte { return []byte(fmt.Sprintf(`{"id":"e%d","type":"t","timestamp":"1","data":{}}`, i)) }
-	a.pushEnvelope("test", "t", env0(-1)) // the plug: the writer takes it and blocks
+	a.pushEnvelope("test", "t", env0(-1), "") // the plug: the writer takes it and blocks
 	<-gate.entered
 	for i := range 250 {
-		a.pushEnvelope("test", "t", env0(i))
+		a.pushEnvelope("test", "t", env0(i), "")
 	}
 	close(gate.release)
 	lines := r.waitLines(t, 101)

@@ -13,16 +13,17 @@ import (
 // Session is a live AI session attached by its runner: the identity stamped
 // into its events and, optionally, its trickle events channel.
 type Session struct {
-	SessionID   string    `json:"session_id"`
-	StreamID    string    `json:"stream_id,omitempty"`
-	RequestID   string    `json:"request_id,omitempty"`
-	ManifestID  string    `json:"manifest_id,omitempty"`
-	Pipeline    string    `json:"pipeline,omitempty"`
-	ModelID     string    `json:"model_id,omitempty"`
-	GPUID       string    `json:"gpu_id,omitempty"`
-	EventsURL   string    `json:"events_url,omitempty"`
-	OwnsChannel bool      `json:"owns_channel,omitempty"` // the agent may DELETE the channel at detach
-	Attached    time.Time `json:"attached"`
+	SessionID    string    `json:"session_id"`
+	StreamID     string    `json:"stream_id,omitempty"`
+	RequestID    string    `json:"request_id,omitempty"`
+	ManifestID   string    `json:"manifest_id,omitempty"`
+	Pipeline     string    `json:"pipeline,omitempty"`
+	ModelID      string    `json:"model_id,omitempty"`
+	GPUID        string    `json:"gpu_id,omitempty"`
+	EventsURL    string    `json:"events_url,omitempty"`    // the session's trickle events channel: the agent publishes there
+	SubscribeURL string    `json:"subscribe_url,omitempty"` // a channel to read telemetry frames from and relay
+	OwnsChannel  bool      `json:"owns_channel,omitempty"`  // the agent may DELETE the channel at detach
+	Attached     time.Time `json:"attached"`
 }
 
 // Identity returns the identity fields of the session, as stamped into data.
@@ -59,6 +60,11 @@ func decodeSession(body []byte) (*Session, error) {
 	if s.EventsURL != "" {
 		if err := checkURL(s.EventsURL); err != nil {
 			errs = append(errs, fmt.Errorf("events_url: %w", err))
+		}
+	}
+	if s.SubscribeURL != "" {
+		if err := checkURL(s.SubscribeURL); err != nil {
+			errs = append(errs, fmt.Errorf("subscribe_url: %w", err))
 		}
 	}
 	if s.OwnsChannel && s.EventsURL == "" {

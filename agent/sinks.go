@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/httpsink"
@@ -21,6 +23,9 @@ func (a *Agent) startSinks() error {
 	if err := a.startHTTP(); err != nil {
 		return err
 	}
+	if err := a.startStaticTrickle(); err != nil {
+		return err
+	}
 	if err := a.startKafka(); err != nil {
 		return err
 	}
@@ -34,28 +39,78 @@ func (a *Agent) startSinks() error {
 
 // finishedSinks are the final reports of sinks that have been removed
 // (detached sessions), so totals stay whole.
-func (a *Agent) finishedSinks() map[string]SinkReport { return nil }
-
-// attachSession registers a session's identity.
-func (a *Agent) attachSession(ctx context.Context, s *Session) error {
-	if a.sessions.put(s) {
-		a.log.Info("session re-attached", "session_id", s.SessionID)
-	} else {
-		a.log.Info("session attached", "session_id", s.SessionID, "stream_id", s.StreamID, "gpu_id", s.GPUID)
+func (a *Agent) finishedSinks() map[string]SinkReport {
+	a.sinksMu.Lock()
+	defer a.sinksMu.Unlock()
+	out := make(map[string]SinkReport, len(a.finished))
+	for k, v := range a.finished {
+		out[k] = v
 	}
+	return out
+}
+
+// attachSession registers a session's identity and starts its events
+// channel publisher and subscriber, when it names them. Re-attaching a
+// session replaces its channels.
+func (a *Agent) attachSession(ctx context.Context, s *Session) error {
+	if _, ok := a.sessions.get(s.SessionID); ok {
+		a.stopSessionChannels(s.SessionID, a.cfg.ShutdownGrace, false)
+	}
+	a.sessions.put(s)
+	if s.EventsURL != "" {
+		if err := a.attachSessionChannel(s); err != nil {
+			a.sessions.remove(s.SessionID)
+			return err
+		}
+		a.sessSinkCount.Add(1)
+	}
+	if s.SubscribeURL != "" {
+		sctx, cancel := context.WithCancel(a.intakeCtx)
+		if err := a.startSubscriber(sctx, s.SubscribeURL); err != nil {
+			cancel()
+			a.stopSessionChannels(s.SessionID, 0, false)
+			a.sessions.remove(s.SessionID)
+			return fmt.Errorf("subscribe_url: %w", err)
+		}
+		a.sessSubs.Store(s.SessionID, cancel)
+	}
+	a.log.Info("session attached", "session_id", s.SessionID, "stream_id", s.StreamID, "gpu_id", s.GPUID, "events_channel", s.EventsURL != "", "subscribed", s.SubscribeURL != "")
 	return nil
 }
 
-// detachSession forgets a session.
+// detachSession flushes the session's channel (for at most the shutdown
+// grace), deletes it if the session owns it, and forgets the session.
 func (a *Agent) detachSession(ctx context.Context, id string) bool {
-	_, ok := a.sessions.remove(id)
-	if ok {
-		a.log.Info("session detached", "session_id", id)
+	if _, ok := a.sessions.get(id); !ok {
+		return false
 	}
-	return ok
+	a.stopSessionChannels(id, a.cfg.ShutdownGrace, true)
+	a.sessions.remove(id)
+	a.log.Info("session detached", "session_id", id)
+	return true
 }
 
-func (a *Agent) detachAllSessions() {}
+func (a *Agent) stopSessionChannels(id string, grace time.Duration, deleteOwned bool) {
+	if c, ok := a.sessSubs.LoadAndDelete(id); ok {
+		c.(context.CancelFunc)()
+	}
+	a.detachSessionChannel(id, grace, relay.DropChannelClosed, deleteOwned)
+}
+
+// detachAllSessions retires the session channels at shutdown, after the
+// sinks have stopped: what they had not sent is counted as dropped
+// ("shutdown"); channels are not deleted (the sessions may go on).
+func (a *Agent) detachAllSessions() {
+	a.sessSinks.mu.Lock()
+	var ids []string
+	for id := range a.sessSinks.m {
+		ids = append(ids, id)
+	}
+	a.sessSinks.mu.Unlock()
+	for _, id := range ids {
+		a.detachSessionChannel(id, 0, "shutdown", false)
+	}
+}
 
 // kafkaOptions reads the EDGERELAY_KAFKA_* settings; the brokers may come
 // from a flag, so they are taken from the loaded configuration.
@@ -77,6 +132,7 @@ func (a *Agent) startKafka() error {
 	if err != nil || !ko.Enabled() {
 		return err
 	}
+	a.warnLoosePermissions(kafkasink.EnvPasswordFile, ko.SASLPasswordFile)
 	h, err := a.newSinkHandle(a.store, "kafka", "kafka")
 	if err != nil {
 		return err
@@ -127,6 +183,7 @@ func (a *Agent) startHTTP() error {
 	if err != nil {
 		return err
 	}
+	a.warnLoosePermissions("EDGERELAY_HTTP_API_KEY_FILE", a.cfg.HTTPAPIKeyFile)
 	opts := httpOptions(a.cfg)
 	opts.Stats, opts.Logger = h.stats, a.log.With("sink", "http")
 	sink, err := httpsink.New(opts)
@@ -152,4 +209,19 @@ func (a *Agent) startHTTP() error {
 		f.Batch, f.MaxBytes, f.Linger, f.ProbeInterval, f.Resume = batch, maxBytes, a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
 	})
 	return nil
+}
+
+// warnLoosePermissions warns when a secret file is readable by other users
+// (a key file should be 0600, or 0640 with a dedicated group).
+func (a *Agent) warnLoosePermissions(variable, path string) {
+	if path == "" {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return // the sink reports unreadable files itself
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		a.log.Warn("secret file is readable by other users; chmod 600 it", "variable", variable, "path", path, "mode", fi.Mode().Perm().String())
+	}
 }

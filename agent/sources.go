@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -13,6 +14,11 @@ import (
 func (a *Agent) startSources() error {
 	a.goSource(a.statusLoop)
 	a.startSampler()
+	for _, u := range a.cfg.TrickleSubscribe {
+		if err := a.startSubscriber(a.intakeCtx, u); err != nil {
+			return fmt.Errorf("EDGERELAY_TRICKLE_SUBSCRIBE: %w", err)
+		}
+	}
 	return a.startStormlogTail()
 }
 

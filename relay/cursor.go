@@ -35,5 +35,28 @@ type storeCursor struct {
 func (c storeCursor) Read(max, maxBytes int) ([]spool.Record, error) {
 	return c.st.Read(c.sink, max, maxBytes)
 }
-func (c storeCursor) Ack(seq uint64) error   { return c.st.Ack(c.sink, seq) }
+func (c storeCursor) Ack(seq uint64) error { return c.st.Ack(c.sink, seq) }
+
+// AckFrom acks and returns the cursor it moved from, when the store can
+// tell (spool.Memory and spool.Spool can).
+func (c storeCursor) AckFrom(seq uint64) (uint64, error) {
+	if af, ok := c.st.(interface {
+		AckFrom(sink string, seq uint64) (uint64, error)
+	}); ok {
+		return af.AckFrom(c.sink, seq)
+	}
+	return 0, c.st.Ack(c.sink, seq)
+}
+
+// AckFrom acknowledges up to seq on c and returns the position it moved
+// from: records at or before it were evicted by the spool while in flight.
+// A cursor that cannot tell reports 0 (nothing evicted).
+func AckFrom(c Cursor, seq uint64) (prev uint64, err error) {
+	if af, ok := c.(interface {
+		AckFrom(seq uint64) (uint64, error)
+	}); ok {
+		return af.AckFrom(seq)
+	}
+	return 0, c.Ack(seq)
+}
 func (c storeCursor) Ready() <-chan struct{} { return c.ready }

@@ -196,7 +196,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		if res.Settled > 0 {
 			last := recs[res.Settled-1].Seq
-			if err := f.Stats.Settle(res.Settled-len(res.Dropped), res.Dropped, func() error { return f.Cursor.Ack(last) }); err != nil {
+			var err error
+			if first := recs[0].Seq; last-first+1 == uint64(res.Settled) {
+				err = f.Stats.SettleRange(first, last, res.Dropped, func() (uint64, error) { return AckFrom(f.Cursor, last) })
+			} else { // not contiguous (a test cursor): count the batch as given
+				err = f.Stats.Settle(res.Settled-len(res.Dropped), res.Dropped, func() error { return f.Cursor.Ack(last) })
+			}
+			if err != nil {
 				f.Logger.Error("spool ack failed; the batch may be sent again", "seq", last, "err", err)
 			}
 			partialSince = time.Time{}

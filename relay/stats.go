@@ -67,6 +67,39 @@ func (s *Stats) Settle(delivered int, drops []Drop, ack func() error) error {
 	return nil
 }
 
+// SettleRange acknowledges the contiguous records first..last through ack,
+// which returns the cursor position before the ack, and counts their
+// outcome under the stats lock. Records at or before that position were
+// evicted by the spool while they were in flight; the spool counts them
+// (spool_full), so they are counted here neither as delivered nor as
+// dropped, and the identity received = delivered + dropped + pending stays
+// exact.
+func (s *Stats) SettleRange(first, last uint64, drops []Drop, ack func() (prev uint64, err error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev, err := ack()
+	if err != nil {
+		return err
+	}
+	lo := max(first, prev+1)
+	if last < lo {
+		return nil
+	}
+	n := last - lo + 1
+	var dropped uint64
+	for _, d := range drops {
+		if d.Seq >= lo && d.Seq <= last {
+			s.dropped[d.Reason]++
+			dropped++
+		}
+	}
+	s.delivered += n - dropped
+	if n > dropped {
+		s.lastSuccess = time.Now()
+	}
+	return nil
+}
+
 // AddRequest counts one request to the peer by outcome code: an HTTP status
 // ("200"), or a short word for requests without one ("error", "timeout").
 func (s *Stats) AddRequest(code string) {

@@ -1,6 +1,10 @@
 package spool
 
-import "sync"
+import (
+	"maps"
+	"slices"
+	"sync"
+)
 
 // Memory is the memory-only spool: the same contract as Spool without
 // durability. Everything it holds is lost when the process exits. It is used
@@ -136,22 +140,31 @@ func (m *Memory) Read(sink string, max, maxBytes int) ([]Record, error) {
 // Ack moves the sink's cursor to seq (records up to seq are done for it).
 // Acking behind the cursor is a no-op.
 func (m *Memory) Ack(sink string, seq uint64) error {
+	_, err := m.AckFrom(sink, seq)
+	return err
+}
+
+// AckFrom is Ack that also returns the cursor it moved from. Records at or
+// before that position that the caller had read were evicted over the cap
+// while in flight: they are counted as Evicted, not acked.
+func (m *Memory) AckFrom(sink string, seq uint64) (prev uint64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.sinks[sink]
 	if !ok {
-		return ErrUnknownSink
+		return 0, ErrUnknownSink
 	}
+	prev = s.cursor
 	if seq > m.lastSeq {
 		seq = m.lastSeq
 	}
 	if seq <= s.cursor {
-		return nil
+		return prev, nil
 	}
 	s.acked += seq - s.cursor
 	s.cursor = seq
 	m.collectLocked()
-	return nil
+	return prev, nil
 }
 
 // Ready returns a channel that receives a value after records are appended.
@@ -174,6 +187,13 @@ func (m *Memory) SinkStat(sink string) (SinkStat, error) {
 		return SinkStat{}, ErrUnknownSink
 	}
 	return m.sinkStatLocked(s), nil
+}
+
+// Sinks returns the names of the registered sinks, sorted.
+func (m *Memory) Sinks() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.sinks))
 }
 
 // Stat describes the spool.

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/livepeer/edgerelay/agent"
+	"github.com/livepeer/edgerelay/spool"
+)
+
+func init() { extraCommands["spool"] = cmdSpool }
+
+const spoolUsage = `usage: edgerelay spool stat [--state-dir DIR] [--json]
+       edgerelay spool dump [--state-dir DIR] [--sink S] [--limit N]
+
+Inspect the spool of a stopped agent (read-only). While an agent runs it holds
+the spool's lock; use 'edgerelay stats' to ask the running agent instead.
+`
+
+// cmdSpool inspects a stopped agent's spool. Exit codes: 0 ok, 1 the spool
+// cannot be read (locked, missing, corrupt), 2 usage.
+func cmdSpool(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "stat" && args[0] != "dump") {
+		fmt.Fprint(stderr, spoolUsage)
+		return 2
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("edgerelay spool "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, _ := agent.Load(nil, os.Getenv, io.Discard) // for the default state dir
+	dir := fs.String("state-dir", cfg.StateDir, "the agent's state directory")
+	asJSON := fs.Bool("json", false, "stat: print JSON")
+	sink := fs.String("sink", "", "dump: only records this sink has not delivered")
+	limit := fs.Int("limit", 0, "dump: at most this many records (0: all)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	path := filepath.Join(*dir, agent.SpoolFile)
+	if _, err := os.Stat(path); err != nil {
+		fmt.Fprintf(stderr, "edgerelay spool: no spool at %s\n", path)
+		return 1
+	}
+	report := func(err error) int {
+		if errors.Is(err, spool.ErrLocked) {
+			fmt.Fprintf(stderr, "edgerelay spool: %s is locked by a running agent; stop it first, or use 'edgerelay stats'\n", path)
+		} else {
+			fmt.Fprintf(stderr, "edgerelay spool: %v\n", err)
+		}
+		return 1
+	}
+	if sub == "dump" {
+		if err := spool.Dump(path, *sink, *limit, stdout); err != nil {
+			return report(err)
+		}
+		return 0
+	}
+	st, err := spool.Inspect(path, time.Second)
+	if err != nil {
+		return report(err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return 0
+	}
+	fmt.Fprintf(stdout, "spool     %s\nrecords   %d (seq %d..%d)\nbytes     %d\n", path, st.Records, st.FirstSeq, st.LastSeq, st.Bytes)
+	names := make([]string, 0, len(st.Sinks))
+	for n := range st.Sinks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		s := st.Sinks[n]
+		fmt.Fprintf(stdout, "sink      %-12s cursor %d  pending %d\n", n, s.Cursor, s.Pending)
+	}
+	return 0
+}

@@ -1,0 +1,85 @@
+package trickle
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Protocol headers (spec/trickle.md, "Headers").
+const (
+	headerSeq    = "Lp-Trickle-Seq"
+	headerLatest = "Lp-Trickle-Latest"
+	headerClosed = "Lp-Trickle-Closed"
+	headerReset  = "Lp-Trickle-Reset"
+)
+
+// statusNotHeld is trickle's "seq not held" answer to a GET.
+const statusNotHeld = 470
+
+// newClient returns the package's own client: HTTP/1.1 (chunked request
+// bodies stream segment by segment), no overall timeout (a segment may stay
+// open for SegmentInterval and a GET waits for the live edge; each request
+// gets its own context instead), TLS verification off only when insecure.
+func newClient(insecure bool, dial DialFunc) *http.Client {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dial,
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+// redact returns the channel URL for logs: no credentials, no query.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+// headerInt parses an integer header; ok is false when it is absent or bad.
+func headerInt(h http.Header, name string) (int64, bool) {
+	v := h.Get(name)
+	if v == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
+// statusCode is the relay.Stats request label of an answer.
+func statusCode(code int) string { return strconv.Itoa(code) }
+
+// logThrottle lets one line through per interval and counts the rest, so an
+// outage logs a line a minute, not one per retry.
+type logThrottle struct {
+	every time.Duration
+	last  time.Time
+	n     int
+}
+
+func (l *logThrottle) allow() bool {
+	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
+		l.last = now
+		return true
+	}
+	l.n++
+	return false
+}
+
+// suppressed returns and resets the count of lines held back.
+func (l *logThrottle) suppressed() int { n := l.n; l.n = 0; return n }
+
+// reset lets the next line through (after a recovery).
+func (l *logThrottle) reset() { l.last = time.Time{}; l.n = 0 }

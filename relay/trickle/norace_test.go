@@ -1,0 +1,5 @@
+//go:build !race
+
+package trickle
+
+const raceEnabled = false

@@ -1,0 +1,86 @@
+package spool
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxBytes        = 1 << 30 // EDGERELAY_SPOOL_MAX_BYTES
+	DefaultLockTimeout     = 2 * time.Second
+	DefaultCompactMinBytes = 8 << 20
+
+	// MinMaxBytes is the smallest cap Validate accepts: below it bbolt's own
+	// pages (two meta pages, the freelist, the roots) are a large part of the
+	// file and the cap loses its meaning.
+	MinMaxBytes = 64 << 10
+)
+
+// Options configures Open. The zero value of every field but Path means its
+// documented default.
+type Options struct {
+	// Path is the bbolt file, e.g. <state dir>/spool.db. Its directory is
+	// created with mode 0700 if missing. Required.
+	Path string
+	// MaxBytes caps the disk the spool uses (default DefaultMaxBytes). Over
+	// the cap the oldest records are evicted, counted per sink as Evicted
+	// (reason spool_full). See Spool.Append for how the cap is measured.
+	MaxBytes int64
+	// LockTimeout is how long Open waits for another process to release the
+	// file (default DefaultLockTimeout). bbolt's own zero means forever,
+	// which would hang a restart behind a stuck old process.
+	LockTimeout time.Duration
+	// CompactMinBytes is the file size below which the spool never compacts
+	// (default DefaultCompactMinBytes): rewriting a small file gives little
+	// back. Above it, the file is compacted whenever its live records fill
+	// at most an eighth of it, so a drained backlog leaves a file of at most
+	// about this size.
+	CompactMinBytes int64
+	// Logger receives the spool's few log lines (default: discarded).
+	Logger *slog.Logger
+	// Now is the clock, for quarantine names and the write-retry interval
+	// (default time.Now).
+	Now func() time.Time
+
+	noSync bool // tests only (the fuzz target): skip fsync
+}
+
+// Validate reports every invalid field at once.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Path == "" {
+		errs = append(errs, errors.New("spool: Options.Path is required"))
+	}
+	if o.MaxBytes < 0 || (o.MaxBytes > 0 && o.MaxBytes < MinMaxBytes) {
+		errs = append(errs, errors.New("spool: Options.MaxBytes must be 0 (default) or at least 64 KiB"))
+	}
+	if o.LockTimeout < 0 {
+		errs = append(errs, errors.New("spool: Options.LockTimeout must not be negative"))
+	}
+	if o.CompactMinBytes < 0 {
+		errs = append(errs, errors.New("spool: Options.CompactMinBytes must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.LockTimeout == 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.CompactMinBytes == 0 {
+		o.CompactMinBytes = DefaultCompactMinBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}

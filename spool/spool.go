@@ -1,0 +1,473 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Spool is the durable spool: records in one bbolt file, appended in fsynced
+// transactions, with one persisted cursor per sink (layout in the package
+// doc). It has the same methods and semantics as Memory.
+//
+// Spool is safe for concurrent use. Writers (Append, Ack, AddSink,
+// RemoveSink, Close) are serialized, each running its bbolt write
+// transaction alone, as bbolt requires. Readers (Read, Ready, SinkStat,
+// Stat, Sinks) never wait for a writer's fsync; Read waits only for the
+// instant a compaction swaps files.
+type Spool struct {
+	opts Options // defaults applied; read-only after Open
+	log  *slog.Logger
+
+	// Lock order: wmu, then dbmu, then mu.
+	wmu  sync.Mutex   // serializes writers and compaction
+	dbmu sync.RWMutex // held shared by Read around its bbolt transaction, exclusively by the compaction swap
+	db   *bolt.DB     // replaced only with wmu and dbmu held
+
+	// mu guards the fields below. They change only in writers holding wmu,
+	// so a writer may read them without mu; everyone else takes mu.
+	mu          sync.Mutex
+	closed      bool
+	sinks       map[string]*diskSink
+	removed     map[string]bool // cursors to delete from disk at the next commit
+	lastSeq     uint64          // newest record ever appended
+	first       uint64          // oldest live record; lastSeq+1 when there is none
+	cost        int64           // cap measure of the live records, disk and held (see Append)
+	diskFirst   uint64          // keys in [diskFirst, first) are still on disk, to be deleted
+	diskLast    uint64          // live records up to diskLast are on disk, those after it in held
+	metaLast    uint64          // last_seq as written on disk
+	held        []Record        // live records after diskLast, in order; replaced or appended to, never written in place, so Read may keep a copy of the header
+	heldCost    int64
+	hwm         int64 // bytes of the file in use (bbolt's high-water mark) after the last commit
+	budget      int64 // target for cost, see updateBudgetLocked
+	used        int64 // bytes of pages in use after the last commit: hwm less free and pending pages
+	usedCost    int64 // cost of the live records at that commit
+	maxGroup    int64 // cost of the largest Append since Open, at most MaxBytes/8
+	degraded    bool
+	degradedAt  time.Time
+	lastTry     time.Time // last failed write, for retryInterval
+	quarantined int
+	compactFail time.Time // last failed compaction, for compactRetry
+	evictLog    time.Time // last "spool full" log line, for throttling
+
+	failWrites atomic.Bool // test seam: every write transaction fails with ENOSPC
+}
+
+type diskSink struct {
+	cursor   uint64
+	received uint64
+	acked    uint64
+	evicted  uint64
+	dirty    bool // cursor differs from the one on disk
+	ready    chan struct{}
+}
+
+// Open opens or creates the spool file at opts.Path.
+//
+// A file that another process holds is waited for up to opts.LockTimeout,
+// then Open fails with an error wrapping ErrLocked. A damaged file (bbolt
+// refuses it, panics on it, fails its consistency check, or a record's
+// checksum fails) is renamed to <name>.corrupt-<YYYYMMDDThhmmss> and a fresh
+// spool is started: Stat().Quarantined says so. Every persisted cursor is
+// registered again as a sink that resumes where it stopped, its Received
+// starting at its backlog. Open fails for I/O errors that leave no file to
+// use (permissions, a read-only file system).
+func Open(opts Options) (*Spool, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	o := opts.withDefaults()
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("spool: create state directory: %w", err)
+	}
+	s := &Spool{
+		opts:    o,
+		log:     o.Logger.With("path", o.Path),
+		sinks:   make(map[string]*diskSink),
+		removed: make(map[string]bool),
+	}
+	start := time.Now()
+	db, ld, release, err := openChecked(o.Path, false, o.LockTimeout, true, o.noSync)
+	if release != nil {
+		if qerr := s.quarantine(err, release); qerr != nil {
+			return nil, qerr
+		}
+		db, ld, release, err = openChecked(o.Path, false, o.LockTimeout, true, o.noSync)
+		if release != nil {
+			release() // a fresh file damaged at once: give up rather than loop
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.initState(ld)
+	// A compaction cut short by a crash leaves its output behind; the
+	// original file is whole, so the partial copy just goes. (Only now, with
+	// the lock held: it may be a running agent's.)
+	if err := os.Remove(s.compactPath()); err == nil {
+		s.log.Info("removed an unfinished compaction file", "file", s.compactPath())
+	}
+
+	// Settle what the file held: records behind every cursor, cursors behind
+	// the first record, a cap lowered since the last run.
+	s.wmu.Lock()
+	s.enforceCapLocked()
+	_ = s.commitLocked(true) // a failure is logged and leaves the spool degraded
+	s.wmu.Unlock()
+
+	st := s.Stat()
+	s.log.Info("spool opened", "records", st.Records, "file_bytes", s.hwm, "first_seq", st.FirstSeq,
+		"last_seq", st.LastSeq, "sinks", len(st.Sinks), "took", time.Since(start))
+	return s, nil
+}
+
+// initState loads what openChecked found into s. It runs before s is shared.
+func (s *Spool) initState(ld loaded) {
+	s.lastSeq = ld.lastSeq
+	s.first = ld.liveFirst
+	s.cost = ld.liveCost
+	s.diskFirst = ld.diskFirst
+	s.diskLast = ld.lastSeq
+	s.hwm = ld.hwm
+	for name, c := range ld.cursors {
+		// Clamp a cursor into [first-1, last]: records behind first are gone.
+		cur := min(max(c, s.first-1), s.lastSeq)
+		s.sinks[name] = &diskSink{
+			cursor:   cur,
+			received: s.lastSeq - cur, // the backlog is what it has to deliver
+			dirty:    cur != c,
+			ready:    make(chan struct{}, 1),
+		}
+	}
+	s.metaLast = ld.metaLast // if behind lastSeq, the next commit writes it
+}
+
+// AddSink registers a sink. A new sink starts at the end of the log and its
+// cursor is persisted at once (or with the next successful write while the
+// spool is degraded). A sink whose cursor was found at Open, or already
+// added, is left as it is: it resumes from its cursor.
+//
+// Names must be 1 to 1024 bytes (they are bbolt keys).
+func (s *Spool) AddSink(name string) error {
+	if name == "" || len(name) > 1024 {
+		return fmt.Errorf("spool: sink name must be 1 to 1024 bytes, got %d", len(name))
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if _, ok := s.sinks[name]; ok {
+		return nil
+	}
+	s.mu.Lock()
+	s.sinks[name] = &diskSink{cursor: s.lastSeq, dirty: true, ready: make(chan struct{}, 1)}
+	delete(s.removed, name)
+	s.mu.Unlock()
+	_ = s.commitLocked(false) // a failure is logged and leaves the spool degraded
+	return nil
+}
+
+// RemoveSink forgets a sink, deletes its persisted cursor, and returns its
+// final accounting; its pending records are no longer kept for it.
+func (s *Spool) RemoveSink(name string) (SinkStat, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return SinkStat{}, ErrClosed
+	}
+	sk, ok := s.sinks[name]
+	if !ok {
+		return SinkStat{}, ErrUnknownSink
+	}
+	s.mu.Lock()
+	st := s.sinkStatLocked(sk)
+	delete(s.sinks, name)
+	s.removed[name] = true
+	s.mu.Unlock()
+	s.collectLocked()
+	if s.commitLocked(false) == nil {
+		s.maybeCompactLocked()
+	}
+	return st, nil
+}
+
+// Append adds records in order, in one bbolt transaction with fsync: when it
+// returns nil they are durable. The caller groups records (one call per
+// commit group); the Data slices are kept until written and must not be
+// modified.
+//
+// Append never fails for lack of room. The file is kept within MaxBytes,
+// give or take the group being written: the records' bytes plus a fixed
+// per-record overhead (key, checksum, bbolt's element header) are held
+// under a target scaled by how much of the file they are found to occupy
+// (see updateBudgetLocked). Over it, the oldest
+// records are evicted and counted for every sink that had not acked them.
+//
+// When the disk write fails, the records are held in memory instead and
+// Append returns an error wrapping ErrNotDurable; Stat().Degraded is set.
+// Later writes retry at most once per second and move everything held to
+// disk, in order, when one succeeds.
+func (s *Spool) Append(data [][]byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	recs := make([]Record, len(data))
+	var c int64
+	for i, d := range data {
+		recs[i] = Record{Seq: s.lastSeq + 1 + uint64(i), Data: d}
+		c += recordCost(len(d))
+	}
+	s.maxGroup = min(max(s.maxGroup, c), s.opts.MaxBytes/8) // only writers read it
+	s.mu.Lock()
+	s.held = append(s.held, recs...)
+	s.heldCost += c
+	s.cost += c
+	s.lastSeq += uint64(len(data))
+	for _, sk := range s.sinks {
+		sk.received += uint64(len(data))
+	}
+	s.mu.Unlock()
+
+	s.collectLocked() // with no sinks, nothing is kept
+	s.enforceCapLocked()
+	err := s.commitLocked(false)
+	for _, sk := range s.sinks {
+		select {
+		case sk.ready <- struct{}{}:
+		default:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("spool: %d records held in memory: %w: %w", len(s.held), ErrNotDurable, err)
+	}
+	s.maybeCompactLocked()
+	return nil
+}
+
+// Read returns up to limit records after the sink's cursor, stopping before
+// maxBytes of data would be exceeded; the first record is returned even when
+// it alone is larger (maxBytes <= 0: no byte limit). It does not move the
+// cursor. Records read from disk are copies; records still held in memory
+// (degraded mode) share the slices given to Append and must not be modified.
+func (s *Spool) Read(sink string, limit, maxBytes int) ([]Record, error) {
+	s.dbmu.RLock()
+	defer s.dbmu.RUnlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	sk, ok := s.sinks[sink]
+	if !ok {
+		s.mu.Unlock()
+		return nil, ErrUnknownSink
+	}
+	from := max(sk.cursor+1, s.first)
+	last, diskLast, held, db := s.lastSeq, s.diskLast, s.held, s.db
+	s.mu.Unlock()
+	if from > last || limit <= 0 {
+		return nil, nil
+	}
+
+	var out []Record
+	size := 0
+	full := false
+	fits := func(n int) bool {
+		if len(out) >= limit || (len(out) > 0 && maxBytes > 0 && size+n > maxBytes) {
+			full = true
+			return false
+		}
+		return true
+	}
+	if from <= diskLast {
+		// Keep the transaction short: copy each value out and go. A long
+		// read transaction would block a writer that needs to grow the file.
+		err := db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketRecords).Cursor()
+			for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+				seq := binary.BigEndian.Uint64(k)
+				if seq > diskLast || len(v) < crcSize {
+					break
+				}
+				if !fits(len(v) - crcSize) {
+					break
+				}
+				d := make([]byte, len(v)-crcSize)
+				copy(d, v[crcSize:])
+				out = append(out, Record{Seq: seq, Data: d})
+				size += len(d)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("spool: read for sink %q: %w", sink, err)
+		}
+	}
+	if !full && len(held) > 0 {
+		i := 0
+		if from > held[0].Seq {
+			i = int(from - held[0].Seq)
+		}
+		for ; i < len(held) && fits(len(held[i].Data)); i++ {
+			out = append(out, held[i])
+			size += len(held[i].Data)
+		}
+	}
+	return out, nil
+}
+
+// Ack moves the sink's cursor to seq (records up to seq are done for it),
+// persists it, and deletes the records every sink has passed. Acking behind
+// the cursor is a no-op; acking past the last record acks up to it.
+//
+// Ack returns nil once the cursor has moved, even if persisting it failed
+// (the spool is then degraded and writes it with the next successful
+// commit): the records are settled either way, and a crash before then
+// sends them again, which envelope ids make harmless.
+func (s *Spool) Ack(sink string, seq uint64) error {
+	_, err := s.AckFrom(sink, seq)
+	return err
+}
+
+// AckFrom is Ack that also returns the cursor it moved from. Records at or
+// before that position that the caller had read were evicted over the cap
+// while in flight: they are counted as Evicted, not acked.
+func (s *Spool) AckFrom(sink string, seq uint64) (prev uint64, err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	sk, ok := s.sinks[sink]
+	if !ok {
+		return 0, ErrUnknownSink
+	}
+	prev = sk.cursor
+	seq = min(seq, s.lastSeq)
+	if seq <= sk.cursor {
+		return prev, nil
+	}
+	s.mu.Lock()
+	sk.acked += seq - sk.cursor
+	sk.cursor = seq
+	sk.dirty = true
+	s.mu.Unlock()
+	s.collectLocked()
+	if s.commitLocked(false) == nil {
+		s.maybeCompactLocked()
+	}
+	return prev, nil
+}
+
+// Ready returns a channel that receives a value after records are appended.
+// It returns nil for an unknown sink.
+func (s *Spool) Ready(sink string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sk, ok := s.sinks[sink]; ok {
+		return sk.ready
+	}
+	return nil
+}
+
+// SinkStat returns one sink's accounting since Open.
+func (s *Spool) SinkStat(sink string) (SinkStat, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sk, ok := s.sinks[sink]
+	if !ok {
+		return SinkStat{}, ErrUnknownSink
+	}
+	return s.sinkStatLocked(sk), nil
+}
+
+// Sinks returns the names of the known cursors, sorted: those added since
+// Open and those found in the file. The agent removes the ones no longer
+// configured, whose cursors would otherwise keep records forever.
+func (s *Spool) Sinks() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.sinks))
+}
+
+// Stat describes the spool. Durable is always true for a Spool; Degraded
+// says whether records are being held in memory because writes fail. Bytes
+// is the file's size in use (bbolt's high-water mark: pages holding records
+// plus free pages awaiting reuse; the tail bbolt preallocates beyond it is
+// sparse) plus the cap measure of records held in memory.
+func (s *Spool) Stat() Stat {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stat{
+		Durable:     true,
+		Degraded:    s.degraded,
+		Bytes:       s.hwm + s.heldCost,
+		LastSeq:     s.lastSeq,
+		Quarantined: s.quarantined,
+		Sinks:       make(map[string]SinkStat, len(s.sinks)),
+	}
+	if s.first <= s.lastSeq {
+		st.Records = s.lastSeq - s.first + 1
+		st.FirstSeq = s.first
+	}
+	for name, sk := range s.sinks {
+		st.Sinks[name] = s.sinkStatLocked(sk)
+	}
+	return st
+}
+
+// Close writes what is pending (one last try if degraded), then closes the
+// file. Records still held in memory are lost, and Close says so with an
+// error wrapping ErrNotDurable. Later calls to other methods return
+// ErrClosed; Close itself may be called again.
+func (s *Spool) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return nil
+	}
+	var errs []error
+	if err := s.commitLocked(true); err != nil && len(s.held) > 0 {
+		s.log.Error("spool closed with records not on disk; they are lost", "records", len(s.held), "err", err)
+		errs = append(errs, fmt.Errorf("spool: %d records lost at close: %w: %w", len(s.held), ErrNotDurable, err))
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.held, s.heldCost = nil, 0
+	s.mu.Unlock()
+	s.dbmu.Lock()
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("spool: close %s: %w", s.opts.Path, err))
+	}
+	s.dbmu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (s *Spool) sinkStatLocked(sk *diskSink) SinkStat {
+	return SinkStat{
+		Received: sk.received,
+		Acked:    sk.acked,
+		Evicted:  sk.evicted,
+		Pending:  s.lastSeq - sk.cursor,
+		Cursor:   sk.cursor,
+	}
+}
+
+func (s *Spool) compactPath() string { return s.opts.Path + ".compact" }
