@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/spool"
+)
+
+// recordingSink delivers only while up, and records what it delivered.
+type recordingSink struct {
+	mu  sync.Mutex
+	up  bool
+	ids []string
+}
+
+func (s *recordingSink) Send(ctx context.Context, recs []spool.Record) relay.Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.up {
+		return relay.Result{Err: errors.New("sink down")}
+	}
+	for _, r := range recs {
+		var e struct{ ID string }
+		json.Unmarshal(r.Data, &e)
+		s.ids = append(s.ids, e.ID)
+	}
+	return relay.Done(len(recs))
+}
+
+func (s *recordingSink) set(up bool) { s.mu.Lock(); s.up = up; s.mu.Unlock() }
+func (s *recordingSink) delivered() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ids...)
+}
+
+func postIDs(t *testing.T, r *running, prefix string, from, n int) (durable bool) {
+	t.Helper()
+	var b strings.Builder
+	for i := from; i < from+n; i++ {
+		fmt.Fprintf(&b, "{\"id\":\"%s%06d\",\"type\":\"o\",\"timestamp\":\"1\",\"data\":{\"pad\":%q}}\n", prefix, i, strings.Repeat("p", 150))
+	}
+	code, ans := r.post(t, "/v1/events", b.String())
+	if code != 202 || ans.Accepted != n {
+		t.Fatalf("post: %d %+v", code, ans)
+	}
+	return ans.Durable != nil && *ans.Durable
+}
+
+// TestOutageBeyondTheCap: the sink is down while far more than the spool's
+// cap arrives. The cap holds, exactly the oldest are dropped (spool_full),
+// the counters add up, and everything retained arrives in order.
+func TestOutageBeyondTheCap(t *testing.T) {
+	sink := &recordingSink{}
+	env := testEnv(t, map[string]string{"EDGERELAY_STDOUT": "off", "EDGERELAY_SPOOL_MAX_BYTES": "1048576"})
+	a, err := New(loadConfig(t, env), Options{extraSink: sink, newBackOff: fastBackOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runAgent(t, a, &syncBuffer{})
+	const total = 20000 // ~4.4 MB of envelopes against a 1 MiB cap
+	for i := 0; i < total; i += 500 {
+		postIDs(t, r, "o", i, 500)
+		if b := a.Report().SpoolBytes; b > 1048576+512*1024 {
+			t.Fatalf("spool holds %d bytes, cap 1 MiB (+ one commit group)", b)
+		}
+	}
+	rep := a.Report()
+	s := rep.Sinks["test"]
+	if !s.Balanced || s.Dropped["spool_full"] == 0 || s.Received != total {
+		t.Fatalf("during the outage: %+v", s)
+	}
+	sink.set(true)
+	waitUntil(t, "the retained backlog to arrive", func() bool { return a.Report().Sinks["test"].Pending == 0 })
+	got := sink.delivered()
+	s = a.Report().Sinks["test"]
+	if uint64(len(got)) != s.Delivered || s.Delivered+s.Dropped["spool_full"] != total || !s.Balanced {
+		t.Fatalf("after recovery: delivered %d, sink %+v", len(got), s)
+	}
+	// Exactly the oldest were dropped: what arrived is the newest suffix, in order.
+	first := total - len(got)
+	for i, id := range got {
+		if want := fmt.Sprintf("o%06d", first+i); id != want {
+			t.Fatalf("delivery %d is %s, want %s (in order, oldest dropped)", i, id, want)
+		}
+	}
+	t.Logf("cap 1 MiB: %d of %d retained and delivered, %d dropped as spool_full", len(got), total, s.Dropped["spool_full"])
+}
+
+// TestCorruptSpoolIsQuarantined damages the spool file three ways; each time
+// the agent starts, moves the file aside, reports it, and works.
+func TestCorruptSpoolIsQuarantined(t *testing.T) {
+	damage := map[string]func(path string) error{
+		"truncated": func(p string) error {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			return os.Truncate(p, fi.Size()/3)
+		},
+		"random bytes in the middle": func(p string) error {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			fi, _ := f.Stat()
+			junk := make([]byte, 4096)
+			for i := range junk {
+				junk[i] = byte(rand.IntN(256))
+			}
+			_, err = f.WriteAt(junk, fi.Size()/2)
+			return err
+		},
+		"zero length": func(p string) error { return os.Truncate(p, 0) },
+	}
+	for name, fn := range damage {
+		t.Run(name, func(t *testing.T) {
+			// A first run leaves 2000 undelivered events in the file.
+			env := testEnv(t, map[string]string{"EDGERELAY_STDOUT": "off", "EDGERELAY_SHUTDOWN_GRACE": "50ms"})
+			down := &recordingSink{}
+			a, err := New(loadConfig(t, env), Options{extraSink: down})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := runAgent(t, a, &syncBuffer{})
+			for i := 0; i < 2000; i += 500 {
+				postIDs(t, r, "c", i, 500)
+			}
+			r.stop(t)
+			env["EDGERELAY_STDOUT"] = "on"
+			path := filepath.Join(env["EDGERELAY_STATE_DIR"], SpoolFile)
+			if err := fn(path); err != nil {
+				t.Fatal(err)
+			}
+			r2 := startAgent(t, env)
+			rep := r2.a.Report()
+			if rep.Quarantined != 1 || !rep.Durable {
+				t.Fatalf("after restart: quarantined %d durable %v", rep.Quarantined, rep.Durable)
+			}
+			moved, _ := filepath.Glob(path + ".corrupt-*")
+			if len(moved) != 1 {
+				t.Fatalf("quarantined files: %v", moved)
+			}
+			resp, err := testClient.Get(r2.base + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "edgerelay_spool_quarantined_total 1") {
+				t.Error("/metrics does not report the quarantine")
+			}
+			postIDs(t, r2, "after", 0, 10)
+			lines := r2.waitLines(t, 10)
+			if !strings.Contains(lines[len(lines)-1], "after000009") {
+				t.Errorf("the fresh spool does not deliver: %s", lines[len(lines)-1])
+			}
+		})
+	}
+}
+
+// TestDiskFull puts the spool on a 1 MiB tmpfs and fills it: the agent keeps
+// accepting into memory, says so (durable false, degraded), and when space
+// returns moves the held events to disk and delivers everything.
+func TestDiskFull(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "small")
+	os.MkdirAll(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("mounting a tmpfs (CI runs as root): %v %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs here (needs root): %v %s; the spool's own tests inject ENOSPC", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	sink := &recordingSink{}
+	env := testEnv(t, map[string]string{"EDGERELAY_STDOUT": "off", "EDGERELAY_STATE_DIR": dir})
+	a, err := New(loadConfig(t, env), Options{extraSink: sink, newBackOff: fastBackOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runAgent(t, a, &syncBuffer{})
+	filler := filepath.Join(dir, "filler")
+	os.WriteFile(filler, make([]byte, 700<<10), 0o600)
+
+	sent, durableFalse := 0, false
+	for sent < 20000 && !durableFalse {
+		durableFalse = !postIDs(t, r, "d", sent, 200)
+		sent += 200
+	}
+	if !durableFalse {
+		t.Fatal("the spool never reported a failed write")
+	}
+	for range 5 { // keep accepting while degraded
+		if postIDs(t, r, "d", sent, 200) {
+			break
+		}
+		sent += 200
+	}
+	rep := r.a.Report()
+	if !rep.Degraded || rep.Durable {
+		t.Fatalf("degraded %v durable %v", rep.Degraded, rep.Durable)
+	}
+	os.Remove(filler)
+	sink.set(true)
+	waitUntil(t, "recovery to disk", func() bool {
+		postIDs(t, r, "probe", 0, 1) // appends retry the disk
+		return !a.Report().Degraded
+	})
+	waitUntil(t, "delivery", func() bool { return a.Report().Sinks["test"].Pending == 0 })
+	got := map[string]bool{}
+	for _, id := range sink.delivered() {
+		got[id] = true
+	}
+	for i := range sent {
+		if id := fmt.Sprintf("d%06d", i); !got[id] {
+			t.Fatalf("accepted event %s lost across the disk-full episode", id)
+		}
+	}
+	t.Logf("%d events accepted while the disk filled; all delivered after recovery", sent)
+}
