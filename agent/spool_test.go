@@ -46,11 +46,13 @@ func (s *recordingSink) delivered() []string {
 	return append([]string(nil), s.ids...)
 }
 
+var padding = strings.Repeat("p", 150)
+
 func postIDs(t *testing.T, r *running, prefix string, from, n int) (durable bool) {
 	t.Helper()
 	var b strings.Builder
 	for i := from; i < from+n; i++ {
-		fmt.Fprintf(&b, "{\"id\":\"%s%06d\",\"type\":\"o\",\"timestamp\":\"1\",\"data\":{\"pad\":%q}}\n", prefix, i, strings.Repeat("p", 150))
+		fmt.Fprintf(&b, "{\"id\":\"%s%06d\",\"type\":\"o\",\"timestamp\":\"1\",\"data\":{\"pad\":%q}}\n", prefix, i, padding)
 	}
 	code, ans := r.post(t, "/v1/events", b.String())
 	if code != 202 || ans.Accepted != n {
