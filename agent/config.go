@@ -62,6 +62,7 @@ type Config struct {
 	TelemetryLegacy   bool
 	LogLevel          string
 	LogFormat         string // "text" or "json"
+	EnvFile           string // re-read on SIGHUP for EDGERELAY_LOG_LEVEL
 
 	// Getenv is the environment Load read; sinks with their own settings
 	// (Kafka) read the rest of their variables through it.
@@ -137,6 +138,7 @@ func settings() []setting {
 		{"EDGERELAY_STORMLOG_DIR", "", "stormlog sink directory to tail", func(c *Config, v string) error { c.StormlogDir = v; return nil }},
 		{"EDGERELAY_TELEMETRY_LEGACY", "on", "accept legacy (pre-v2) stormlog records on /v1/telemetry and convert them", boolTo(func(c *Config) *bool { return &c.TelemetryLegacy })},
 		{"EDGERELAY_LOG_LEVEL", "info", "debug | info | warn | error", oneOf(func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error")},
+		{"EDGERELAY_ENV_FILE", "", "environment file re-read on SIGHUP for EDGERELAY_LOG_LEVEL (the unit sets it)", func(c *Config, v string) error { c.EnvFile = v; return nil }},
 		{"EDGERELAY_LOG_FORMAT", "", "text | json (default: text on a terminal, json otherwise)", oneOf(func(c *Config) *string { return &c.LogFormat }, "", "text", "json")},
 	}
 }

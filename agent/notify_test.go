@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -133,5 +134,27 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestReloadLogLevel(t *testing.T) {
+	envFile := filepath.Join(t.TempDir(), "edgerelay.env")
+	os.WriteFile(envFile, []byte("# comment\nEDGERELAY_LOG_LEVEL=info\n"), 0o600)
+	level := new(slog.LevelVar)
+	cfg := loadConfig(t, testEnv(t, map[string]string{"EDGERELAY_ENV_FILE": envFile}))
+	a, err := New(cfg, Options{LogLevel: level})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, a, &syncBuffer{})
+	os.WriteFile(envFile, []byte("EDGERELAY_LOG_LEVEL=\"debug\"\n"), 0o600)
+	a.Reload()
+	if level.Level() != slog.LevelDebug {
+		t.Errorf("level %s after reload, want debug", level.Level())
+	}
+	os.WriteFile(envFile, []byte("EDGERELAY_LOG_LEVEL=loud\n"), 0o600)
+	a.Reload()
+	if level.Level() != slog.LevelDebug {
+		t.Errorf("a bad value changed the level to %s", level.Level())
 	}
 }

@@ -3,7 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,8 +69,49 @@ func (a *Agent) registerRoutes(mux *http.ServeMux) {
 // Reload re-reads what may change without a restart (SIGHUP): secrets such
 // as the HTTP sink's key file.
 func (a *Agent) Reload() {
-	a.log.Info("reloading secrets")
+	a.log.Info("reloading secrets and log level")
 	for _, fn := range a.reloaders {
 		fn()
 	}
+	if a.cfg.EnvFile == "" || a.opts.LogLevel == nil {
+		return
+	}
+	v, err := readEnvFileValue(a.cfg.EnvFile, "EDGERELAY_LOG_LEVEL")
+	if err != nil {
+		a.log.Error("reload: cannot read the environment file; log level unchanged", "path", a.cfg.EnvFile, "err", err)
+		return
+	}
+	if v == "" {
+		v = "info"
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		a.log.Error("reload: bad EDGERELAY_LOG_LEVEL; log level unchanged", "value", v)
+		return
+	}
+	if old := a.opts.LogLevel.Level(); old != l {
+		a.opts.LogLevel.Set(l)
+		a.log.Info("log level changed", "from", old.String(), "to", l.String())
+	}
+}
+
+// readEnvFileValue returns the value of key in a systemd EnvironmentFile
+// (KEY=VALUE lines, # comments, optional quotes), "" when absent.
+func readEnvFileValue(path, key string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	val := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if ok && strings.TrimSpace(k) == key {
+			val = strings.Trim(strings.TrimSpace(v), `"'`)
+		}
+	}
+	return val, nil
 }
