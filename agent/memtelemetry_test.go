@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -77,5 +79,40 @@ func TestStormlogTail(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := len(r.out.Lines()); n != 2 {
 		t.Errorf("%d lines: an incomplete line was emitted", n)
+	}
+}
+
+// TestAllocatorPeerPID: over the unix socket, a snapshot without "pid" takes
+// the peer's pid from SO_PEERCRED (here: this test process).
+func TestAllocatorPeerPID(t *testing.T) {
+	env := testEnv(t, nil)
+	r := startAgent(t, env)
+	uc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", env["EDGERELAY_SOCKET"])
+	}}}
+	defer uc.CloseIdleConnections()
+	body := `{"device_index":0,"stats":{"allocated_bytes.all.current":10,"reserved_bytes.all.current":20}}`
+	resp, err := uc.Post("http://agent/v1/allocator", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var env2 struct{ Data map[string]json.RawMessage }
+	json.Unmarshal([]byte(r.waitLines(t, 1)[0]), &env2)
+	if got, want := string(env2.Data["pid"]), fmt.Sprint(os.Getpid()); got != want {
+		t.Errorf("pid %s, want the peer's %s", got, want)
+	}
+	// Over TCP there is no peer credential: the pid stays unknown.
+	code, _ := r.post(t, "/v1/allocator", body)
+	if code != http.StatusAccepted {
+		t.Fatalf("tcp: %d", code)
+	}
+	json.Unmarshal([]byte(r.waitLines(t, 2)[1]), &env2)
+	if got := string(env2.Data["pid"]); got != "-1" {
+		t.Errorf("pid over TCP %s, want -1", got)
 	}
 }
