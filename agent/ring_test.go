@@ -138,3 +138,27 @@ func BenchmarkRingPush(b *testing.B) {
 	close(stop)
 	<-done
 }
+
+// BenchmarkChanBaseline is the yardstick for BenchmarkRingPush: a buffered
+// channel of the same capacity with one consumer (blocking when full, no
+// byte cap, no drop accounting).
+func BenchmarkChanBaseline(b *testing.B) {
+	ch := make(chan []byte, 50000)
+	env := []byte(`{"id":"0194b7c4-6f2a-7c3e-9a51-2f0e6d1b8a90","type":"gpu_memory_sample","timestamp":"1767908945298","gateway":"","data":{"x":1}}`)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range ch {
+		}
+	}()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ch <- env
+		}
+	})
+	b.StopTimer()
+	close(ch)
+	<-done
+}
