@@ -132,6 +132,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		partialSince time.Time // when a partial batch was first seen waiting
 		paused       string    // pause reason while paused
 		resumed      bool      // the pause was ended by Resume: try a full batch
+		retrying     bool      // the last Send failed: its records go after the wait, without lingering again
 		transientLog = newLogThrottle(time.Minute)
 	)
 	for {
@@ -147,7 +148,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			if errors.Is(err, context.Canceled) {
 				return err
 			}
-			d := bo.NextBackOff()
+			d := nextBackOff(bo)
 			if transientLog.allow() {
 				f.Logger.Error("spool read failed; retrying", "err", err, "retry_in", d)
 			}
@@ -166,7 +167,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if paused == "" && f.Linger > 0 && !f.draining.Load() && len(recs) < limit && !f.full(recs) {
+		if paused == "" && !retrying && f.Linger > 0 && !f.draining.Load() && len(recs) < limit && !f.full(recs) && !f.cutByBytes(recs, limit) {
 			if partialSince.IsZero() {
 				partialSince = time.Now()
 			}
@@ -205,8 +206,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			if err != nil {
 				f.Logger.Error("spool ack failed; the batch may be sent again", "seq", last, "err", err)
 			}
-			partialSince = time.Time{}
 		}
+		// Records left by an error have waited already: they go after the
+		// backoff, without a second linger.
+		retrying = res.Err != nil
+		partialSince = time.Time{}
 
 		class, retryAfter := Classify(res.Err)
 		switch class {
@@ -240,7 +244,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			d := bo.NextBackOff()
+			d := nextBackOff(bo)
 			if class == ClassThrottled {
 				d = max(d, retryAfter)
 			}
@@ -253,6 +257,30 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextBackOff is bo.NextBackOff without its give-up: an injected schedule
+// that returns Stop starts over instead of making the retries immediate
+// (the spool's cap, not a timer, decides when an event is given up).
+func nextBackOff(bo backoff.BackOff) time.Duration {
+	d := bo.NextBackOff()
+	if d == backoff.Stop {
+		bo.Reset()
+		if d = bo.NextBackOff(); d == backoff.Stop || d < 0 {
+			d = time.Second
+		}
+	}
+	return d
+}
+
+// cutByBytes reports whether Read stopped short of limit because the next
+// record did not fit in MaxBytes: such a batch cannot grow by waiting.
+func (f *Forwarder) cutByBytes(recs []spool.Record, limit int) bool {
+	if f.MaxBytes <= 0 || len(recs) >= limit {
+		return false
+	}
+	more, err := f.Cursor.Read(len(recs)+1, 0)
+	return err == nil && len(more) > len(recs)
 }
 
 func (f *Forwarder) full(recs []spool.Record) bool {

@@ -57,7 +57,7 @@ func (s *Stats) Settle(delivered int, drops []Drop, ack func() error) error {
 	if err := ack(); err != nil {
 		return err
 	}
-	s.delivered += uint64(delivered)
+	s.delivered += uint64(max(delivered, 0))
 	for _, d := range drops {
 		s.dropped[d.Reason]++
 	}
