@@ -133,7 +133,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		paused       string    // pause reason while paused
 		resumed      bool      // the pause was ended by Resume: try a full batch
 		retrying     bool      // the last Send failed: its records go after the wait, without lingering again
-		transientLog = newLogThrottle(time.Minute)
+		transientLog = NewLogThrottle(time.Minute, 1)
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -149,7 +149,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				return err
 			}
 			d := nextBackOff(bo)
-			if transientLog.allow() {
+			if transientLog.Allow() {
 				f.Logger.Error("spool read failed; retrying", "err", err, "retry_in", d)
 			}
 			if !sleep(ctx, d, nil) {
@@ -222,7 +222,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				f.Stats.SetPaused("")
 				paused = ""
 			}
-			transientLog.reset()
+			transientLog.Reset()
 		case ClassClosed:
 			f.Logger.Info("destination closed; forwarder stops", "err", res.Err)
 			return ErrClosed
@@ -249,8 +249,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				d = max(d, retryAfter)
 			}
 			f.Stats.AddRetry(class.String())
-			if transientLog.allow() {
-				f.Logger.Warn("send failed; retrying", "class", class.String(), "err", res.Err, "records", len(recs)-res.Settled, "retry_in", d, "suppressed", transientLog.suppressed())
+			if transientLog.Allow() {
+				f.Logger.Warn("send failed; retrying", "class", class.String(), "err", res.Err, "records", len(recs)-res.Settled, "retry_in", d, "suppressed", transientLog.Suppressed())
 			}
 			if !sleep(ctx, d, nil) {
 				return ctx.Err()
@@ -314,25 +314,3 @@ func sleepEarly(ctx context.Context, d time.Duration, early <-chan struct{}) (wo
 		return true, true
 	}
 }
-
-// logThrottle lets one line through per interval and counts the rest, so an
-// outage produces a log line a minute, not one per retry.
-type logThrottle struct {
-	every time.Duration
-	last  time.Time
-	n     int
-}
-
-func newLogThrottle(every time.Duration) *logThrottle { return &logThrottle{every: every} }
-
-func (l *logThrottle) allow() bool {
-	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
-		l.last = now
-		return true
-	}
-	l.n++
-	return false
-}
-
-func (l *logThrottle) suppressed() int { n := l.n; l.n = 0; return n }
-func (l *logThrottle) reset()          { l.last = time.Time{}; l.n = 0 }

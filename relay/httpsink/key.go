@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/livepeer/edgerelay/relay"
 )
 
 // errBadKey stands in for a key that cannot be sent in a header; it never
@@ -23,14 +25,14 @@ type keySource struct {
 	log    *slog.Logger
 	resume chan struct{} // capacity 1; a value means "the key may be better now"
 
-	mu      sync.Mutex   // guards the fields below
-	key     string       // current key, trimmed; never logged
-	info    os.FileInfo  // the file as last read; nil before the first read
-	failLog *logThrottle // read failures are logged at most once a minute
+	mu      sync.Mutex         // guards the fields below
+	key     string             // current key, trimmed; never logged
+	info    os.FileInfo        // the file as last read; nil before the first read
+	failLog *relay.LogThrottle // read failures are logged at most once a minute
 }
 
 func newKeySource(literal, path string, log *slog.Logger) (*keySource, error) {
-	k := &keySource{path: path, log: log, resume: make(chan struct{}, 1), failLog: newLogThrottle(time.Minute, 1), key: literal}
+	k := &keySource{path: path, log: log, resume: make(chan struct{}, 1), failLog: relay.NewLogThrottle(time.Minute, 1), key: literal}
 	if path == "" {
 		return k, nil
 	}
@@ -81,8 +83,8 @@ func (k *keySource) refresh(force bool) (changed bool, err error) {
 	}
 	if err != nil {
 		// The error names the path only; the key is never in it.
-		if k.failLog.allow() {
-			k.log.Error("api key file unreadable; keeping the previous key", "file", k.path, "err", err, "suppressed", k.failLog.suppressed())
+		if k.failLog.Allow() {
+			k.log.Error("api key file unreadable; keeping the previous key", "file", k.path, "err", err, "suppressed", k.failLog.Suppressed())
 		}
 		return false, err
 	}
@@ -144,34 +146,3 @@ func (k *keySource) watch(ctx context.Context, every time.Duration) error {
 		}
 	}
 }
-
-// logThrottle lets n lines through per interval and counts the rest, so a
-// flood of drops or a persistent failure logs a few lines a minute.
-// It is not safe for concurrent use; its owner guards it.
-type logThrottle struct {
-	every  time.Duration
-	n      int
-	start  time.Time
-	used   int
-	missed int
-}
-
-func newLogThrottle(every time.Duration, n int) *logThrottle {
-	return &logThrottle{every: every, n: n}
-}
-
-func (l *logThrottle) allow() bool {
-	now := time.Now()
-	if l.start.IsZero() || now.Sub(l.start) >= l.every {
-		l.start, l.used = now, 0
-	}
-	if l.used < l.n {
-		l.used++
-		return true
-	}
-	l.missed++
-	return false
-}
-
-// suppressed returns how many lines were held back since it was last called.
-func (l *logThrottle) suppressed() int { n := l.missed; l.missed = 0; return n }

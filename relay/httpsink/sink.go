@@ -59,7 +59,7 @@ type Sink struct {
 	zbuf          bytes.Buffer // the last gzipped body; reused
 	zw            *gzip.Writer
 	snip          [snippetLen]byte
-	dropLog       *logThrottle
+	dropLog       *relay.LogThrottle
 	misconfLogged bool   // the URL was logged for this run of 404/405s
 	alive         func() // tells the forwarder's watchdog a long Send progresses
 }
@@ -97,7 +97,7 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
-		dropLog:   newLogThrottle(time.Minute, dropLogPerMin),
+		dropLog:   relay.NewLogThrottle(time.Minute, dropLogPerMin),
 	}
 	if s.gzip {
 		// BestSpeed: the node's CPU belongs to the GPU workload, and JSON
@@ -365,14 +365,14 @@ func (s *Sink) reclaim(rb *sentBody) {
 func (s *Sink) drop(drops *[]relay.Drop, r spool.Record, reason string, code int) {
 	id := envelopeID(r.Data)
 	*drops = append(*drops, relay.Drop{Seq: r.Seq, ID: id, Reason: reason})
-	if !s.dropLog.allow() {
+	if !s.dropLog.Allow() {
 		return
 	}
 	if code == 0 {
-		s.log.Warn("event dropped without sending: larger than the request body limit", "id", id, "seq", r.Seq, "reason", reason, "bytes", len(r.Data), "max_body", s.maxBody, "suppressed", s.dropLog.suppressed())
+		s.log.Warn("event dropped without sending: larger than the request body limit", "id", id, "seq", r.Seq, "reason", reason, "bytes", len(r.Data), "max_body", s.maxBody, "suppressed", s.dropLog.Suppressed())
 		return
 	}
-	s.log.Warn("event dropped: the metrics API refuses it on its own", "id", id, "seq", r.Seq, "reason", reason, "status", code, "bytes", len(r.Data), "suppressed", s.dropLog.suppressed())
+	s.log.Warn("event dropped: the metrics API refuses it on its own", "id", id, "seq", r.Seq, "reason", reason, "status", code, "bytes", len(r.Data), "suppressed", s.dropLog.Suppressed())
 }
 
 // sentBody is a request body that says when the transport is done with it.

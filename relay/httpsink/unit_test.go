@@ -190,22 +190,3 @@ func TestKeyWatch(t *testing.T) {
 		}
 	})
 }
-
-func TestLogThrottle(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		l := newLogThrottle(time.Minute, 3)
-		allowed := 0
-		for range 10 {
-			if l.allow() {
-				allowed++
-			}
-		}
-		if allowed != 3 || l.suppressed() != 7 || l.suppressed() != 0 {
-			t.Errorf("allowed %d of 10 with n=3", allowed)
-		}
-		time.Sleep(time.Minute)
-		if !l.allow() {
-			t.Error("not allowed after the interval")
-		}
-	})
-}

@@ -63,7 +63,7 @@ type Sink struct {
 	// Send's own state, touched only by the forwarder goroutine.
 	krecs   []kgo.Record
 	errs    []error
-	dropLog logThrottle
+	dropLog *relay.LogThrottle
 }
 
 // New connects to the brokers and checks that the topic exists, creating it
@@ -89,7 +89,7 @@ func newSink(ctx context.Context, opts Options, extra ...kgo.Opt) (*Sink, error)
 		log:     o.Logger.With("sink", "kafka", "topic", o.Topic),
 		extra:   extra,
 		resume:  make(chan struct{}, 1),
-		dropLog: logThrottle{every: time.Minute},
+		dropLog: relay.NewLogThrottle(time.Minute, 1),
 	}
 	s.batchMax.Store(defaultBatchMax)
 	cl, err := s.newClient()
@@ -268,10 +268,10 @@ func (s *Sink) produceOne(ctx context.Context, cl *kgo.Client, data []byte) erro
 
 func (s *Sink) oversize(rec spool.Record, err error) relay.Drop {
 	id, _ := envelopeID(rec.Data)
-	if s.dropLog.allow() {
+	if s.dropLog.Allow() {
 		s.log.Warn("event larger than the topic accepts; dropped",
 			"seq", rec.Seq, "id", string(id), "bytes", len(rec.Data), "limit", s.batchMax.Load(),
-			"err", err, "suppressed", s.dropLog.suppressed(),
+			"err", err, "suppressed", s.dropLog.Suppressed(),
 			"next", "counted as dropped{reason=oversize}; raise the topic's max.message.bytes to keep such events")
 	}
 	return relay.Drop{Seq: rec.Seq, ID: string(id), Reason: relay.DropOversize}
@@ -481,21 +481,3 @@ func (kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelError }
 func (k kgoLogger) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
 	k.l.Warn("kafka client error", append([]any{"detail", msg}, keyvals...)...)
 }
-
-// logThrottle lets one line through per interval and counts the rest.
-type logThrottle struct {
-	every time.Duration
-	last  time.Time
-	n     int
-}
-
-func (l *logThrottle) allow() bool {
-	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
-		l.last = now
-		return true
-	}
-	l.n++
-	return false
-}
-
-func (l *logThrottle) suppressed() int { n := l.n; l.n = 0; return n }

@@ -60,26 +60,3 @@ func headerInt(h http.Header, name string) (int64, bool) {
 
 // statusCode is the relay.Stats request label of an answer.
 func statusCode(code int) string { return strconv.Itoa(code) }
-
-// logThrottle lets one line through per interval and counts the rest, so an
-// outage logs a line a minute, not one per retry.
-type logThrottle struct {
-	every time.Duration
-	last  time.Time
-	n     int
-}
-
-func (l *logThrottle) allow() bool {
-	if now := time.Now(); l.last.IsZero() || now.Sub(l.last) >= l.every {
-		l.last = now
-		return true
-	}
-	l.n++
-	return false
-}
-
-// suppressed returns and resets the count of lines held back.
-func (l *logThrottle) suppressed() int { n := l.n; l.n = 0; return n }
-
-// reset lets the next line through (after a recovery).
-func (l *logThrottle) reset() { l.last = time.Time{}; l.n = 0 }

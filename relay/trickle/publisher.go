@@ -98,7 +98,7 @@ func (p *Publisher) Run(ctx context.Context, cur relay.Cursor) error {
 		p:        p,
 		cur:      cur,
 		bo:       p.opts.NewBackOff(),
-		warn:     &logThrottle{every: time.Minute},
+		warn:     relay.NewLogThrottle(time.Minute, 1),
 		lastPost: time.Now(),
 	}
 	err := r.loop(ctx)
@@ -193,7 +193,7 @@ type pubRun struct {
 	p    *Publisher
 	cur  relay.Cursor
 	bo   backoff.BackOff
-	warn *logThrottle
+	warn *relay.LogThrottle
 
 	seq      int64        // the seq the next segment is POSTed to
 	reset    bool         // send Lp-Trickle-Reset on the next POST (until one succeeds)
@@ -298,9 +298,9 @@ func (r *pubRun) loop(ctx context.Context) error {
 		d := r.bo.NextBackOff()
 		r.p.opts.Stats.AddRetry(relay.ClassTransient.String())
 		r.failing = true
-		if r.warn.allow() {
+		if r.warn.Allow() {
 			r.p.log.Warn("trickle segment failed; retrying", "seq", te.seq, "abandoned", te.abandoned,
-				"records", te.records, "next_seq", r.seq, "retry_in", d, "suppressed", r.warn.suppressed(), "err", te.err)
+				"records", te.records, "next_seq", r.seq, "retry_in", d, "suppressed", r.warn.Suppressed(), "err", te.err)
 		}
 		if err := r.sleep(ctx, d); err != nil {
 			return err
@@ -322,8 +322,8 @@ func (r *pubRun) start(ctx context.Context) error {
 		}
 		d := r.bo.NextBackOff()
 		r.p.opts.Stats.AddRetry(relay.ClassTransient.String())
-		if r.warn.allow() {
-			r.p.log.Warn("trickle write position unknown; retrying", "retry_in", d, "suppressed", r.warn.suppressed(), "err", err)
+		if r.warn.Allow() {
+			r.p.log.Warn("trickle write position unknown; retrying", "retry_in", d, "suppressed", r.warn.Suppressed(), "err", err)
 		}
 		if err := r.sleep(ctx, d); err != nil {
 			return err
@@ -504,8 +504,8 @@ func frameLen(data []byte, wrap bool) int {
 // once when none is open.
 func (r *pubRun) drop(seq uint64) {
 	d := relay.Drop{Seq: seq, Reason: relay.DropRejected}
-	if r.warn.allow() {
-		r.p.log.Warn("record dropped: it cannot be written as one frame line", "record_seq", seq, "reason", d.Reason, "suppressed", r.warn.suppressed())
+	if r.warn.Allow() {
+		r.p.log.Warn("record dropped: it cannot be written as one frame line", "record_seq", seq, "reason", d.Reason, "suppressed", r.warn.Suppressed())
 	}
 	if r.seg != nil {
 		r.seg.drops = append(r.seg.drops, d)
@@ -662,7 +662,7 @@ func (r *pubRun) settle(ctx context.Context, seg *openSegment, res postResult) e
 		if r.failing {
 			r.p.log.Info("trickle publishing recovered", "seq", seg.seq)
 			r.failing = false
-			r.warn.reset()
+			r.warn.Reset()
 		}
 		return nil
 	}

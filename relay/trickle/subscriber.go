@@ -139,8 +139,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		bo:         s.opts.NewBackOff(),
 		buf:        make([]byte, 32<<10),
 		dedupe:     newDedupe(s.opts.DedupeWindow),
-		warnNet:    &logThrottle{every: time.Minute},
-		warnFrame:  &logThrottle{every: time.Minute},
+		warnNet:    relay.NewLogThrottle(time.Minute, 1),
+		warnFrame:  relay.NewLogThrottle(time.Minute, 1),
 	}
 	s.log.Info("trickle subscriber started", "seq", "live edge")
 	for {
@@ -158,8 +158,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		default:
 			d := r.bo.NextBackOff()
 			s.count(func(st *SubscriberStats) { st.Reconnects++ })
-			if r.warnNet.allow() {
-				s.log.Warn("trickle read failed; reconnecting", "seq", r.seq, "retry_in", d, "suppressed", r.warnNet.suppressed(), "err", err)
+			if r.warnNet.Allow() {
+				s.log.Warn("trickle read failed; reconnecting", "seq", r.seq, "retry_in", d, "suppressed", r.warnNet.Suppressed(), "err", err)
 			}
 			r.failing = true
 			t := time.NewTimer(d)
@@ -191,8 +191,8 @@ type subRun struct {
 	doc      []byte // a frame spanning lines (a pretty-printed segment document)
 
 	dedupe    *dedupe
-	warnNet   *logThrottle
-	warnFrame *logThrottle
+	warnNet   *relay.LogThrottle
+	warnFrame *relay.LogThrottle
 }
 
 // segment reads one segment (or learns where to jump). nil means the
@@ -290,7 +290,7 @@ func (r *subRun) segment(ctx context.Context) error {
 	r.bo.Reset()
 	if r.failing {
 		r.failing = false
-		r.warnNet.reset()
+		r.warnNet.Reset()
 		s.log.Info("trickle reading recovered", "seq", served)
 	}
 	return nil
@@ -332,8 +332,8 @@ func (r *subRun) jump(from, latest int64) error {
 	r.seq = latest
 	r.jumpsInRow++
 	r.s.count(func(st *SubscriberStats) { st.Jumps++ })
-	if r.warnNet.allow() {
-		r.s.log.Warn("trickle reader not at a held segment; jumping to the live edge", "from_seq", from, "to_seq", latest, "suppressed", r.warnNet.suppressed())
+	if r.warnNet.Allow() {
+		r.s.log.Warn("trickle reader not at a held segment; jumping to the live edge", "from_seq", from, "to_seq", latest, "suppressed", r.warnNet.Suppressed())
 	}
 	if r.jumpsInRow > jumpsBeforeBackoff {
 		return fmt.Errorf("%d jumps in a row (last to %d)", r.jumpsInRow, latest)
@@ -482,8 +482,8 @@ func (r *subRun) malformed(reason string, err error) {
 		reason = fe.Field
 	}
 	r.s.count(func(st *SubscriberStats) { st.Malformed[reason]++ })
-	if r.warnFrame.allow() {
-		r.s.log.Warn("trickle frame rejected; skipped", "reason", reason, "seq", r.seq, "suppressed", r.warnFrame.suppressed(), "err", err)
+	if r.warnFrame.Allow() {
+		r.s.log.Warn("trickle frame rejected; skipped", "reason", reason, "seq", r.seq, "suppressed", r.warnFrame.Suppressed(), "err", err)
 	}
 }
 
