@@ -38,6 +38,7 @@ type Config struct {
 	Identity          Identity // host, node_id, region, orchestrator_address
 	Gateway           string
 	NVML              string
+	NVMLLibrary       string
 	SampleInterval    time.Duration
 	ProcessInterval   time.Duration
 	HostNet           bool
@@ -107,6 +108,7 @@ func settings() []setting {
 		{"EDGERELAY_ORCHESTRATOR_ADDRESS", "", "orchestrator address stamped into envelopes", identTo("orchestrator_address")},
 		{"EDGERELAY_GATEWAY", "", "the envelope's gateway field", func(c *Config, v string) error { c.Gateway = v; return nil }},
 		{"EDGERELAY_NVML", "auto", "auto | on | off | sim (simulated GPUs)", oneOf(func(c *Config) *string { return &c.NVML }, "auto", "on", "off", "sim")},
+		{"EDGERELAY_NVML_LIBRARY", "", "path of libnvidia-ml.so.1 when it is not where the dynamic loader finds it", func(c *Config, v string) error { c.NVMLLibrary = v; return nil }},
 		{"EDGERELAY_SAMPLE_INTERVAL", "1s", "GPU and host sampling interval (minimum 100ms)", durTo(func(c *Config) *time.Duration { return &c.SampleInterval }, 100*time.Millisecond)},
 		{"EDGERELAY_PROCESS_INTERVAL", "5s", "per-process GPU memory interval (minimum 100ms)", durTo(func(c *Config) *time.Duration { return &c.ProcessInterval }, 100*time.Millisecond)},
 		{"EDGERELAY_HOSTNET", "on", "host_network_sample from /proc/net/dev", boolTo(func(c *Config) *bool { return &c.HostNet })},

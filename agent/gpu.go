@@ -16,7 +16,7 @@ import (
 // "auto" a machine without NVML goes on without GPUs, saying so once; with
 // "on" it is a start-up error.
 func (a *Agent) setupGPU() error {
-	gpus, err := nvml.Open(nvml.Options{Mode: a.cfg.NVML, Logger: a.log.With("part", "nvml")})
+	gpus, err := nvml.Open(nvml.Options{Mode: a.cfg.NVML, LibraryPath: a.cfg.NVMLLibrary, Logger: a.log.With("part", "nvml")})
 	switch {
 	case err == nil:
 		info := gpus.Info()
