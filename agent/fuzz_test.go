@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
+	"time"
 )
 
 // FuzzIngestBody feeds arbitrary bodies through the /v1/events parser and
@@ -27,7 +28,8 @@ func FuzzIngestBody(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	a, err := New(cfg, Options{})
+	fixed := time.UnixMilli(1767908945298)
+	a, err := New(cfg, Options{Now: func() time.Time { return fixed }})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -45,6 +47,13 @@ func FuzzIngestBody(f *testing.F) {
 				continue
 			}
 			env, typ := p.env, p.typ
+			// The fast path must build the general path's bytes (but the id).
+			if fast, _, _, ok := a.prepareFast(it.raw); ok {
+				slow, _, _, err := a.prepareSlow(it.raw)
+				if err != nil || !bytes.Equal(fast[44:], slow[44:]) {
+					t.Fatalf("fast and general paths differ (%v):\nfast %s\ngen  %s", err, fast, slow)
+				}
+			}
 			if bytes.ContainsAny(env, "\n\r") {
 				t.Fatalf("envelope spans lines: %q", env)
 			}

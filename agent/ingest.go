@@ -35,16 +35,7 @@ func splitItems(body []byte) ([]item, error) {
 		if trimmed[0] != '[' {
 			return []item{{raw: trimmed}}, nil
 		}
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.Token() // '['
-		var items []item
-		for dec.More() {
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				return nil, fmt.Errorf("body: %v", err) // unreachable: the document is valid
-			}
-			items = append(items, item{raw: raw})
-		}
+		items := splitArray(trimmed) // valid JSON: a byte scan cuts it exactly
 		if len(items) == 0 {
 			return nil, errEmptyBody
 		}
@@ -113,6 +104,15 @@ func (a *Agent) prepareEventParts(raw json.RawMessage) ([]byte, string, string, 
 	if len(raw) > a.cfg.MaxEventBytes {
 		return nil, "", "", fmt.Errorf("event: %d bytes is over the limit of %d", len(raw), a.cfg.MaxEventBytes)
 	}
+	if env, typ, sid, ok := a.prepareFast(raw); ok {
+		return env, typ, sid, nil
+	}
+	return a.prepareSlow(raw)
+}
+
+// prepareSlow is the general path: any envelope or event, and the words of
+// every error. prepareFast must build the same bytes for what it takes.
+func (a *Agent) prepareSlow(raw json.RawMessage) ([]byte, string, string, error) {
 	if firstByte(raw) != '{' {
 		return nil, "", "", errors.New("event: must be a JSON object")
 	}
