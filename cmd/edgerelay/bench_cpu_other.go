@@ -1,0 +1,8 @@
+//go:build !linux || !(amd64 || arm64)
+
+package main
+
+import "time"
+
+// threadCPU cannot be read on this platform.
+func threadCPU() time.Duration { return -1 }

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// decodeBench checks that out is one JSON array of objects and returns them
+// by scenario.
+func decodeBench(t *testing.T, out []byte) map[string]map[string]any {
+	t.Helper()
+	var arr []map[string]any
+	if err := json.Unmarshal(out, &arr); err != nil {
+		t.Fatalf("stdout is not a JSON array: %v\n%s", err, out)
+	}
+	byName := map[string]map[string]any{}
+	for _, o := range arr {
+		name, _ := o["scenario"].(string)
+		if name == "" {
+			t.Fatalf("object without a scenario: %v", o)
+		}
+		if e, ok := o["error"]; ok {
+			t.Errorf("%s failed: %v", name, e)
+		}
+		byName[name] = o
+	}
+	return byName
+}
+
+// positive checks that every named figure of o is a number above zero.
+func positive(t *testing.T, o map[string]any, figures ...string) {
+	t.Helper()
+	for _, f := range figures {
+		v, ok := o[f].(float64)
+		if !ok || v <= 0 {
+			t.Errorf("%s: %s = %v, want a number > 0", o["scenario"], f, o[f])
+		}
+	}
+}
+
+func TestBenchCheapScenarios(t *testing.T) {
+	for _, name := range []string{"bbolt_raw", "spool_append", "sampler_tick"} {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := cmdBench([]string{"--json", "--duration", "500ms", "--scenario", name}, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d\n%s", code, stderr.String())
+			}
+			got := decodeBench(t, stdout.Bytes())
+			o, ok := got[name]
+			if !ok || len(got) != 1 {
+				t.Fatalf("got scenarios %v, want only %s", got, name)
+			}
+			positive(t, o, "duration_s")
+			if name == "sampler_tick" {
+				positive(t, o, "tick_us", "wall_p50_tick_us", "allocs_per_tick", "ticks")
+			} else {
+				positive(t, o, "events_per_s", "p50_commit_ms", "p99_commit_ms")
+			}
+		})
+	}
+}
+
+// TestBenchAllScenarios runs every scenario with tiny sizes: a short window,
+// a 1 s outage, a drain of 5,000 events.
+func TestBenchAllScenarios(t *testing.T) {
+	knobs := benchKnobs{minWarm: 200 * time.Millisecond, outage: time.Second, drainEvents: 5000, drainWarm: 1000, clientWait: 30 * time.Second}
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	if code := benchMain([]string{"--json", "--duration", "1s"}, &stdout, &stderr, knobs); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	t.Logf("all scenarios in %s", time.Since(start))
+	got := decodeBench(t, stdout.Bytes())
+	for _, s := range scenarios {
+		o, ok := got[s.name]
+		if !ok {
+			t.Errorf("scenario %s missing", s.name)
+			continue
+		}
+		positive(t, o, "duration_s")
+		if s.name != "sampler_tick" && s.name != "outage_memory" {
+			positive(t, o, "events_per_s")
+		}
+		if _, ok := o["goal"]; !ok && s.name != "bbolt_raw" {
+			t.Errorf("%s: no goal", s.name)
+		}
+	}
+	positive(t, got["spool_append"], "ratio_to_bbolt_raw")
+	positive(t, got["e2e_http"], "ratio_to_bbolt_raw", "ingested_events_per_s")
+	positive(t, got["ingest_durable"], "p50_latency_ms", "p99_latency_ms")
+	positive(t, got["outage_memory"], "rss_start_bytes", "rss_end_bytes", "spool_bytes_end", "pending_events_end", "ingested_events_per_s")
+	positive(t, got["sampler_tick"], "tick_us")
+	if got["drain"]["delivered"].(float64) < 5000 {
+		t.Errorf("drain delivered %v, want at least the 5,000 measured", got["drain"]["delivered"])
+	}
+	for _, name := range []string{"e2e_http", "drain", "outage_memory"} {
+		if got[name]["balanced"] != true {
+			t.Errorf("%s: the sink's accounting does not balance", name)
+		}
+	}
+}
+
+func TestBenchTableAndUsage(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := cmdBench([]string{"--scenario", "nope"}, &stdout, &stderr); code != 2 {
+		t.Errorf("unknown scenario: exit %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "unknown scenario") || !strings.Contains(stderr.String(), "sampler_tick") {
+		t.Errorf("usage does not name the problem and the scenarios:\n%s", stderr.String())
+	}
+	if code := cmdBench([]string{"--duration", "0s"}, &stdout, &stderr); code != 2 {
+		t.Errorf("--duration 0s: exit %d, want 2", code)
+	}
+
+	stdout.Reset()
+	stderr.Reset()
+	if code := cmdBench([]string{"--duration", "300ms", "--scenario", "bbolt_raw,spool_append"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"scenario", "events/s", "bbolt_raw", "spool_append", "ratio_to_bbolt_raw=", ">= 0.5 x bbolt_raw"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(stderr.String(), "ERROR") {
+		t.Errorf("errors logged:\n%s", stderr.String())
+	}
+}
+
+func TestBenchOutageWindow(t *testing.T) {
+	for _, c := range []struct{ d, want time.Duration }{
+		{time.Second, 10 * time.Second},
+		{5 * time.Second, 30 * time.Second},
+		{10 * time.Second, 60 * time.Second},
+		{time.Minute, 60 * time.Second},
+	} {
+		if got := outageWindow(c.d); got != c.want {
+			t.Errorf("outageWindow(%s) = %s, want %s", c.d, got, c.want)
+		}
+	}
+}
+
+func TestBenchRoundFigure(t *testing.T) {
+	for _, c := range []struct{ in, want float64 }{
+		{123456.7, 123457},
+		{12.34567, 12.35},
+		{0.0123456, 0.01235},
+		{3.0, 3},
+		{0, 0},
+	} {
+		if got := roundFigure(c.in); got != c.want {
+			t.Errorf("roundFigure(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
