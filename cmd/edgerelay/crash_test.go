@@ -46,14 +46,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "readyz", func() bool {
-			resp, err := client.Get("http://" + addr + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
-		})
+		waitReady(t, client, addr)
 		return cmd
 	}
 

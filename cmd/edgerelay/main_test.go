@@ -125,6 +125,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitReady waits until the agent at addr answers /readyz with 200.
+func waitReady(t *testing.T, client *http.Client, addr string) {
+	t.Helper()
+	waitFor(t, "readyz", func() bool {
+		resp, err := client.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
 func TestDemoEndToEndWithTail(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
@@ -143,14 +156,7 @@ func TestDemoEndToEndWithTail(t *testing.T) {
 		<-exited
 	}()
 	client := &http.Client{Timeout: 5 * time.Second}
-	waitFor(t, "readyz", func() bool {
-		resp, err := client.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitReady(t, client, addr)
 
 	tail := exec.Command(binPath, "tail", "--socket", filepath.Join(dir, ".edgerelay", "ingest.sock"), "--type", "demo_event")
 	tail.Env = cleanEnv()

@@ -57,14 +57,7 @@ func TestShutdownKeepsUndeliveredInSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	waitFor(t, "readyz", func() bool {
-		resp, err := client.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	waitReady(t, client, addr)
 	var acked []string
 	for b := range 10 {
 		var body strings.Builder
