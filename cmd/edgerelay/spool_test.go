@@ -138,3 +138,54 @@ func TestShutdownKeepsUndeliveredInSpool(t *testing.T) {
 		t.Errorf("dump --limit 3: %v %q", err, out)
 	}
 }
+
+// TestSecondSignalStopsAtOnce: with a sink down and a long grace, a second
+// SIGTERM ends the wait at once; the spool is still closed cleanly and keeps
+// every undelivered event.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	addr := freePort(t)
+	cmd := exec.Command(binPath, "run")
+	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+state,
+		"EDGERELAY_SOCKET="+filepath.Join(dir, "s.sock"), "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off",
+		"EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_HTTP_URL="+down.URL, "EDGERELAY_HTTP_API_KEY=k",
+		"EDGERELAY_SHUTDOWN_GRACE=60s")
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	waitReady(t, client, addr)
+	resp, err := client.Post("http://"+addr+"/v1/events", "application/json", strings.NewReader(`[{"type":"a","data":{}},{"type":"b","data":{}}]`))
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("post: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "the agent to start stopping", func() bool { return strings.Contains(stderr.String(), "edgerelay stopping") })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the second SIGTERM took %s to end a 60 s grace", d)
+	}
+	out, err := exec.Command(binPath, "spool", "stat", "--json", "--state-dir", state).Output()
+	if err != nil {
+		t.Fatalf("spool stat after the abort: %v", err)
+	}
+	var st struct {
+		Sinks map[string]struct{ Pending uint64 }
+	}
+	json.Unmarshal(out, &st)
+	if p := st.Sinks["http"].Pending; p < 2 {
+		t.Errorf("pending after the abort: %d, want the 2 events (and the final agent_status)", p)
+	}
+}
