@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -109,5 +110,31 @@ func TestEnvFileDocumentsEverySetting(t *testing.T) {
 		if v != row[1] {
 			t.Errorf("configs/edgerelay.env: %s=%s, but the default is %q", row[0], v, row[1])
 		}
+	}
+}
+
+// TestDemoEnvFile: configs/demo.env gives the same configuration as --demo.
+func TestDemoEnvFile(t *testing.T) {
+	b, err := os.ReadFile("../configs/demo.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
+		}
+	}
+	fromFile, err := Load(nil, mapEnv(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFlag, err := Load([]string{"--demo"}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile.Demo, fromFile.Getenv, fromFlag.Getenv = true, nil, nil
+	if fmt.Sprintf("%+v", fromFile) != fmt.Sprintf("%+v", fromFlag) {
+		t.Errorf("demo.env:\n%+v\n--demo:\n%+v", fromFile, fromFlag)
 	}
 }
