@@ -336,3 +336,45 @@ func TestRefusesNonLoopbackWithoutToken(t *testing.T) {
 		t.Fatalf("with a token: %v", err)
 	}
 }
+
+// TestStream: /v1/stream takes /v1/events bodies as WebSocket messages and
+// answers each, in order, once its events are durable.
+func TestStream(t *testing.T) {
+	r := startAgent(t, testEnv(t, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, strings.Replace(r.base, "http", "ws", 1)+"/v1/stream", &websocket.DialOptions{HTTPClient: testClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	msgs := []string{
+		`[{"type":"s","data":{"n":1}},{"type":"s","data":{"n":2}}]`,
+		`{"type":"","data":{}}`,
+		`{"id":"st-1","type":"s","timestamp":"3","data":{}}`,
+	}
+	want := []struct{ status, accepted int }{{202, 2}, {400, 0}, {202, 1}}
+	for _, m := range msgs {
+		if err := c.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, w := range want {
+		_, raw, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ans struct {
+			Status int `json:"status"`
+			IngestAnswer
+		}
+		json.Unmarshal(raw, &ans)
+		if ans.Status != w.status || ans.Accepted != w.accepted || (w.status == 202 && (ans.Durable == nil || !*ans.Durable)) {
+			t.Errorf("answer %d: %s", i, raw)
+		}
+	}
+	if lines := r.waitLines(t, 3); lines[2] != msgs[2] {
+		t.Errorf("stdout: %q", lines)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
