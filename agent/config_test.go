@@ -101,6 +101,12 @@ func TestEnvFileDocumentsEverySetting(t *testing.T) {
 			doc[k] = v
 		}
 	}
+	for _, k := range []string{"EDGERELAY_KAFKA_TOPIC", "EDGERELAY_KAFKA_SASL_MECHANISM", "EDGERELAY_KAFKA_USERNAME", "EDGERELAY_KAFKA_PASSWORD",
+		"EDGERELAY_KAFKA_PASSWORD_FILE", "EDGERELAY_KAFKA_TLS", "EDGERELAY_KAFKA_TLS_CA_FILE", "EDGERELAY_KAFKA_TLS_INSECURE", "EDGERELAY_KAFKA_AUTO_CREATE"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("configs/edgerelay.env does not document %s", k)
+		}
+	}
 	for _, row := range EnvTable() {
 		v, ok := doc[row[0]]
 		if !ok {
