@@ -79,7 +79,8 @@ func (r *Ring) Push(data []byte, w *waiter, idx int) error {
 	return nil
 }
 
-func (r *Ring) dropOldestLocked() {
+// takeOldestLocked removes and returns the oldest entry; r.n > 0.
+func (r *Ring) takeOldestLocked() ringItem {
 	it := r.slots[r.head]
 	r.slots[r.head] = ringItem{}
 	r.head++
@@ -88,6 +89,11 @@ func (r *Ring) dropOldestLocked() {
 	}
 	r.n--
 	r.bytes -= int64(len(it.data))
+	return it
+}
+
+func (r *Ring) dropOldestLocked() {
+	it := r.takeOldestLocked()
 	r.dropped.Add(1)
 	if it.w != nil {
 		it.w.drop(int(it.idx))
@@ -100,15 +106,7 @@ func (r *Ring) Pop(dst []ringItem, max int) []ringItem {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.n > 0 && max > 0 {
-		it := r.slots[r.head]
-		r.slots[r.head] = ringItem{}
-		r.head++
-		if r.head == len(r.slots) {
-			r.head = 0
-		}
-		r.n--
-		r.bytes -= int64(len(it.data))
-		dst = append(dst, it)
+		dst = append(dst, r.takeOldestLocked())
 		max--
 	}
 	return dst

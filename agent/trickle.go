@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -72,7 +71,7 @@ func (a *Agent) startStaticTrickle() error {
 	a.runSink(h, func(ctx context.Context) error {
 		err := pub.Run(ctx, cur)
 		if errors.Is(err, relay.ErrClosed) {
-			a.log.Error("trickle channel ended (404 or closed); the static trickle sink stops until restart", "url", redactURL(a.cfg.TrickleURL))
+			a.log.Error("trickle channel ended (404 or closed); the static trickle sink stops until restart", "url", trickle.RedactURL(a.cfg.TrickleURL))
 			a.retireSink(h, relay.DropChannelClosed)
 		}
 		return err
@@ -280,7 +279,7 @@ func (a *Agent) detachSessionChannel(id string, grace time.Duration, reason stri
 // pipeline (source "trickle"), until ctx ends or the channel does.
 func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 	sub, err := trickle.NewSubscriber(trickle.SubscriberOptions{
-		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", redactURL(u)),
+		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", trickle.RedactURL(u)),
 		OnEnvelope: func(env []byte) {
 			ce, err := CheckEnvelope(env)
 			if err != nil || len(env) > a.cfg.MaxEventBytes {
@@ -294,13 +293,13 @@ func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 		return err
 	}
 	a.subsMu.Lock()
-	a.subs = append(a.subs, subscriberRef{name: redactURL(u), sub: sub})
+	a.subs = append(a.subs, subscriberRef{name: trickle.RedactURL(u), sub: sub})
 	a.subsMu.Unlock()
 	a.sources.Add(1)
 	go func() {
 		defer a.sources.Done()
 		if err := sub.Run(ctx); errors.Is(err, relay.ErrClosed) {
-			a.log.Info("subscribed channel ended", "url", redactURL(u), "why", sub.Stats().Ended)
+			a.log.Info("subscribed channel ended", "url", trickle.RedactURL(u), "why", sub.Stats().Ended)
 		}
 	}()
 	return nil
@@ -309,16 +308,6 @@ func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 type subscriberRef struct {
 	name string
 	sub  *trickle.Subscriber
-}
-
-// redactURL keeps scheme, host and path: channel URLs may carry tokens in
-// their query.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<bad url>"
-	}
-	return u.Scheme + "://" + u.Host + u.Path
 }
 
 // compactLine removes line breaks between tokens, so a frame is one line.

@@ -611,6 +611,16 @@ func (b *bench) startAgent(dir string, extra map[string]string, stdout io.Writer
 }
 
 // stop shuts the agent down (no grace: what is pending stays in the spool).
+// finish takes the agent's report, then stops it; it returns the first of
+// runErr and the stop's error.
+func (ba *benchAgent) finish(runErr error) (agent.Report, error) {
+	rep := ba.a.Report()
+	if err := ba.stop(); runErr == nil {
+		runErr = err
+	}
+	return rep, runErr
+}
+
 func (ba *benchAgent) stop() error {
 	ba.cancel()
 	select {

@@ -183,10 +183,7 @@ func benchIngestDurable(b *bench) (*benchResult, error) {
 	from := time.Now().Add(b.warm)
 	until := from.Add(b.dur)
 	st, err := b.runClients(c, clients, from, until, 0)
-	rep := ag.a.Report()
-	if serr := ag.stop(); err == nil {
-		err = serr
-	}
+	rep, err := ag.finish(err)
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +237,7 @@ func benchE2EHTTP(b *bench) (*benchResult, error) {
 	})
 	st, err := b.runClients(c, clients, from, until, 0)
 	wg.Wait()
-	rep := ag.a.Report()
-	if serr := ag.stop(); err == nil {
-		err = serr
-	}
+	rep, err := ag.finish(err)
 	if err != nil {
 		return nil, err
 	}
@@ -422,10 +416,7 @@ func benchOutageMemory(b *bench) (*benchResult, error) {
 	})
 	st, err := b.runClients(c, 1, from, until, pace)
 	wg.Wait()
-	rep := ag.a.Report()
-	if serr := ag.stop(); err == nil {
-		err = serr
-	}
+	rep, err := ag.finish(err)
 	if err != nil {
 		return nil, err
 	}

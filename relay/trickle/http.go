@@ -38,8 +38,9 @@ func newClient(insecure bool, dial DialFunc) *http.Client {
 	}}
 }
 
-// redact returns the channel URL for logs: no credentials, no query.
-func redact(raw string) string {
+// RedactURL returns a channel URL fit for logs: no credentials, no query
+// (where tokens travel), no fragment.
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"

@@ -57,7 +57,7 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 	p := &Publisher{
 		opts:   o,
 		client: newClient(o.Insecure, o.DialContext),
-		log:    o.Logger.With("channel", redact(o.URL), "framing", o.Framing),
+		log:    o.Logger.With("channel", RedactURL(o.URL), "framing", o.Framing),
 		flushc: make(chan chan error),
 	}
 	if o.Insecure && strings.HasPrefix(o.URL, "https:") {

@@ -93,7 +93,7 @@ func NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 	s := &Subscriber{
 		opts:   o,
 		client: newClient(o.Insecure, o.DialContext),
-		log:    o.Logger.With("channel", redact(o.URL)),
+		log:    o.Logger.With("channel", RedactURL(o.URL)),
 		st: SubscriberStats{
 			Requests:  make(map[string]uint64),
 			Frames:    make(map[string]uint64),
