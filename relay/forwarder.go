@@ -195,6 +195,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if res.Err == nil && res.Settled != len(recs) {
 			panic("BUG: relay: sink returned no error but did not settle the batch")
 		}
+		class, retryAfter := Classify(res.Err)
+		if class == ClassSuccess && paused != "" {
+			// Cleared before the batch is acknowledged, so no reader sees
+			// everything delivered by a sink that still says it is paused.
+			f.Logger.Info("sink resumed", "paused_reason", paused)
+			f.Stats.SetPaused("")
+			paused = ""
+		}
 		if res.Settled > 0 {
 			last := recs[res.Settled-1].Seq
 			var err error
@@ -212,16 +220,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		retrying = res.Err != nil
 		partialSince = time.Time{}
 
-		class, retryAfter := Classify(res.Err)
 		switch class {
 		case ClassSuccess:
 			bo.Reset()
 			resumed = false
-			if paused != "" {
-				f.Logger.Info("sink resumed", "paused_reason", paused)
-				f.Stats.SetPaused("")
-				paused = ""
-			}
 			transientLog.Reset()
 		case ClassClosed:
 			f.Logger.Info("destination closed; forwarder stops", "err", res.Err)
