@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/livepeer/edgerelay/envelope"
+
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/livepeer/edgerelay/agent/sampler"
@@ -41,7 +43,7 @@ type Agent struct {
 	cfg      Config
 	opts     Options
 	log      *slog.Logger
-	stamper  *Stamper
+	stamper  *envelope.Stamper
 	ring     *Ring
 	sessions *sessions
 	tail     *tailHub
@@ -160,7 +162,6 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		cfg:        cfg,
 		opts:       opts,
 		log:        opts.Logger,
-		stamper:    NewStamper(cfg.Identity, cfg.Gateway, opts.Now),
 		ring:       NewRing(cfg.RingMaxEvents, cfg.RingMaxBytes),
 		sessions:   newSessions(),
 		tail:       newTailHub(),
@@ -170,6 +171,10 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		abort:      make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
+	a.stamper = envelope.NewStamper(envelope.StamperOptions{
+		Node: cfg.Identity, Gateway: cfg.Gateway, Now: opts.Now,
+		Session: a.sessions.identity, MaxBytes: cfg.MaxEventBytes,
+	})
 	a.intakeCtx, a.stopIntake = context.WithCancel(context.Background())
 	a.sinkCtx, a.stopSinks = context.WithCancel(context.Background())
 	return a, nil
@@ -510,7 +515,7 @@ var errNotAccepting = errors.New("the agent is not accepting events (starting or
 
 // emit stamps an event of the agent's own sources and queues it without
 // waiting for the spool (sources never block).
-func (a *Agent) emit(source, typ string, data map[string]any, session Identity) {
+func (a *Agent) emit(source, typ string, data map[string]any, session envelope.Identity) {
 	env, err := a.stamper.Stamp(typ, data, session)
 	if err != nil {
 		a.log.Error("stamping failed; event dropped", "source", source, "type", typ, "err", err)

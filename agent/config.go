@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/livepeer/edgerelay/envelope"
 )
 
 // Config is every setting of `edgerelay run`. Load fills it from the
@@ -35,7 +37,7 @@ type Config struct {
 	MaxEventBytes     int
 	ShutdownGrace     time.Duration
 	StatusInterval    time.Duration
-	Identity          Identity // host, node_id, region, orchestrator_address
+	Identity          envelope.Identity // host, node_id, region, orchestrator_address
 	Gateway           string
 	NVML              string
 	NVMLLibrary       string
@@ -174,7 +176,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	setFlags := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
 
-	c := Config{Identity: Identity{}, Demo: *demo, Getenv: getenv}
+	c := Config{Identity: envelope.Identity{}, Demo: *demo, Getenv: getenv}
 	raw := map[string]string{}
 	var errs []error
 	for _, s := range table {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/livepeer/edgerelay/envelope"
+
 	"github.com/livepeer/edgerelay/agent/hostnet"
 	"github.com/livepeer/edgerelay/agent/sampler"
 	"github.com/livepeer/edgerelay/agent/telemetry"
@@ -62,7 +64,7 @@ func (a *Agent) setupGPU() error {
 			if typ == sampler.TypeHostNet {
 				source = "hostnet"
 			}
-			var sess Identity
+			var sess envelope.Identity
 			if sid, ok := data["session_id"].(string); ok {
 				sess = a.sessions.identity(sid)
 			}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/livepeer/edgerelay/envelope"
 )
 
 // item is one element of an ingest body, before validation.
@@ -35,9 +37,13 @@ func splitItems(body []byte) ([]item, error) {
 		if trimmed[0] != '[' {
 			return []item{{raw: trimmed}}, nil
 		}
-		items := splitArray(trimmed) // valid JSON: a byte scan cuts it exactly
-		if len(items) == 0 {
+		elems, _ := envelope.Elements(trimmed) // valid JSON: a byte scan cuts it exactly
+		if len(elems) == 0 {
 			return nil, errEmptyBody
+		}
+		items := make([]item, len(elems))
+		for i, e := range elems {
+			items[i] = item{raw: e}
 		}
 		return items, nil
 	}
@@ -92,94 +98,11 @@ type prepared struct {
 // prepareFunc validates one item and makes it an envelope.
 type prepareFunc func(json.RawMessage) (prepared, error)
 
-// prepareEvent turns one /v1/events item into an envelope: a prebuilt
-// envelope (it has an "id") is checked and kept byte for byte; a {type, data}
-// event is stamped, with the identity of the session its data names.
+// prepareEvent turns one /v1/events item into an envelope (see
+// envelope.Stamper.Prepare).
 func (a *Agent) prepareEvent(raw json.RawMessage) (prepared, error) {
-	env, typ, session, err := a.prepareEventParts(raw)
-	return prepared{env: env, typ: typ, session: session}, err
-}
-
-func (a *Agent) prepareEventParts(raw json.RawMessage) ([]byte, string, string, error) {
-	if len(raw) > a.cfg.MaxEventBytes {
-		return nil, "", "", fmt.Errorf("event: %d bytes is over the limit of %d", len(raw), a.cfg.MaxEventBytes)
-	}
-	if env, typ, sid, ok := a.prepareFast(raw); ok {
-		return env, typ, sid, nil
-	}
-	return a.prepareSlow(raw)
-}
-
-// prepareSlow is the general path: any envelope or event, and the words of
-// every error. prepareFast must build the same bytes for what it takes.
-func (a *Agent) prepareSlow(raw json.RawMessage) ([]byte, string, string, error) {
-	if firstByte(raw) != '{' {
-		return nil, "", "", errors.New("event: must be a JSON object")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, "", "", fmt.Errorf("event: %v", err)
-	}
-	if _, ok := m["id"]; ok {
-		ce, err := checkEnvelopeFields(m)
-		if err != nil {
-			return nil, "", "", err
-		}
-		// One envelope per line on every line-oriented sink: a pretty-printed
-		// envelope is compacted (only whitespace between tokens changes; a
-		// compact envelope, the normal case, is kept byte for byte).
-		if bytes.ContainsAny(raw, "\n\r") {
-			var buf bytes.Buffer
-			if err := json.Compact(&buf, raw); err != nil {
-				return nil, "", "", fmt.Errorf("event: %v", err)
-			}
-			raw = buf.Bytes()
-		}
-		return raw, ce.Type, ce.SessionID, nil
-	}
-	var errs []error
-	for k := range m {
-		if k != "type" && k != "data" {
-			errs = append(errs, fmt.Errorf("unknown field %q (an event has type and data; an envelope also has id and timestamp)", k))
-		}
-	}
-	typ, err := nonEmptyString(m, "type")
-	if err != nil {
-		errs = append(errs, err)
-	}
-	var data map[string]json.RawMessage
-	switch d, ok := m["data"]; {
-	case !ok:
-		errs = append(errs, errors.New("data: missing"))
-	case firstByte(d) != '{':
-		errs = append(errs, errors.New("data: must be a JSON object"))
-	default:
-		if err := json.Unmarshal(d, &data); err != nil {
-			errs = append(errs, fmt.Errorf("data: %v", err))
-		}
-	}
-	if len(errs) > 0 {
-		return nil, "", "", errors.Join(errs...)
-	}
-	fields := make(map[string]any, len(data)+8)
-	for k, v := range data {
-		fields[k] = v
-	}
-	var sess Identity
-	var sessionID string
-	if sid, ok := data["session_id"]; ok {
-		if json.Unmarshal(sid, &sessionID) == nil && sessionID != "" {
-			sess = a.sessions.identity(sessionID)
-		}
-	}
-	env, err := a.stamper.Stamp(typ, fields, sess)
-	if err != nil {
-		return nil, "", "", err
-	}
-	if len(env) > a.cfg.MaxEventBytes {
-		return nil, "", "", fmt.Errorf("event: %d bytes once stamped is over the limit of %d", len(env), a.cfg.MaxEventBytes)
-	}
-	return env, typ, sessionID, nil
+	p, err := a.stamper.Prepare(raw)
+	return prepared{env: p.Env, typ: p.Type, session: p.SessionID}, err
 }
 
 // readBody reads a request body up to limit bytes. It reports errTooLarge

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sync"
 	"time"
+
+	"github.com/livepeer/edgerelay/envelope"
 )
 
 // Session is a live AI session attached by its runner: the identity stamped
@@ -27,8 +29,8 @@ type Session struct {
 }
 
 // Identity returns the identity fields of the session, as stamped into data.
-func (s *Session) Identity() Identity {
-	return Identity{
+func (s *Session) Identity() envelope.Identity {
+	return envelope.Identity{
 		"session_id":    s.SessionID,
 		"stream_id":     s.StreamID,
 		"request_id":    s.RequestID,
@@ -82,7 +84,7 @@ type sessions struct {
 func newSessions() *sessions { return &sessions{m: make(map[string]*Session)} }
 
 // identity returns the identity of a session, or nil if it is not attached.
-func (s *sessions) identity(id string) Identity {
+func (s *sessions) identity(id string) envelope.Identity {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if sess, ok := s.m[id]; ok {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/trickle"
 	"github.com/livepeer/edgerelay/spool"
@@ -159,7 +160,7 @@ func (a *Agent) routeToSession(sessionID string, env []byte) {
 		a.counters.dropped.add("session/"+relay.DropChannelClosed, 1)
 		return
 	}
-	ss.mem.Append([][]byte{trickle.WrapTelemetry(nil, env)})
+	ss.mem.Append([][]byte{envelope.WrapTelemetry(nil, env)})
 }
 
 // handleFrames takes the runner's own events-channel messages for a session
@@ -221,19 +222,12 @@ func (a *Agent) handleFrames(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, ans)
 }
 
-// checkFrame accepts a JSON object with a non-empty string "type".
+// checkFrame accepts one frame of the channel's framing (envelope.ParseFrame).
 func checkFrame(raw []byte, max int) error {
 	if len(raw) > max {
 		return fmt.Errorf("frame: %d bytes is over the limit of %d", len(raw), max)
 	}
-	if firstByte(raw) != '{' {
-		return errors.New("frame: must be a JSON object")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return fmt.Errorf("frame: %v", err)
-	}
-	_, err := nonEmptyString(m, "type")
+	_, _, err := envelope.ParseFrame(raw)
 	return err
 }
 
@@ -280,9 +274,8 @@ func (a *Agent) detachSessionChannel(id string, grace time.Duration, reason stri
 func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 	sub, err := trickle.NewSubscriber(trickle.SubscriberOptions{
 		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", trickle.RedactURL(u)),
-		OnEnvelope: func(env []byte) {
-			ce, err := CheckEnvelope(env)
-			if err != nil || len(env) > a.cfg.MaxEventBytes {
+		OnEnvelope: func(env []byte, ce envelope.Checked) {
+			if len(env) > a.cfg.MaxEventBytes {
 				a.counters.rejected.add("trickle", 1)
 				return
 			}

@@ -54,7 +54,7 @@ func (c *captureServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (c *captureServer) count() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.envs) }
 
-type envelope struct {
+type envelopeJSON struct {
 	ID        string                     `json:"id"`
 	Type      string                     `json:"type"`
 	Timestamp string                     `json:"timestamp"`
@@ -100,9 +100,9 @@ func TestTwoAgentRelay(t *testing.T) {
 	}
 	waitUntil(t, "B to deliver 10,000 relayed envelopes", func() bool { return metrics.count() >= total })
 
-	originals := map[string]envelope{}
+	originals := map[string]envelopeJSON{}
 	for _, l := range a.waitLines(t, total) {
-		var e envelope
+		var e envelopeJSON
 		if err := json.Unmarshal([]byte(l), &e); err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestTwoAgentRelay(t *testing.T) {
 		if !ok {
 			t.Fatalf("envelope %s did not arrive through B", id)
 		}
-		var got envelope
+		var got envelopeJSON
 		json.Unmarshal(raw, &got)
 		if got.Type != orig.Type || got.Timestamp != orig.Timestamp || got.Gateway != orig.Gateway {
 			t.Fatalf("envelope %s changed: %s", id, raw)

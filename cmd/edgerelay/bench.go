@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/agent"
+	"github.com/livepeer/edgerelay/envelope"
 )
 
 func init() { extraCommands["bench"] = cmdBench }
@@ -240,7 +241,7 @@ func (b *bench) init() error {
 		return fmt.Errorf("default configuration: %w", err)
 	}
 	b.group = cfg.SpoolGroupEvents
-	st := agent.NewStamper(agent.Identity{"host": "bench-host", "node_id": "0123456789abcdef0123456789abcdef", "region": "bench"}, "", time.Now)
+	st := envelope.NewStamper(envelope.StamperOptions{Node: envelope.Identity{"host": "bench-host", "node_id": "0123456789abcdef0123456789abcdef", "region": "bench"}})
 	for i := range b.group {
 		var ev struct {
 			Type string         `json:"type"`

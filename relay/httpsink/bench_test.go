@@ -28,7 +28,7 @@ import (
 func benchBatch() [][]byte {
 	data := make([][]byte, 500)
 	for i := range data {
-		data[i] = envelope(i, false, 400)
+		data[i] = testEnvelope(i, false, 400)
 	}
 	return data
 }

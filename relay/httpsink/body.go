@@ -3,6 +3,7 @@ package httpsink
 import (
 	"encoding/json"
 
+	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/spool"
 )
 
@@ -51,22 +52,12 @@ func bodySize(prefixLen, n, dataBytes int) int {
 // odd id must not flood the log.
 const maxIDLen = 128
 
-// envelopeID returns the top-level "id" of a stored envelope, or "" when the
-// bytes hold none. It runs only for dropped events, so decoding the top
-// level (the payload stays raw) is cheap enough.
+// envelopeID returns the top-level "id" of a stored envelope for a log
+// line, or "" when the bytes hold none; an odd id is cut at maxIDLen.
 func envelopeID(data []byte) string {
-	// A map, not a struct: encoding/json matches struct fields without
-	// regard to case, and "ID" is not the envelope's id.
-	var top map[string]json.RawMessage
-	if json.Unmarshal(data, &top) != nil {
-		return ""
-	}
-	var id string
-	if json.Unmarshal(top["id"], &id) != nil {
-		return ""
-	}
+	id, _ := envelope.ID(data)
 	if len(id) > maxIDLen {
-		return id[:maxIDLen]
+		id = id[:maxIDLen]
 	}
-	return id
+	return string(id)
 }

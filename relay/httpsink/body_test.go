@@ -71,7 +71,7 @@ func TestEnvelopeID(t *testing.T) {
 			t.Errorf("envelopeID(%.40s) = %q, want %q", in, got, want)
 		}
 	}
-	if got := envelopeID(envelope(42, false, 10)); got != idOf(42) {
+	if got := envelopeID(testEnvelope(42, false, 10)); got != idOf(42) {
 		t.Errorf("envelopeID(envelope 42) = %q", got)
 	}
 }

@@ -31,7 +31,7 @@ const testKey = "sk-test-7f3a9c2e5b1d4f60"
 
 // envelope returns one stored envelope. poison marks it for peers that
 // refuse such events; pad adds that many bytes of payload.
-func envelope(i int, poison bool, pad int) []byte {
+func testEnvelope(i int, poison bool, pad int) []byte {
 	p := ""
 	if poison {
 		p = `,"poison":true`
@@ -43,7 +43,7 @@ func envelope(i int, poison bool, pad int) []byte {
 func envelopes(n int, poisonAt ...int) [][]byte {
 	out := make([][]byte, n)
 	for i := range out {
-		out[i] = envelope(i, slices.Contains(poisonAt, i), 0)
+		out[i] = testEnvelope(i, slices.Contains(poisonAt, i), 0)
 	}
 	return out
 }

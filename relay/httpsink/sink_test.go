@@ -132,10 +132,10 @@ func TestStatusTable(t *testing.T) {
 			s := mustNew(t, Options{URL: srv.URL + "/v1/metrics", RatePerMinute: RateUnlimited, Timeout: timeout, Logger: log})
 			evs := envelopes(n)
 			if r.poison {
-				evs[poisonAt] = envelope(poisonAt, true, 0)
+				evs[poisonAt] = testEnvelope(poisonAt, true, 0)
 			}
 			if r.huge {
-				evs[hugeAt] = envelope(hugeAt, false, 5000)
+				evs[hugeAt] = testEnvelope(hugeAt, false, 5000)
 			}
 			rg := startRig(t, s, rigOptions{probe: 20 * time.Millisecond, backoff: time.Millisecond, logger: log, preloaded: evs})
 			defer rg.stop()
@@ -432,9 +432,9 @@ func TestChunkingAndOversize(t *testing.T) {
 		if i >= 20 {
 			pad = 400 // ~570 bytes: 3 fill a body
 		} // else ~170 bytes: 7 fit in a body
-		data[i] = envelope(i, false, pad)
+		data[i] = testEnvelope(i, false, pad)
 	}
-	data[13] = envelope(13, false, 3000) // alone > MaxBody
+	data[13] = testEnvelope(13, false, 3000) // alone > MaxBody
 	const maxEvents, maxBody = 7, 2048
 	res, p, _ := sendOnce(t, Options{MaxEvents: maxEvents, MaxBody: maxBody, App: "a", Host: "h"}, func(_ int, _ *seen, w http.ResponseWriter) int { return reply(w, 200) }, data)
 	if res.Err != nil || res.Settled != 40 || len(res.Dropped) != 1 || res.Dropped[0].ID != idOf(13) || res.Dropped[0].Reason != relay.DropOversize {
@@ -477,12 +477,12 @@ func TestChunkingAndOversize(t *testing.T) {
 func TestBodyOnTheWire(t *testing.T) {
 	data := [][]byte{
 		[]byte(`{"id":"a","type":"t","timestamp":"1","gateway":"","data":{"x" : 1.50, "s":"\u00e9"}}`),
-		envelope(1, false, 100),
+		testEnvelope(1, false, 100),
 		[]byte(`{"id":"c","type":"t","timestamp":"3","gateway":"","data":{"nested":{"k":[1,2,{"z":null}]}}}`),
 	}
 	for _, gz := range []bool{false, true} {
 		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
-			data := append(data, envelope(99, false, 20000)) // compressible
+			data := append(data, testEnvelope(99, false, 20000)) // compressible
 			res, p, _ := sendOnce(t, Options{Gzip: gz, App: "edge", Host: "node-1"}, func(_ int, _ *seen, w http.ResponseWriter) int { return reply(w, 200) }, data)
 			if res.Err != nil || res.Settled != len(data) {
 				t.Fatalf("result %+v", res)
@@ -545,7 +545,7 @@ func TestBufferReuse(t *testing.T) {
 			if gz {
 				all[i] = fmt.Appendf(nil, `{"id":"%s","type":"t","timestamp":"1","gateway":"","data":{"r":"%x"}}`, idOf(i), randomish(i, 9_000))
 			} else {
-				all[i] = envelope(i, false, 18_000+i)
+				all[i] = testEnvelope(i, false, 18_000+i)
 			}
 		}
 		for b := 0; b < n; b += 6 {

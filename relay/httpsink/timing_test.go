@@ -115,7 +115,7 @@ func TestRateBudget(t *testing.T) {
 		for time.Since(start) < 3*time.Minute {
 			batch := make([][]byte, 300)
 			for i := range batch {
-				batch[i] = envelope(next, false, 0)
+				batch[i] = testEnvelope(next, false, 0)
 				next++
 			}
 			rg.append(batch)
@@ -200,7 +200,7 @@ func TestUnauthorizedKeyFile(t *testing.T) {
 				}
 				more := make([][]byte, 20)
 				for i := range more {
-					more[i] = envelope(10+i, false, 0)
+					more[i] = testEnvelope(10+i, false, 0)
 				}
 				rg.append(more) // spooled while paused
 				time.Sleep(time.Until(start.Add(2*time.Second + c.after)))

@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/livepeer/edgerelay/envelope"
 )
 
 // BenchmarkEndToEnd measures events/s from a memory spool through the
@@ -20,8 +22,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 	envs := make([][]byte, pool)
 	keys := make([][]byte, pool)
 	for i := range envs {
-		_, envs[i] = envelope(i, 300)
-		keys[i], _ = envelopeID(envs[i])
+		_, envs[i] = testEnvelope(i, 300)
+		keys[i], _ = envelope.ID(envs[i])
 	}
 	for _, batch := range []int{500, 2000} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {

@@ -29,7 +29,7 @@ var testClientOpts = []kgo.Opt{
 
 // envelope builds a ~size-byte envelope numbered i. The id comes last in
 // odd envelopes: the sink must not assume key order.
-func envelope(i, size int) (id string, b []byte) {
+func testEnvelope(i, size int) (id string, b []byte) {
 	id = fmt.Sprintf("0194b7c4-6f2a-7c3e-9a51-%012x", i)
 	data := fmt.Sprintf(`{"type":"gpu_memory_sample","client_source":"edgerelay","gpu_id":"GPU-5f3c","memory_used_bytes":%d,"pad":"`, i*4096)
 	rest := `"}`
@@ -105,7 +105,7 @@ func (h *harness) add(n, size int) {
 	h.t.Helper()
 	var chunk [][]byte
 	for range n {
-		id, b := envelope(h.next, size)
+		id, b := testEnvelope(h.next, size)
 		h.next++
 		h.sent[id] = b
 		chunk = append(chunk, b)

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
 )
@@ -235,7 +236,7 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, recs []spool.Record)
 	for i := range recs {
 		r := &krecs[i]
 		*r = kgo.Record{Topic: s.opts.Topic, Value: recs[i].Data}
-		r.Key, _ = envelopeID(recs[i].Data) // no id: no key; the partitioner spreads it
+		r.Key, _ = envelope.ID(recs[i].Data) // no id: no key; the partitioner spreads it
 		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
 			errs[i] = err
 			if left.Add(-1) == 0 {
@@ -262,12 +263,12 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, recs []spool.Record)
 
 // produceOne produces one record alone and waits for its outcome.
 func (s *Sink) produceOne(ctx context.Context, cl *kgo.Client, data []byte) error {
-	key, _ := envelopeID(data)
+	key, _ := envelope.ID(data)
 	return cl.ProduceSync(ctx, &kgo.Record{Topic: s.opts.Topic, Key: key, Value: data}).FirstErr()
 }
 
 func (s *Sink) oversize(rec spool.Record, err error) relay.Drop {
-	id, _ := envelopeID(rec.Data)
+	id, _ := envelope.ID(rec.Data)
 	if s.dropLog.Allow() {
 		s.log.Warn("event larger than the topic accepts; dropped",
 			"seq", rec.Seq, "id", string(id), "bytes", len(rec.Data), "limit", s.batchMax.Load(),

@@ -390,7 +390,7 @@ func TestUnreachableAtStartIsTransient(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 	defer s.Close()
-	_, b := envelope(1, 300)
+	_, b := testEnvelope(1, 300)
 	start := time.Now()
 	res := s.Send(context.Background(), []spool.Record{{Seq: 1, Data: b}})
 	if class, _ := relay.Classify(res.Err); class != relay.ClassTransient || res.Settled != 0 {

@@ -44,7 +44,7 @@ func TestProduceTimeoutVirtualTime(t *testing.T) {
 		})
 		var recs []spool.Record
 		for i := range 5 {
-			_, b := envelope(i, 300)
+			_, b := testEnvelope(i, 300)
 			recs = append(recs, spool.Record{Seq: uint64(i + 1), Data: b})
 		}
 		start := time.Now()
@@ -106,7 +106,7 @@ func TestPeriodicProbeReadsFixedPasswordVirtualTime(t *testing.T) {
 
 		var batch [][]byte
 		for i := range 100 {
-			_, b := envelope(i, 300)
+			_, b := testEnvelope(i, 300)
 			batch = append(batch, b)
 		}
 		if err := mem.Append(batch); err != nil {

@@ -89,7 +89,7 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("New without the CA: %v", err)
 	}
 	defer s.Close()
-	_, b := envelope(1, 300)
+	_, b := testEnvelope(1, 300)
 	res := s.Send(context.Background(), []spool.Record{{Seq: 1, Data: b}})
 	var pe *relay.PausedError
 	if !errors.As(res.Err, &pe) || pe.Reason != "misconfigured" {

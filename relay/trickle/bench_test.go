@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/envelope"
+
 	"github.com/livepeer/edgerelay/relay/trickle/trickletest"
 )
 
@@ -37,7 +39,7 @@ func benchPubSub(b *testing.B, framing string) {
 	_, subRun := startSubscriber(b, SubscriberOptions{
 		URL:          srv.ChannelURL("bench"),
 		DedupeWindow: -1,
-		OnEnvelope: func([]byte) {
+		OnEnvelope: func([]byte, envelope.Checked) {
 			if n++; n == b.N {
 				close(done)
 			}
@@ -62,7 +64,7 @@ func benchPubSub(b *testing.B, framing string) {
 func benchRaw(b *testing.B, perSegment bool) {
 	var lines [][]byte
 	for _, e := range envelopes(b.N) {
-		lines = append(lines, append(WrapTelemetry(nil, e), '\n'))
+		lines = append(lines, append(envelope.WrapTelemetry(nil, e), '\n'))
 	}
 	srv := newFake(b, trickletest.Options{NoRecord: true, KeepSegments: b.N + 10})
 	srv.CreateChannel("bench")

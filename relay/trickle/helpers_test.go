@@ -39,7 +39,7 @@ func newFake(t testing.TB, opts trickletest.Options) *trickletest.Server {
 }
 
 // envelope returns a realistic envelope, stamped as spec/envelope.md says.
-func envelope(i int) []byte {
+func testEnvelope(i int) []byte {
 	id := uuid.Must(uuid.NewV7()).String()
 	ts := strconv.FormatInt(1767908945000+int64(i), 10)
 	return fmt.Appendf(nil, `{"id":%q,"type":"gpu_memory_sample","timestamp":%q,"gateway":"","data":{"type":"gpu_memory_sample","client_source":"edgerelay","gpu_id":"GPU-5a1c","node_id":"node-1","memory_used_bytes":%d,"memory_total_bytes":85899345920,"seq":%d}}`,
@@ -49,7 +49,7 @@ func envelope(i int) []byte {
 func envelopes(n int) [][]byte {
 	out := make([][]byte, n)
 	for i := range out {
-		out[i] = envelope(i)
+		out[i] = testEnvelope(i)
 	}
 	return out
 }

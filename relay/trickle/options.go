@@ -12,6 +12,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay"
 )
 
@@ -156,7 +157,7 @@ type SubscriberOptions struct {
 	// channel order, from the Run goroutine. env is a fresh slice the
 	// callee may keep. It must not block for long: the channel is read no
 	// faster than it returns (the agent pushes into its ring). Required.
-	OnEnvelope func(env []byte)
+	OnEnvelope func(env []byte, c envelope.Checked)
 	// Now stamps relay_received_timestamp; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/livepeer/edgerelay/envelope"
+
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/livepeer/edgerelay/relay"
@@ -485,7 +487,7 @@ func (r *pubRun) line(data []byte) ([]byte, bool) {
 // appendFrame appends a record's frame line.
 func (r *pubRun) appendFrame(dst, data []byte) []byte {
 	if r.p.opts.Wrap {
-		dst = WrapTelemetry(dst, data)
+		dst = envelope.WrapTelemetry(dst, data)
 	} else {
 		dst = append(dst, data...)
 	}
@@ -495,7 +497,7 @@ func (r *pubRun) appendFrame(dst, data []byte) []byte {
 func frameLen(data []byte, wrap bool) int {
 	n := len(data) + 1
 	if wrap {
-		n += len(telemetryFramePrefix) + 1
+		n += len(envelope.TelemetryFramePrefix) + 1
 	}
 	return n
 }

@@ -13,6 +13,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/livepeer/edgerelay/envelope"
+
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/trickle/trickletest"
 )
@@ -105,7 +107,7 @@ func TestPublisherStartPosition(t *testing.T) {
 				}
 				before := len(srv.Requests())
 				cur := newSpool(t)
-				env := envelope(0)
+				env := testEnvelope(0)
 				cur.append(t, env)
 				_, run := startPublisher(t, pipeOpts(srv, "ch"), cur)
 				cur.waitAcked(t, t.Context(), 1)
@@ -131,7 +133,7 @@ func TestPublisherStartPosition(t *testing.T) {
 				}
 				seq, _ := strconv.Atoi(tt.wantSeq)
 				got := srv.Received("ch")[seq]
-				if want := string(WrapTelemetry(nil, env)) + "\n"; string(got) != want {
+				if want := string(envelope.WrapTelemetry(nil, env)) + "\n"; string(got) != want {
 					t.Fatalf("segment %d = %q, want %q", seq, got, want)
 				}
 			})
@@ -170,7 +172,7 @@ func TestPublisherFramings(t *testing.T) {
 					t.Fatalf("%d frames, want %d", len(frames), len(envs))
 				}
 				for i, f := range frames {
-					if f.Type != FrameTelemetry || !bytes.Equal(f.Event, envs[i]) {
+					if f.Type != envelope.FrameTelemetry || !bytes.Equal(f.Event, envs[i]) {
 						t.Fatalf("frame %d = %s %s, want envelope %s", i, f.Type, f.Event, envs[i])
 					}
 				}
@@ -211,7 +213,7 @@ func TestPublisherRotatesAtMaxBytes(t *testing.T) {
 		opts := pipeOpts(srv, "ch")
 		opts.SegmentMaxBytes = 2000
 		opts.SegmentInterval = time.Hour
-		big := append(envelope(0)[:0:0], `{"id":"big","type":"t","timestamp":"1","data":{"pad":"`+strings.Repeat("x", 3000)+`"}}`...)
+		big := append(testEnvelope(0)[:0:0], `{"id":"big","type":"t","timestamp":"1","data":{"pad":"`+strings.Repeat("x", 3000)+`"}}`...)
 		envs := append(envelopes(40), big)
 		cur.append(t, envs...)
 		startPublisher(t, opts, cur)
@@ -292,7 +294,7 @@ func TestPublisherRetriesSameSeqWhenNothingSent(t *testing.T) {
 		d.breakNext(2)
 		synctest.Wait() // the transport sees its idle connection closed
 		began := time.Now()
-		cur.append(t, envelope(0))
+		cur.append(t, testEnvelope(0))
 		cur.waitAcked(t, t.Context(), 1)
 
 		// Backoff: 1 s ± 50%, then 2 s ± 50%; then the segment is acked
@@ -354,7 +356,7 @@ func TestPublisherStopsOnClosedChannel(t *testing.T) {
 				opts := pipeOpts(srv, "ch")
 				opts.SegmentInterval = 10 * time.Second
 				_, run := startPublisher(t, opts, cur)
-				cur.append(t, envelope(0))
+				cur.append(t, testEnvelope(0))
 				if when == "idle" {
 					cur.waitAcked(t, t.Context(), 1)
 				}
@@ -362,7 +364,7 @@ func TestPublisherStopsOnClosedChannel(t *testing.T) {
 				before := len(srv.Requests())
 				srv.CloseChannel("ch")
 				if when == "idle" {
-					cur.append(t, envelope(1))
+					cur.append(t, testEnvelope(1))
 				}
 				began := time.Now()
 				if err := run.wait(t, t.Context()); !errors.Is(err, relay.ErrClosed) {
@@ -404,7 +406,7 @@ func TestPublisherKeepAlive(t *testing.T) {
 		if st := p.Stats().Snapshot(nil); st.LastSuccess.IsZero() || st.Delivered != 0 {
 			t.Fatalf("stats %+v", st)
 		}
-		cur.append(t, envelope(0))
+		cur.append(t, testEnvelope(0))
 		cur.waitAcked(t, t.Context(), 1)
 		if last := postsOf(srv.Requests())[3]; last.Seq != "3" || last.Bytes == 0 {
 			t.Fatalf("first data segment %+v, want seq 3", last)
@@ -450,7 +452,7 @@ func TestPublisherTLS(t *testing.T) {
 	srv := newFake(t, trickletest.Options{TLS: true})
 	srv.CreateChannel("ch")
 	cur := newSpool(t)
-	cur.append(t, envelope(0))
+	cur.append(t, testEnvelope(0))
 
 	dials := make(chan struct{}, 10)
 	opts := PublisherOptions{
@@ -498,7 +500,7 @@ func TestPublisherRecordsToLines(t *testing.T) {
 			[]byte(""),
 			[]byte("{\n  \"type\": \"logs\",\n  \"event\": {\"line\": \"a\\nb\"}\n}"),
 			[]byte("{\nnot json"),
-			WrapTelemetry(nil, envelope(1)),
+			envelope.WrapTelemetry(nil, testEnvelope(1)),
 		}
 		cur.append(t, recs...)
 		cur.waitAcked(t, t.Context(), uint64(len(recs)))

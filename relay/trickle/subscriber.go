@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/livepeer/edgerelay/envelope"
+
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/livepeer/edgerelay/relay"
@@ -419,8 +421,8 @@ func (r *subRun) handleLine(line []byte) {
 		}
 		return
 	}
-	typ, event, err := ParseFrame(t)
-	var fe *FrameError
+	typ, event, err := envelope.ParseFrame(t)
+	var fe *envelope.FieldError
 	if errors.As(err, &fe) && fe.Field == "frame" && t[0] == '{' && unfinished(t) {
 		r.doc = append(r.doc[:0], t...)
 		return
@@ -438,7 +440,7 @@ func unfinished(b []byte) bool {
 
 // frame takes one complete frame.
 func (r *subRun) frame(b []byte) {
-	typ, event, err := ParseFrame(b)
+	typ, event, err := envelope.ParseFrame(b)
 	r.take(typ, event, err)
 }
 
@@ -458,26 +460,26 @@ func (r *subRun) take(typ string, event json.RawMessage, err error) {
 		}
 		st.Frames[key]++
 	})
-	if typ != FrameTelemetry {
+	if typ != envelope.FrameTelemetry {
 		return
 	}
-	env, id, err := annotate(nil, event, r.s.opts.Now())
+	env, checked, err := envelope.AnnotateRelay(event, r.s.opts.Now())
 	if err != nil {
 		r.malformed("", err)
 		return
 	}
-	if r.dedupe.seen(id) {
+	if r.dedupe.seen(checked.ID) {
 		r.s.count(func(st *SubscriberStats) { st.Duplicates++ })
 		return
 	}
-	r.s.opts.OnEnvelope(env)
+	r.s.opts.OnEnvelope(env, checked)
 	r.s.count(func(st *SubscriberStats) { st.Relayed++ })
 }
 
 // malformed counts a rejected frame under reason, or under the field of
 // err's FrameError.
 func (r *subRun) malformed(reason string, err error) {
-	var fe *FrameError
+	var fe *envelope.FieldError
 	if errors.As(err, &fe) {
 		reason = fe.Field
 	}

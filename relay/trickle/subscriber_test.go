@@ -1,6 +1,7 @@
 package trickle
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/livepeer/edgerelay/envelope"
 
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/trickle/trickletest"
@@ -29,7 +32,7 @@ type collector struct {
 
 func newCollector() *collector { return &collector{wake: make(chan struct{})} }
 
-func (c *collector) on(env []byte) {
+func (c *collector) on(env []byte, _ envelope.Checked) {
 	if c.gate != nil {
 		<-c.gate
 	}
@@ -109,7 +112,7 @@ func (w *writer) post(seq int, body string) {
 	}
 }
 
-func line(env []byte) string { return string(WrapTelemetry(nil, env)) + "\n" }
+func line(env []byte) string { return string(envelope.WrapTelemetry(nil, env)) + "\n" }
 
 func TestSubscriberOptionsValidate(t *testing.T) {
 	err := SubscriberOptions{URL: "x://", IdleTimeout: -1, MaxFrameBytes: -1}.Validate()
@@ -118,7 +121,7 @@ func TestSubscriberOptionsValidate(t *testing.T) {
 			t.Errorf("error %v does not name %s", err, f)
 		}
 	}
-	if err := (SubscriberOptions{URL: "https://o/ai/trickle/c", OnEnvelope: func([]byte) {}}).Validate(); err != nil {
+	if err := (SubscriberOptions{URL: "https://o/ai/trickle/c", OnEnvelope: func([]byte, envelope.Checked) {}}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -155,11 +158,14 @@ func TestSubscriberFrames(t *testing.T) {
 			t.Fatalf("%d envelopes relayed, want %d; stats %+v; log %+v", len(got), len(envs), s.Stats(), srv.Requests())
 		}
 		for i := range envs {
-			checkAnnotated(t, envs[i], got[i], relayTime)
+			want, _, err := envelope.AnnotateRelay(envs[i], relayTime)
+			if err != nil || !bytes.Equal(got[i], want) {
+				t.Fatalf("envelope %d relayed as\n%s\nwant\n%s (%v)", i, got[i], want, err)
+			}
 		}
 		st := s.Stats()
 		wantMalformed := map[string]uint64{"frame": 1, "event.id": 1, MalformedTruncated: 1, MalformedOversize: 1}
-		wantFrames := map[string]uint64{FrameTelemetry: 9, "runner_ready": 1, "logs": 1}
+		wantFrames := map[string]uint64{envelope.FrameTelemetry: 9, "runner_ready": 1, "logs": 1}
 		if !mapsEqual(st.Malformed, wantMalformed) || !mapsEqual(st.Frames, wantFrames) ||
 			st.Relayed != 7 || st.Duplicates != 1 || st.Segments != 7 || st.Jumps != 0 || st.Reconnects != 0 {
 			t.Fatalf("stats %+v", st)
@@ -202,8 +208,11 @@ func TestSubscriberJumpsOn470(t *testing.T) {
 		synctest.Wait() // 470 for seq 1: jumped to 9, waiting there
 		w.post(9, line(envs[9]))
 		got := c.waitN(t, t.Context(), 2)
-		checkAnnotated(t, envs[0], got[0], relayTime)
-		checkAnnotated(t, envs[9], got[1], relayTime)
+		for i, want := range [][]byte{envs[0], envs[9]} {
+			if want, _, _ = envelope.AnnotateRelay(want, relayTime); !bytes.Equal(got[i], want) {
+				t.Fatalf("relayed %s, want %s", got[i], want)
+			}
+		}
 		if st := s.Stats(); st.Jumps != 1 || st.Requests["470"] != 1 || st.Relayed != 2 {
 			t.Fatalf("stats %+v", st)
 		}
@@ -223,7 +232,7 @@ func TestSubscriberEnds(t *testing.T) {
 				if err := srv.WaitReaders(t.Context(), "ch", 1); err != nil {
 					t.Fatal(err)
 				}
-				newWriter(t, srv, "ch").post(0, line(envelope(0)))
+				newWriter(t, srv, "ch").post(0, line(testEnvelope(0)))
 				c.waitN(t, t.Context(), 1)
 				synctest.Wait()
 				before := len(srv.Requests())
@@ -305,7 +314,10 @@ func TestSubscriberResumesCutSegment(t *testing.T) {
 			t.Fatalf("%d envelopes, want 4", len(c.got()))
 		}
 		for i := range envs {
-			checkAnnotated(t, envs[i], got[i], relayTime)
+			want, _, err := envelope.AnnotateRelay(envs[i], relayTime)
+			if err != nil || !bytes.Equal(got[i], want) {
+				t.Fatalf("envelope %d relayed as\n%s\nwant\n%s (%v)", i, got[i], want, err)
+			}
 		}
 		if st := s.Stats(); st.Reconnects != 1 || st.MalformedTotal() != 0 {
 			t.Fatalf("stats %+v", st)
@@ -327,9 +339,12 @@ func TestSubscriberIdleTimeout(t *testing.T) {
 		if st := s.Stats(); st.Reconnects != 1 {
 			t.Fatalf("stats %+v", st)
 		}
-		env := envelope(0)
+		env := testEnvelope(0)
 		newWriter(t, srv, "ch").post(0, line(env))
-		checkAnnotated(t, env, c.waitN(t, t.Context(), 1)[0], relayTime)
+		want, _, _ := envelope.AnnotateRelay(env, relayTime)
+		if got := c.waitN(t, t.Context(), 1)[0]; !bytes.Equal(got, want) {
+			t.Fatalf("relayed %s, want %s", got, want)
+		}
 	})
 }
 
@@ -359,9 +374,12 @@ func TestSubscriberSkipsDeadSeq(t *testing.T) {
 		if next, _ := srv.Next("ch"); next != 0 {
 			t.Fatalf("write position %d, want still 0", next)
 		}
-		env := envelope(1)
+		env := testEnvelope(1)
 		w.post(1, line(env))
-		checkAnnotated(t, env, c.waitN(t, t.Context(), 1)[0], relayTime)
+		want, _, _ := envelope.AnnotateRelay(env, relayTime)
+		if got := c.waitN(t, t.Context(), 1)[0]; !bytes.Equal(got, want) {
+			t.Fatalf("relayed %s, want %s", got, want)
+		}
 		if st := s.Stats(); st.Jumps != 0 || st.Relayed != 1 {
 			t.Fatalf("stats %+v", st)
 		}

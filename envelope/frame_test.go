@@ -1,4 +1,4 @@
-package trickle
+package envelope
 
 import (
 	"bytes"
@@ -45,9 +45,9 @@ func TestParseFrame(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			typ, ev, err := ParseFrame([]byte(tt.line))
 			if tt.wantField != "" {
-				var fe *FrameError
+				var fe *FieldError
 				if !errors.As(err, &fe) || fe.Field != tt.wantField {
-					t.Fatalf("err = %v, want a FrameError on %q", err, tt.wantField)
+					t.Fatalf("err = %v, want a FieldError on %q", err, tt.wantField)
 				}
 				return
 			}
@@ -89,8 +89,8 @@ func TestAnnotateRelay(t *testing.T) {
 		},
 		{
 			name: "data first, members after it kept",
-			env:  `{"data":{"k":"v"},"id":"i","type":"t","timestamp":"1","extra":[1]}`,
-			want: `{"data":{"k":"v",` + ann + `},"id":"i","type":"t","timestamp":"1","extra":[1]}`,
+			env:  `{"data":{"k":"v"},"id":"i","type":"t","timestamp":"1","gateway":"g"}`,
+			want: `{"data":{"k":"v",` + ann + `},"id":"i","type":"t","timestamp":"1","gateway":"g"}`,
 		},
 		{
 			name: "empty data",
@@ -117,15 +117,17 @@ func TestAnnotateRelay(t *testing.T) {
 		{name: "data missing", env: `{"id":"i","type":"t","timestamp":"1"}`, wantField: "event.data"},
 		{name: "data array", env: `{"id":"i","type":"t","timestamp":"1","data":[]}`, wantField: "event.data"},
 		{name: "data null", env: `{"id":"i","type":"t","timestamp":"1","data":null}`, wantField: "event.data"},
+		{name: "unknown top-level member", env: `{"id":"i","type":"t","timestamp":"1","data":{},"extra":[1]}`, wantField: "event.extra"},
+		{name: "timestamp too long", env: `{"id":"i","type":"t","timestamp":"12345678901234567890","data":{}}`, wantField: "event.timestamp"},
 		{name: "data repeated", env: `{"id":"i","type":"t","timestamp":"1","data":{},"data":{}}`, wantField: "event.data"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := AnnotateRelay([]byte(tt.env), at)
+			out, _, err := AnnotateRelay([]byte(tt.env), at)
 			if tt.wantField != "" {
-				var fe *FrameError
+				var fe *FieldError
 				if !errors.As(err, &fe) || fe.Field != tt.wantField {
-					t.Fatalf("err = %v, want a FrameError on %q", err, tt.wantField)
+					t.Fatalf("err = %v, want a FieldError on %q", err, tt.wantField)
 				}
 				return
 			}
@@ -158,16 +160,16 @@ func checkAnnotated(t testing.TB, in, out []byte, at time.Time) {
 	if !maps.EqualFunc(a, b, func(x, y json.RawMessage) bool { return bytes.Equal(x, y) }) {
 		t.Fatalf("top-level members changed:\n in %s\nout %s", in, out)
 	}
-	if db[keyRelayedVia] != RelayedVia {
-		t.Fatalf("data.relayed_via = %v", db[keyRelayedVia])
+	if db[KeyRelayedVia] != RelayedVia {
+		t.Fatalf("data.relayed_via = %v", db[KeyRelayedVia])
 	}
-	if db[keyRelayReceivedTS] != strconv.FormatInt(at.UnixMilli(), 10) {
-		t.Fatalf("data.relay_received_timestamp = %v", db[keyRelayReceivedTS])
+	if db[KeyRelayReceivedTS] != strconv.FormatInt(at.UnixMilli(), 10) {
+		t.Fatalf("data.relay_received_timestamp = %v", db[KeyRelayReceivedTS])
 	}
-	delete(da, keyRelayedVia)
-	delete(da, keyRelayReceivedTS)
-	delete(db, keyRelayedVia)
-	delete(db, keyRelayReceivedTS)
+	delete(da, KeyRelayedVia)
+	delete(da, KeyRelayReceivedTS)
+	delete(db, KeyRelayedVia)
+	delete(db, KeyRelayReceivedTS)
 	if !reflect.DeepEqual(da, db) {
 		t.Fatalf("data changed beyond the annotation:\n in %s\nout %s", in, out)
 	}
@@ -200,9 +202,9 @@ func FuzzParseFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		typ, ev, err := ParseFrame(line)
 		if err != nil {
-			var fe *FrameError
+			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field == "" {
-				t.Fatalf("error %v is not a FrameError naming a field", err)
+				t.Fatalf("error %v is not a FieldError naming a field", err)
 			}
 			return
 		}
@@ -245,11 +247,11 @@ func FuzzAnnotateRelay(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, env []byte, ms int64) {
 		at := time.UnixMilli(ms)
-		out, err := AnnotateRelay(env, at)
+		out, _, err := AnnotateRelay(env, at)
 		if err != nil {
-			var fe *FrameError
+			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field == "" {
-				t.Fatalf("error %v is not a FrameError naming a field", err)
+				t.Fatalf("error %v is not a FieldError naming a field", err)
 			}
 			return
 		}
@@ -265,7 +267,7 @@ func FuzzAnnotateRelay(f *testing.F) {
 		checkAnnotated(t, env, out, at)
 		// The output is itself acceptable, and annotating again changes
 		// nothing but the annotation.
-		again, err := AnnotateRelay(out, at)
+		again, _, err := AnnotateRelay(out, at)
 		if err != nil {
 			t.Fatalf("annotated envelope rejected: %v", err)
 		}

@@ -1,4 +1,4 @@
-package kafkasink
+package envelope
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-func TestEnvelopeID(t *testing.T) {
+func TestID(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
@@ -21,7 +21,7 @@ func TestEnvelopeID(t *testing.T) {
 		{"escaped key", `{"\u0069d":"k"}`, "k", true},
 		{"key with escape is not id", `{"i\"d":"x","id":"y"}`, "y", true},
 		{"values of every kind before id", `{"n":-1.5e3,"t":true,"f":false,"z":null,"a":[],"o":{},"id":"v"}`, "v", true},
-		{"first id wins", `{"id":"one","id":"two"}`, "one", true},
+		{"last id wins", `{"id":"one","id":"two"}`, "two", true},
 		{"ID is another key", `{"ID":"upper","id":"lower"}`, "lower", true},
 		{"empty id", `{"id":""}`, "", true},
 		{"no id", `{"type":"t","data":{"id":"inner"}}`, "", false},
@@ -33,9 +33,9 @@ func TestEnvelopeID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id, ok := envelopeID([]byte(tt.in))
+			id, ok := ID([]byte(tt.in))
 			if ok != tt.ok || string(id) != tt.id {
-				t.Fatalf("envelopeID(%s) = %q, %v; want %q, %v", tt.in, id, ok, tt.id, tt.ok)
+				t.Fatalf("ID(%s) = %q, %v; want %q, %v", tt.in, id, ok, tt.id, tt.ok)
 			}
 		})
 	}
@@ -43,17 +43,17 @@ func TestEnvelopeID(t *testing.T) {
 
 // The id of the stored bytes is used as is, without a copy, when it has no
 // escapes.
-func TestEnvelopeIDAliases(t *testing.T) {
+func TestIDAliases(t *testing.T) {
 	b := []byte(`{"type":"t","id":"0194b7c4"}`)
-	id, _ := envelopeID(b)
+	id, _ := ID(b)
 	if &id[0] != &b[bytes.Index(b, []byte("0194"))] {
 		t.Fatal("id was copied")
 	}
 }
 
-// referenceID is what a JSON decoder finds: the first top-level "id" member
+// referenceID is what a JSON decoder finds: the last top-level "id" member
 // (keys compared after unescaping, exactly), if its value is a string.
-func referenceID(b []byte) (string, bool) {
+func referenceID(b []byte) (id string, found bool) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return "", false
@@ -68,14 +68,14 @@ func referenceID(b []byte) (string, bool) {
 			return "", false
 		}
 		if tok == "id" {
+			id, found = "", false
 			var s string
-			if json.Unmarshal(raw, &s) != nil {
-				return "", false
+			if json.Unmarshal(raw, &s) == nil {
+				id, found = s, true
 			}
-			return s, true
 		}
 	}
-	return "", false
+	return id, found
 }
 
 // FuzzEnvelopeID: on valid JSON the scan agrees with a decoder; on anything
@@ -93,7 +93,7 @@ func FuzzEnvelopeID(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, ok := envelopeID(b)
+		id, ok := ID(b)
 		// A decoder replaces invalid UTF-8 with U+FFFD; the key keeps the
 		// stored bytes, so compare only where the two must agree.
 		if !json.Valid(b) || !utf8.Valid(b) {
@@ -101,7 +101,7 @@ func FuzzEnvelopeID(f *testing.F) {
 		}
 		want, wok := referenceID(b)
 		if ok != wok || (ok && string(id) != want) {
-			t.Fatalf("envelopeID(%q) = %q, %v; decoder finds %q, %v", b, id, ok, want, wok)
+			t.Fatalf("ID(%q) = %q, %v; decoder finds %q, %v", b, id, ok, want, wok)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package agent
+package envelope
 
 import (
 	"bytes"
@@ -6,21 +6,21 @@ import (
 	"time"
 )
 
-// TestFastPathSameBytes: the ingest fast path builds exactly the bytes of
+// TestFastPathSameBytes: the stamping fast path builds exactly the bytes of
 // the general path (but the random id), or declines.
 func TestFastPathSameBytes(t *testing.T) {
-	cfg, err := Load(nil, func(k string) string {
-		return map[string]string{"EDGERELAY_ENABLED": "true", "EDGERELAY_HOST": "h<1>", "EDGERELAY_NODE_ID": "n1", "EDGERELAY_REGION": "eu"}[k]
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	fixed := time.UnixMilli(1767908945298)
-	a, err := New(cfg, Options{Now: func() time.Time { return fixed }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.sessions.put(&Session{SessionID: "s1", StreamID: "st1"})
+	s := NewStamper(StamperOptions{
+		Node: Identity{"host": "h<1>", "node_id": "n1", "region": "eu"},
+		Now:  func() time.Time { return fixed },
+		Session: func(id string) Identity {
+			if id == "s1" {
+				return Identity{"session_id": "s1", "stream_id": "st1"}
+			}
+			return nil
+		},
+		MaxBytes: 1 << 20,
+	})
 	cases := []string{
 		`{"type":"a","data":{}}`,
 		`{"type":"a","data":{"x":1,"b":"two","z":[1, 2, {"k" : "v"}]}}`,
@@ -35,19 +35,26 @@ func TestFastPathSameBytes(t *testing.T) {
 		`{"type":"ty pe","data":{"a":"b"}}`,
 		`{ "type" : "t" , "data" : { "a" : 1 } }`,
 	}
+	declined := 0
 	for _, c := range cases {
-		slow, styp, ssess, serr := a.prepareSlow([]byte(c))
-		fast, ftyp, fsess, ok := a.prepareFast([]byte(c))
+		raw := []byte(c)
+		ms, _ := members(raw, nil)
+		slow, serr := s.prepareSlow(raw, ms)
+		fast, ok := s.prepareFast(raw, ms)
 		if serr != nil {
 			t.Fatalf("%s: slow: %v", c, serr)
 		}
 		if !ok {
+			declined++
 			t.Logf("%s: fast path declined", c)
 			continue
 		}
 		// ids differ (random): compare the rest.
-		if !bytes.Equal(slow[44:], fast[44:]) || styp != ftyp || ssess != fsess {
-			t.Errorf("%s:\nslow %s (%s %s)\nfast %s (%s %s)", c, slow, styp, ssess, fast, ftyp, fsess)
+		if !bytes.Equal(slow.Env[44:], fast.Env[44:]) || slow.Type != fast.Type || slow.SessionID != fast.SessionID {
+			t.Errorf("%s:\nslow %s (%s %s)\nfast %s (%s %s)", c, slow.Env, slow.Type, slow.SessionID, fast.Env, fast.Type, fast.SessionID)
 		}
+	}
+	if declined > 3 {
+		t.Errorf("the fast path declined %d of %d plain events", declined, len(cases))
 	}
 }

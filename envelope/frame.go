@@ -1,0 +1,192 @@
+package envelope
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+)
+
+// FrameTelemetry is the frame type that carries one envelope on a trickle
+// events channel (spec/envelope.md, "Frame on a trickle events channel").
+const FrameTelemetry = "telemetry"
+
+// The relay annotation, added to data by an agent that received the
+// envelope from another agent over a trickle channel (spec/envelope.md,
+// "Prebuilt envelopes are forwarded verbatim").
+const (
+	RelayedVia         = "trickle"
+	KeyRelayedVia      = "relayed_via"
+	KeyRelayReceivedTS = "relay_received_timestamp"
+)
+
+// TelemetryFramePrefix is what WrapTelemetry writes before the envelope;
+// the frame adds len(TelemetryFramePrefix)+1 bytes to it.
+const TelemetryFramePrefix = `{"type":"telemetry","event":`
+
+// WrapTelemetry appends to dst the telemetry frame of env,
+// {"type":"telemetry","event":<env>}, without a trailing newline. env must
+// be one JSON object; it is copied verbatim.
+func WrapTelemetry(dst, env []byte) []byte {
+	dst = append(dst, TelemetryFramePrefix...)
+	dst = append(dst, env...)
+	return append(dst, '}')
+}
+
+// ParseFrame reads one frame line: a JSON object with a non-empty string
+// "type" and, for telemetry frames, an "event" object. Surrounding JSON
+// whitespace is ignored (exactly what encoding/json ignores). event aliases
+// line and is nil when the frame has no "event". Keys match exactly (not
+// case-folded, unlike encoding/json), and a repeated "type" or "event" is an
+// error, so every reader of the line agrees on what it says. Errors are
+// *FieldError with Field "frame", "type" or "event".
+func ParseFrame(line []byte) (typ string, event json.RawMessage, err error) {
+	line = trimJSONSpace(line)
+	if len(line) == 0 {
+		return "", nil, fieldErr("frame", "empty")
+	}
+	if !json.Valid(line) {
+		return "", nil, fieldErr("frame", "not valid JSON")
+	}
+	var buf [8]member
+	ms, ok := members(line, buf[:0])
+	if !ok {
+		return "", nil, fieldErr("frame", "not a JSON object")
+	}
+	var typRaw, ev []byte
+	for _, m := range ms {
+		switch {
+		case m.is("type"):
+			if typRaw != nil {
+				return "", nil, fieldErr("type", "repeated")
+			}
+			typRaw = line[m.valStart:m.end]
+		case m.is("event"):
+			if ev != nil {
+				return "", nil, fieldErr("event", "repeated")
+			}
+			ev = line[m.valStart:m.end]
+		}
+	}
+	if typRaw == nil {
+		return "", nil, fieldErr("type", "missing")
+	}
+	typ, ok = jsonString(typRaw)
+	if !ok {
+		return "", nil, fieldErr("type", "not a string")
+	}
+	if typ == "" {
+		return "", nil, fieldErr("type", "empty")
+	}
+	if typ == FrameTelemetry {
+		if ev == nil {
+			return "", nil, fieldErr("event", "missing")
+		}
+		if ev[0] != '{' {
+			return "", nil, fieldErr("event", "not an object")
+		}
+	}
+	return typ, ev, nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around a value (space, tab,
+// CR, LF), and nothing else: a form feed is not JSON whitespace.
+func trimJSONSpace(b []byte) []byte {
+	return bytes.Trim(b, " \t\r\n")
+}
+
+// AnnotateRelay checks env as a prebuilt envelope (Check) whose data is an
+// object, and returns a copy with two members added to data:
+// "relayed_via":"trickle" and "relay_received_timestamp":"<received in Unix
+// ms>". Everything else is kept byte for byte. A relay annotation already in
+// data (an envelope relayed twice) is replaced, so keys stay unique. Errors
+// are *FieldError with Field "event" or "event.<field>".
+func AnnotateRelay(env []byte, received time.Time) ([]byte, Checked, error) {
+	env = trimJSONSpace(env)
+	if len(env) == 0 || !json.Valid(env) {
+		return nil, Checked{}, fieldErr("event", "not valid JSON")
+	}
+	return annotate(nil, env, received)
+}
+
+// annotate is AnnotateRelay appending to dst. env must be valid JSON without
+// surrounding whitespace: an event from ParseFrame is.
+func annotate(dst, env []byte, received time.Time) ([]byte, Checked, error) {
+	var buf [16]member
+	ms, ok := members(env, buf[:0])
+	if !ok {
+		return nil, Checked{}, fieldErr("event", "not an object")
+	}
+	c, data, err := checkMembers(env, ms)
+	if err != nil {
+		return nil, Checked{}, prefixFields(err, "event.")
+	}
+	dm := ms[data]
+	d := env[dm.valStart:dm.end]
+	if d[0] != '{' {
+		return nil, Checked{}, fieldErr("event.data", "not an object (the relay annotation lives in it)")
+	}
+	var dbuf [32]member
+	dms, _ := members(d, dbuf[:0])
+	existing := false
+	for _, m := range dms {
+		if m.is(KeyRelayedVia) || m.is(KeyRelayReceivedTS) {
+			existing = true
+			break
+		}
+	}
+	annotation := func(b []byte) []byte {
+		b = append(b, `"relayed_via":"trickle","relay_received_timestamp":"`...)
+		b = strconv.AppendInt(b, received.UnixMilli(), 10)
+		return append(b, '"')
+	}
+	if dst == nil {
+		dst = make([]byte, 0, len(env)+80)
+	}
+	dst = append(dst, env[:dm.valStart]...)
+	switch {
+	case existing:
+		// Rebuild data from its other members, then the annotation.
+		dst = append(dst, '{')
+		for _, m := range dms {
+			if m.is(KeyRelayedVia) || m.is(KeyRelayReceivedTS) {
+				continue
+			}
+			dst = append(dst, d[m.start:m.end]...)
+			dst = append(dst, ',')
+		}
+		dst = annotation(dst)
+		dst = append(dst, '}')
+	case len(dms) == 0:
+		dst = append(dst, '{')
+		dst = annotation(dst)
+		dst = append(dst, d[1:]...) // whitespace and '}'
+	default:
+		// Insert after the last member; keep every original byte.
+		last := dms[len(dms)-1].end
+		dst = append(dst, d[:last]...)
+		dst = append(dst, ',')
+		dst = annotation(dst)
+		dst = append(dst, d[last:]...)
+	}
+	dst = append(dst, env[dm.end:]...)
+	return dst, c, nil
+}
+
+// prefixFields returns err with every FieldError's Field prefixed, keeping
+// the order of a joined error.
+func prefixFields(err error, prefix string) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, prefixFields(e, prefix))
+		}
+		return errors.Join(out...)
+	}
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return &FieldError{Field: prefix + fe.Field, Problem: fe.Problem}
+	}
+	return err
+}
