@@ -122,7 +122,7 @@ type Options struct {
 // store is what the agent needs of a spool: spool.Spool on disk or
 // spool.Memory.
 type store interface {
-	relay.Store
+	relay.Queue
 	AddSink(name string) error
 	RemoveSink(name string) (spool.SinkStat, error)
 	Append(data [][]byte) error
@@ -366,18 +366,25 @@ func (a *Agent) newSinkHandle(st store, name, kind string) (*sinkHandle, error) 
 	return &sinkHandle{name: name, kind: kind, stats: relay.NewStats(), st: st, done: make(chan struct{})}, nil
 }
 
-// startForwarder runs a relay.Forwarder from h's cursor to sink.
-func (a *Agent) startForwarder(h *sinkHandle, sink relay.Sink, tune func(*relay.Forwarder)) {
+// newForwarder returns the forwarder of h, not yet started: the one
+// delivery loop of every sink. A sink that reports progress within a Send
+// takes its Alive.
+func (a *Agent) newForwarder(h *sinkHandle) *relay.Forwarder {
 	f := &relay.Forwarder{
 		Name:   h.name,
-		Sink:   sink,
-		Cursor: relay.NewCursor(h.st, h.name),
+		Queue:  h.st,
 		Stats:  h.stats,
 		Logger: a.log,
 	}
 	if a.opts.newBackOff != nil {
 		f.NewBackOff = a.opts.newBackOff
 	}
+	return f
+}
+
+// startForwarder runs f, h's forwarder, to sink; tune may set its fields.
+func (a *Agent) startForwarder(h *sinkHandle, f *relay.Forwarder, sink relay.Sink, tune func(*relay.Forwarder)) {
+	f.Sink = sink
 	if tune != nil {
 		tune(f)
 	}
@@ -392,7 +399,7 @@ func (a *Agent) addForwarder(st store, name, kind string, sink relay.Sink, tune 
 	if err != nil {
 		return nil, err
 	}
-	a.startForwarder(h, sink, tune)
+	a.startForwarder(h, a.newForwarder(h), sink, tune)
 	return h, nil
 }
 

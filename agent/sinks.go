@@ -138,6 +138,7 @@ func (a *Agent) startKafka() error {
 		return err
 	}
 	ko.Stats, ko.Logger = h.stats, a.log.With("sink", "kafka")
+	f := a.newForwarder(h)
 	sink, err := kafkasink.New(a.sinkCtx, ko)
 	if err != nil {
 		return fmt.Errorf("kafka sink: %w", err)
@@ -148,7 +149,7 @@ func (a *Agent) startKafka() error {
 		}
 	})
 	a.closers = append(a.closers, sink.Close)
-	a.startForwarder(h, sink, func(f *relay.Forwarder) {
+	a.startForwarder(h, f, sink, func(f *relay.Forwarder) {
 		f.Batch = 2000 // the client splits by broker limits itself
 		f.Resume = sink.Resume()
 	})
@@ -184,8 +185,9 @@ func (a *Agent) startHTTP() error {
 		return err
 	}
 	a.warnLoosePermissions("EDGERELAY_HTTP_API_KEY_FILE", a.cfg.HTTPAPIKeyFile)
+	f := a.newForwarder(h)
 	opts := httpOptions(a.cfg)
-	opts.Stats, opts.Logger = h.stats, a.log.With("sink", "http")
+	opts.Stats, opts.Logger, opts.Alive = h.stats, a.log.With("sink", "http"), f.Alive
 	sink, err := httpsink.New(opts)
 	if err != nil {
 		return fmt.Errorf("http sink: %w", err)
@@ -205,7 +207,7 @@ func (a *Agent) startHTTP() error {
 		sink.WatchKey(a.sinkCtx)
 	}()
 	batch, maxBytes := sink.Limits()
-	a.startForwarder(h, sink, func(f *relay.Forwarder) {
+	a.startForwarder(h, f, sink, func(f *relay.Forwarder) {
 		f.Batch, f.MaxBytes, f.Linger, f.ProbeInterval, f.Resume = batch, maxBytes, a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
 	})
 	return nil

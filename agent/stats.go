@@ -5,10 +5,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/livepeer/edgerelay/relay"
-	"github.com/livepeer/edgerelay/spool"
 )
 
 // countVec is a set of counters by label value. Safe for concurrent use.
@@ -45,20 +43,7 @@ type counters struct {
 func newCounters() *counters { return &counters{} }
 
 // SinkReport is one sink's accounting in /v1/stats and agent_status.
-// Received = Delivered + DroppedTotal + Pending holds exactly (Balanced).
-type SinkReport struct {
-	Kind         string            `json:"kind"`
-	Received     uint64            `json:"received"`
-	Delivered    uint64            `json:"delivered"`
-	Dropped      map[string]uint64 `json:"dropped"`
-	DroppedTotal uint64            `json:"dropped_total"`
-	Pending      uint64            `json:"pending"`
-	Balanced     bool              `json:"balanced"`
-	Paused       string            `json:"paused,omitempty"`
-	Requests     map[string]uint64 `json:"requests,omitempty"`
-	Retries      map[string]uint64 `json:"retries,omitempty"`
-	LastSuccess  *time.Time        `json:"last_success,omitempty"`
-}
+type SinkReport = relay.SinkReport
 
 // Report is the agent's state, served by /v1/stats and carried in
 // agent_status envelopes.
@@ -114,9 +99,9 @@ func (a *Agent) Report() Report {
 		r.SpoolEvents, r.SpoolBytes, r.Quarantined = st.Records, st.Bytes, st.Quarantined
 	}
 	for _, h := range a.sinkList() {
-		var ss spool.SinkStat
-		snap := h.stats.Snapshot(func() { ss, _ = h.st.SinkStat(h.name) })
-		sr := sinkReport(h.kind, snap, ss)
+		snap := h.stats.Snapshot() // before the spool's stat: see relay.Account
+		ss, _ := h.st.SinkStat(h.name)
+		sr := relay.Account(h.kind, snap, ss)
 		r.Sinks[h.name] = sr
 		for reason, n := range sr.Dropped {
 			stage := "sink"
@@ -130,32 +115,6 @@ func (a *Agent) Report() Report {
 		r.Sinks[name] = sr
 	}
 	return r
-}
-
-func sinkReport(kind string, snap relay.Snapshot, ss spool.SinkStat) SinkReport {
-	dropped := orEmpty(snap.Dropped)
-	if ss.Evicted > 0 {
-		dropped["spool_full"] += ss.Evicted
-	}
-	sr := SinkReport{
-		Kind:      kind,
-		Received:  ss.Received,
-		Delivered: snap.Delivered,
-		Dropped:   dropped,
-		Pending:   ss.Pending,
-		Paused:    snap.Paused,
-		Requests:  snap.Requests,
-		Retries:   snap.Retries,
-	}
-	for _, n := range dropped {
-		sr.DroppedTotal += n
-	}
-	sr.Balanced = sr.Received == sr.Delivered+sr.DroppedTotal+sr.Pending
-	if !snap.LastSuccess.IsZero() {
-		t := snap.LastSuccess.UTC()
-		sr.LastSuccess = &t
-	}
-	return sr
 }
 
 func orEmpty(m map[string]uint64) map[string]uint64 {

@@ -58,9 +58,10 @@ func (a *Agent) startStaticTrickle() error {
 	if err != nil {
 		return err
 	}
+	f := a.newForwarder(h)
 	pub, err := trickle.NewPublisher(trickle.PublisherOptions{
 		URL: a.cfg.TrickleURL, Framing: a.cfg.TrickleFraming, Insecure: a.cfg.TrickleInsecure,
-		Wrap: true, Stats: h.stats, Logger: a.log.With("sink", "trickle"),
+		Wrap: true, Stats: h.stats, Alive: f.Alive, Logger: a.log.With("sink", "trickle"),
 	})
 	if err != nil {
 		return fmt.Errorf("EDGERELAY_TRICKLE_URL: %w", err)
@@ -68,11 +69,15 @@ func (a *Agent) startStaticTrickle() error {
 	if a.cfg.TrickleInsecure {
 		a.log.Warn("trickle: TLS verification is off (EDGERELAY_TRICKLE_INSECURE)")
 	}
-	cur := relay.NewCursor(a.store, h.name)
+	f.Sink = pub
+	pub.Tune(f)
+	f.Init()
+	h.drain, h.stalled = f.Drain, f.Stalled
 	a.runSink(h, func(ctx context.Context) error {
-		err := pub.Run(ctx, cur)
+		err := f.Run(ctx)
+		pub.Close()
 		if errors.Is(err, relay.ErrClosed) {
-			a.log.Error("trickle channel ended (404 or closed); the static trickle sink stops until restart", "url", trickle.RedactURL(a.cfg.TrickleURL))
+			a.log.Error("trickle channel ended (404 or closed); the static trickle sink stops until restart", "url", relay.RedactURL(a.cfg.TrickleURL))
 			a.retireSink(h, relay.DropChannelClosed)
 		}
 		return err
@@ -94,7 +99,7 @@ func (a *Agent) retireSink(h *sinkHandle, reason string) {
 	}
 	final.Acked += final.Pending
 	final.Pending = 0
-	rep := sinkReport(h.kind, h.stats.Snapshot(nil), final)
+	rep := relay.Account(h.kind, h.stats.Snapshot(), final)
 	a.sinksMu.Lock()
 	delete(a.sinks, h.name)
 	if a.finished == nil {
@@ -112,13 +117,18 @@ func (a *Agent) attachSessionChannel(s *Session) error {
 	if err != nil {
 		return err
 	}
+	f := a.newForwarder(h)
 	pub, err := trickle.NewPublisher(trickle.PublisherOptions{
 		URL: s.EventsURL, Framing: a.cfg.TrickleFraming, Insecure: a.cfg.TrickleInsecure,
-		Wrap: false, Stats: h.stats, Logger: a.log.With("sink", name),
+		Wrap: false, Stats: h.stats, Alive: f.Alive, Logger: a.log.With("sink", name),
 	})
 	if err != nil {
 		return fmt.Errorf("events_url: %w", err)
 	}
+	f.Sink = pub
+	pub.Tune(f)
+	f.Init()
+	h.drain, h.stalled = f.Drain, f.Stalled
 	ctx, cancel := context.WithCancel(a.sinkCtx)
 	ss := &sessionSink{sess: s, h: h, mem: mem, pub: pub, cancel: cancel}
 	a.sessSinks.mu.Lock()
@@ -127,9 +137,9 @@ func (a *Agent) attachSessionChannel(s *Session) error {
 	}
 	a.sessSinks.m[s.SessionID] = ss
 	a.sessSinks.mu.Unlock()
-	cur := relay.NewCursor(mem, name)
 	a.runSink(h, func(context.Context) error {
-		err := pub.Run(ctx, cur)
+		err := f.Run(ctx)
+		pub.Close()
 		if errors.Is(err, relay.ErrClosed) {
 			ss.mu.Lock()
 			ss.closed = true
@@ -243,16 +253,23 @@ func (a *Agent) detachSessionChannel(id string, grace time.Duration, reason stri
 		return
 	}
 	a.sessSinkCount.Add(-1)
-	ctx, cancel := context.WithTimeout(a.sinkCtx, grace)
-	defer cancel()
+	// Send what is held at once (no linger), for at most grace.
+	ss.h.drain()
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
 	for {
 		st, err := ss.mem.SinkStat(ss.h.name)
-		if err != nil || st.Pending == 0 || ctx.Err() != nil {
+		if err != nil || st.Pending == 0 {
 			break
 		}
-		if err := ss.pub.Flush(ctx); err != nil && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond) // the publisher is between segments
+		select {
+		case <-ss.h.done: // the channel ended
+		case <-deadline.C:
+		case <-a.sinkCtx.Done():
+		case <-time.After(10 * time.Millisecond):
+			continue
 		}
+		break
 	}
 	ss.mu.Lock()
 	ss.closed = true
@@ -273,7 +290,7 @@ func (a *Agent) detachSessionChannel(id string, grace time.Duration, reason stri
 // pipeline (source "trickle"), until ctx ends or the channel does.
 func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 	sub, err := trickle.NewSubscriber(trickle.SubscriberOptions{
-		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", trickle.RedactURL(u)),
+		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", relay.RedactURL(u)),
 		OnEnvelope: func(env []byte, ce envelope.Checked) {
 			if len(env) > a.cfg.MaxEventBytes {
 				a.counters.rejected.add("trickle", 1)
@@ -286,13 +303,13 @@ func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 		return err
 	}
 	a.subsMu.Lock()
-	a.subs = append(a.subs, subscriberRef{name: trickle.RedactURL(u), sub: sub})
+	a.subs = append(a.subs, subscriberRef{name: relay.RedactURL(u), sub: sub})
 	a.subsMu.Unlock()
 	a.sources.Add(1)
 	go func() {
 		defer a.sources.Done()
 		if err := sub.Run(ctx); errors.Is(err, relay.ErrClosed) {
-			a.log.Info("subscribed channel ended", "url", trickle.RedactURL(u), "why", sub.Stats().Ended)
+			a.log.Info("subscribed channel ended", "url", relay.RedactURL(u), "why", sub.Stats().Ended)
 		}
 	}()
 	return nil

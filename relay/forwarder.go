@@ -18,16 +18,31 @@ const (
 	DefaultProbeInterval = 5 * time.Minute
 )
 
-// Forwarder moves one sink's records from its cursor to the sink. Set the
-// fields, then call Run once; Drain and Wake may be called from any goroutine.
+// Queue is what a forwarder reads its sink's records from: spool.Spool on
+// disk or spool.Memory. Name is the sink's cursor in it.
+type Queue interface {
+	// Read returns up to max records (and about maxBytes of data) after the
+	// sink's acknowledged position, without blocking and without moving it.
+	Read(sink string, max, maxBytes int) ([]spool.Record, error)
+	// AckFrom marks every record up to and including seq as done and
+	// returns the position it moved from: records at or before it were
+	// evicted over the cap while in flight.
+	AckFrom(sink string, seq uint64) (prev uint64, err error)
+	// Ready receives a value when records may have been appended.
+	Ready(sink string) <-chan struct{}
+}
+
+// Forwarder moves one sink's records from its queue to the sink: the one
+// delivery loop of every sink. Set the fields, call Init, then Run once;
+// Drain, Wake, Alive and Stalled may be called from any goroutine.
 //
 // The forwarder never gives up on a record because of time: a record leaves
 // the cursor only when the sink settles it, or when the spool evicts it over
 // its cap (spec/reliability.md, "no time-based give-up").
 type Forwarder struct {
-	Name     string        // sink name, for logs
+	Name     string        // the sink's name: its cursor in Queue, and in logs
 	Sink     Sink          // required
-	Cursor   Cursor        // required
+	Queue    Queue         // required
 	Stats    *Stats        // required
 	Batch    int           // records per Send; 0 means DefaultBatch
 	MaxBytes int           // record bytes per Send; 0 means unbounded
@@ -40,16 +55,23 @@ type Forwarder struct {
 	NewBackOff func() backoff.BackOff
 	// Resume, when it receives, ends a pause at once (credentials changed).
 	Resume <-chan struct{}
-	Logger *slog.Logger
+	// Idle, when set, is called after IdleAfter with nothing sent and nothing
+	// pending (a trickle channel's keep-alive). An error is counted by the
+	// sink and retried at the next interval; ErrClosed ends Run like a Send
+	// would.
+	Idle      func(ctx context.Context) error
+	IdleAfter time.Duration
+	Logger    *slog.Logger
 
+	ready     <-chan struct{} // Queue.Ready(Name), set by Init
 	draining  atomic.Bool
 	wake      chan struct{}
 	busySince atomic.Int64 // unix nanos when the current Send began; 0 when not sending
 }
 
-// Alive tells the watchdog that a long Send is making progress (a sink that
-// makes many requests per Send calls it per request). It does nothing when
-// no Send is running.
+// Alive tells the watchdog that a long Send is making progress: a sink that
+// makes many requests per Send calls it per request (sinks take it as an
+// option). It does nothing when no Send is running.
 func (f *Forwarder) Alive() {
 	for {
 		v := f.busySince.Load()
@@ -114,9 +136,10 @@ func (f *Forwarder) Init() {
 	if f.Logger == nil {
 		f.Logger = slog.New(slog.DiscardHandler)
 	}
-	if s, ok := f.Sink.(interface{ SetAlive(func()) }); ok {
-		s.SetAlive(f.Alive)
+	if f.Idle != nil && f.IdleAfter <= 0 {
+		panic("BUG: relay: Forwarder.Idle without IdleAfter")
 	}
+	f.ready = f.Queue.Ready(f.Name)
 	f.Logger = f.Logger.With("sink", f.Name)
 }
 
@@ -134,6 +157,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		resumed      bool      // the pause was ended by Resume: try a full batch
 		retrying     bool      // the last Send failed: its records go after the wait, without lingering again
 		transientLog = NewLogThrottle(time.Minute, 1)
+		lastActive   = time.Now() // last Send or Idle, for IdleAfter
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -143,7 +167,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if paused != "" && !resumed {
 			limit = 1 // a periodic probe is one small batch
 		}
-		recs, err := f.Cursor.Read(limit, f.MaxBytes)
+		recs, err := f.Queue.Read(f.Name, limit, f.MaxBytes)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return err
@@ -159,11 +183,26 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		if len(recs) == 0 {
 			partialSince = time.Time{}
+			var idle *time.Timer
+			var idleC <-chan time.Time
+			if f.Idle != nil {
+				idle = time.NewTimer(max(f.IdleAfter-time.Since(lastActive), 0))
+				idleC = idle.C
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-f.Cursor.Ready():
+			case <-f.ready:
 			case <-f.wake:
+			case <-idleC:
+				lastActive = time.Now()
+				if err := f.Idle(ctx); errors.Is(err, ErrClosed) {
+					f.Logger.Info("destination closed; forwarder stops", "err", err)
+					return ErrClosed
+				}
+			}
+			if idle != nil {
+				idle.Stop()
 			}
 			continue
 		}
@@ -177,7 +216,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					t.Stop()
 					return ctx.Err()
-				case <-f.Cursor.Ready():
+				case <-f.ready:
 				case <-f.wake:
 				case <-t.C:
 				}
@@ -189,6 +228,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.busySince.Store(time.Now().UnixNano())
 		res := f.Sink.Send(ctx, recs)
 		f.busySince.Store(0)
+		lastActive = time.Now()
 		if res.Settled > len(recs) {
 			panic("BUG: relay: sink settled more records than it was given")
 		}
@@ -204,15 +244,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			paused = ""
 		}
 		if res.Settled > 0 {
-			last := recs[res.Settled-1].Seq
-			var err error
-			if first := recs[0].Seq; last-first+1 == uint64(res.Settled) {
-				err = f.Stats.SettleRange(first, last, res.Dropped, func() (uint64, error) { return AckFrom(f.Cursor, last) })
-			} else { // not contiguous (a test cursor): count the batch as given
-				err = f.Stats.Settle(res.Settled-len(res.Dropped), res.Dropped, func() error { return f.Cursor.Ack(last) })
-			}
-			if err != nil {
+			// The ack (which may write the cursor to disk) runs without any
+			// lock that a status reader takes; the outcome is counted after
+			// it, and a reader in between sees the batch still pending.
+			first, last := recs[0].Seq, recs[res.Settled-1].Seq
+			if prev, err := f.Queue.AckFrom(f.Name, last); err != nil {
 				f.Logger.Error("spool ack failed; the batch may be sent again", "seq", last, "err", err)
+			} else {
+				f.Stats.Settle(first, last, prev, res.Dropped)
 			}
 		}
 		// Records left by an error have waited already: they go after the
@@ -281,7 +320,7 @@ func (f *Forwarder) cutByBytes(recs []spool.Record, limit int) bool {
 	if f.MaxBytes <= 0 || len(recs) >= limit {
 		return false
 	}
-	more, err := f.Cursor.Read(len(recs)+1, 0)
+	more, err := f.Queue.Read(f.Name, len(recs)+1, 0)
 	return err == nil && len(more) > len(recs)
 }
 

@@ -579,58 +579,8 @@ func TestForwarderEvictedInFlight(t *testing.T) {
 	}
 }
 
-// sliceCursor serves fixed records whose seqs need not be contiguous (as the
-// spool's always are), so the forwarder counts the batch as the sink gave it.
-type sliceCursor struct {
-	mu    sync.Mutex
-	recs  []spool.Record
-	acked uint64
-	acks  []uint64
-}
-
-func (c *sliceCursor) Read(max, _ int) ([]spool.Record, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []spool.Record
-	for _, r := range c.recs {
-		if r.Seq > c.acked && len(out) < max {
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
-func (c *sliceCursor) Ack(seq uint64) error {
-	c.mu.Lock()
-	c.acked = seq
-	c.acks = append(c.acks, seq)
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *sliceCursor) Ready() <-chan struct{} { return nil }
-
-func TestForwarderNonContiguousCursor(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		cur := &sliceCursor{recs: []spool.Record{{Seq: 10}, {Seq: 20}, {Seq: 30}}}
-		sink := newScriptSink(ret(relay.Result{Settled: 2, Dropped: []relay.Drop{{Seq: 20, Reason: relay.DropRejected}}, Err: errors.New("http 503")}))
-		r := newRig(t, sink, func(f *relay.Forwarder) {
-			f.Cursor = cur
-			f.NewBackOff = constant(time.Second)
-		})
-		t0 := time.Now()
-		r.start()
-		time.Sleep(time.Minute)
-		wantCalls(t, sink.Calls(), t0, wantCall{0, []uint64{10, 20, 30}}, wantCall{time.Second, []uint64{30}})
-		snap := r.stats.Snapshot(nil)
-		if snap.Delivered != 2 || snap.Dropped[relay.DropRejected] != 1 || fmt.Sprint(cur.acks) != "[20 30]" {
-			t.Fatalf("delivered %d dropped %v acks %v; want 2, rejected 1, [20 30]", snap.Delivered, snap.Dropped, cur.acks)
-		}
-	})
-}
-
 // gateSink blocks in Send until it is given the Result to return; in
-// between it calls the alive func that the forwarder gave it once per tick.
+// between it calls its alive func (the forwarder's Alive) once per tick.
 type gateSink struct {
 	alive   func()
 	entered chan []uint64 // the seqs of each Send as it begins
@@ -641,8 +591,6 @@ type gateSink struct {
 func newGateSink() *gateSink {
 	return &gateSink{entered: make(chan []uint64, 1), tick: make(chan struct{}), release: make(chan relay.Result)}
 }
-
-func (s *gateSink) SetAlive(f func()) { s.alive = f }
 
 func (s *gateSink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 	var seqs []uint64
@@ -663,15 +611,13 @@ func (s *gateSink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 }
 
 // Stalled: true only while a Send runs for longer than limit; Alive (called
-// directly or through SetAlive by the sink) restarts the clock; Alive outside
-// a Send does nothing.
+// directly or by the sink, which takes it as an option) restarts the clock;
+// Alive outside a Send does nothing.
 func TestForwarderStalled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := newGateSink()
 		r := newRig(t, sink, nil)
-		if sink.alive == nil {
-			t.Fatal("Init did not hand the forwarder's Alive to a sink with SetAlive")
-		}
+		sink.alive = r.f.Alive
 		const limit = 10 * time.Second
 		r.start()
 		r.f.Alive() // not sending: must not arm the watchdog
@@ -756,7 +702,8 @@ func TestForwarderBugPanics(t *testing.T) {
 		})
 	}
 	t.Run("Run before Init", func(t *testing.T) {
-		f := &relay.Forwarder{Sink: newScriptSink(), Stats: relay.NewStats()}
+		mem := spool.NewMemory(0)
+		f := &relay.Forwarder{Sink: newScriptSink(), Stats: relay.NewStats(), Queue: mem}
 		if msg := runRecover(t.Context(), t, f); !strings.Contains(msg, "BUG:") || !strings.Contains(msg, "before Init") {
 			t.Fatalf("panic %q, want a BUG panic about Init", msg)
 		}
@@ -777,16 +724,16 @@ func runRecover(ctx context.Context, t *testing.T, f *relay.Forwarder) (msg stri
 	return ""
 }
 
-// faultyCursor fails Read with readErrs in turn, and Ack with ackErrs in
-// turn, then behaves like the cursor it wraps.
-type faultyCursor struct {
-	relay.Cursor
+// faultyQueue fails Read with readErrs in turn, and AckFrom with ackErrs in
+// turn, then behaves like the queue it wraps.
+type faultyQueue struct {
+	relay.Queue
 	mu       sync.Mutex
 	readErrs []error
 	ackErrs  []error
 }
 
-func (c *faultyCursor) Read(max, maxBytes int) ([]spool.Record, error) {
+func (c *faultyQueue) Read(sink string, max, maxBytes int) ([]spool.Record, error) {
 	c.mu.Lock()
 	if len(c.readErrs) > 0 {
 		err := c.readErrs[0]
@@ -795,19 +742,19 @@ func (c *faultyCursor) Read(max, maxBytes int) ([]spool.Record, error) {
 		return nil, err
 	}
 	c.mu.Unlock()
-	return c.Cursor.Read(max, maxBytes)
+	return c.Queue.Read(sink, max, maxBytes)
 }
 
-func (c *faultyCursor) Ack(seq uint64) error {
+func (c *faultyQueue) AckFrom(sink string, seq uint64) (uint64, error) {
 	c.mu.Lock()
 	if len(c.ackErrs) > 0 {
 		err := c.ackErrs[0]
 		c.ackErrs = c.ackErrs[1:]
 		c.mu.Unlock()
-		return err
+		return 0, err
 	}
 	c.mu.Unlock()
-	return c.Cursor.Ack(seq)
+	return c.Queue.AckFrom(sink, seq)
 }
 
 // A failing spool read is retried on the backoff schedule; a read that
@@ -816,10 +763,10 @@ func TestForwarderReadErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := newScriptSink()
 		bo := &scriptBackOff{ds: []time.Duration{time.Second, 2 * time.Second}}
-		var fc *faultyCursor
+		var fc *faultyQueue
 		r := newRig(t, sink, func(f *relay.Forwarder) {
-			fc = &faultyCursor{Cursor: f.Cursor, readErrs: []error{errors.New("disk"), errors.New("disk")}}
-			f.Cursor = fc
+			fc = &faultyQueue{Queue: f.Queue, readErrs: []error{errors.New("disk"), errors.New("disk")}}
+			f.Queue = fc
 			f.NewBackOff = func() backoff.BackOff { return bo }
 		})
 		t0 := time.Now()
@@ -845,7 +792,7 @@ func TestForwarderAckError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := newScriptSink()
 		r := newRig(t, sink, func(f *relay.Forwarder) {
-			f.Cursor = &faultyCursor{Cursor: f.Cursor, ackErrs: []error{errors.New("spool: closed")}}
+			f.Queue = &faultyQueue{Queue: f.Queue, ackErrs: []error{errors.New("spool: closed")}}
 		})
 		t0 := time.Now()
 		r.add(2)
@@ -860,7 +807,8 @@ func TestForwarderAckError(t *testing.T) {
 
 // Init applies the documented defaults and leaves set fields alone.
 func TestForwarderInitDefaults(t *testing.T) {
-	f := &relay.Forwarder{Sink: newScriptSink(), Stats: relay.NewStats()}
+	mem := spool.NewMemory(0)
+	f := &relay.Forwarder{Sink: newScriptSink(), Stats: relay.NewStats(), Queue: mem}
 	f.Init()
 	if f.Batch != relay.DefaultBatch || f.ProbeInterval != relay.DefaultProbeInterval || f.NewBackOff == nil || f.Logger == nil {
 		t.Fatalf("Init left batch %d, probe %s, backoff %v, logger %v", f.Batch, f.ProbeInterval, f.NewBackOff != nil, f.Logger != nil)
@@ -872,7 +820,7 @@ func TestForwarderInitDefaults(t *testing.T) {
 	f.Drain()
 	f.Wake()
 
-	g := &relay.Forwarder{Batch: 7, ProbeInterval: time.Second}
+	g := &relay.Forwarder{Batch: 7, ProbeInterval: time.Second, Queue: mem}
 	g.Init()
 	if g.Batch != 7 || g.ProbeInterval != time.Second {
 		t.Fatalf("Init overrode batch %d, probe %s", g.Batch, g.ProbeInterval)

@@ -151,7 +151,7 @@ func newRigCap(t *testing.T, maxBytes int64, sink relay.Sink, tune func(*relay.F
 	r.f = &relay.Forwarder{
 		Name:   sinkName,
 		Sink:   sink,
-		Cursor: relay.NewCursor(mem, sinkName),
+		Queue:  mem,
 		Stats:  r.stats,
 		Logger: testLogger(t),
 	}
@@ -225,9 +225,9 @@ func (r *rig) appendData(data ...[]byte) {
 	}
 }
 
-// check fails the test unless received = delivered + dropped + pending
-// (+ evicted) and the spool's acked count is exactly what Stats counted, in
-// one consistent snapshot; it returns both sides.
+// check fails the test unless, at rest, received = delivered + dropped +
+// pending (+ evicted) and the spool's acked count is exactly what Stats
+// counted; it returns both sides.
 func (r *rig) check() (relay.Snapshot, spool.SinkStat) {
 	r.t.Helper()
 	return checkIdentity(r.t, r.stats, r.mem)
@@ -235,11 +235,8 @@ func (r *rig) check() (relay.Snapshot, spool.SinkStat) {
 
 func checkIdentity(t testing.TB, stats *relay.Stats, mem *spool.Memory) (relay.Snapshot, spool.SinkStat) {
 	t.Helper()
-	var (
-		ss  spool.SinkStat
-		err error
-	)
-	snap := stats.Snapshot(func() { ss, err = mem.SinkStat(sinkName) })
+	snap := stats.Snapshot()
+	ss, err := mem.SinkStat(sinkName)
 	if err != nil {
 		t.Fatalf("SinkStat: %v", err)
 	}
@@ -249,6 +246,9 @@ func checkIdentity(t testing.TB, stats *relay.Stats, mem *spool.Memory) (relay.S
 	}
 	if ss.Acked != snap.Delivered+snap.DroppedTotal() {
 		t.Fatalf("spool acked %d != delivered %d + dropped %d", ss.Acked, snap.Delivered, snap.DroppedTotal())
+	}
+	if r := relay.Account("test", snap, ss); !r.Balanced || r.Pending != ss.Pending {
+		t.Fatalf("report %+v, spool pending %d", r, ss.Pending)
 	}
 	return snap, ss
 }

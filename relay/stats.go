@@ -4,15 +4,15 @@ import (
 	"maps"
 	"sync"
 	"time"
+
+	"github.com/livepeer/edgerelay/spool"
 )
 
-// Stats counts one sink's outcomes. It is safe for concurrent use.
-//
-// Settle acknowledges the cursor and counts the outcome under one lock, and
-// Snapshot reads the store's accounting under the same lock, so a snapshot
-// always satisfies received = delivered + dropped + pending exactly.
+// Stats counts one sink's outcomes. It is safe for concurrent use; its lock
+// is never held across I/O, so status readers (/metrics, /v1/stats, the
+// watchdog) never wait on the disk or the network.
 type Stats struct {
-	mu          sync.Mutex        // guards the fields below; taken before any store lock
+	mu          sync.Mutex        // guards the fields below
 	delivered   uint64            // records the peer accepted
 	dropped     map[string]uint64 // by reason, records the sink gave up on
 	requests    map[string]uint64 // by outcome code ("200", "429", "error", ...)
@@ -49,43 +49,19 @@ func (s Snapshot) DroppedTotal() uint64 {
 	return n
 }
 
-// Settle runs ack (which moves the sink's cursor) and, if it succeeds, counts
-// delivered and dropped records, all under the stats lock.
-func (s *Stats) Settle(delivered int, drops []Drop, ack func() error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := ack(); err != nil {
-		return err
-	}
-	s.delivered += uint64(max(delivered, 0))
-	for _, d := range drops {
-		s.dropped[d.Reason]++
-	}
-	if delivered > 0 {
-		s.lastSuccess = time.Now()
-	}
-	return nil
-}
-
-// SettleRange acknowledges the contiguous records first..last through ack,
-// which returns the cursor position before the ack, and counts their
-// outcome under the stats lock. Records at or before that position were
-// evicted by the spool while they were in flight; the spool counts them
-// (spool_full), so they are counted here neither as delivered nor as
-// dropped, and the identity received = delivered + dropped + pending stays
-// exact.
-func (s *Stats) SettleRange(first, last uint64, drops []Drop, ack func() (prev uint64, err error)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	prev, err := ack()
-	if err != nil {
-		return err
-	}
+// Settle counts the outcome of the contiguous records first..last once
+// their acknowledgement moved the cursor from prev. Records at or before
+// prev were evicted by the spool while they were in flight; the spool counts
+// them (spool_full), so they are counted here neither as delivered nor as
+// dropped, and each record is counted exactly once.
+func (s *Stats) Settle(first, last, prev uint64, drops []Drop) {
 	lo := max(first, prev+1)
 	if last < lo {
-		return nil
+		return
 	}
 	n := last - lo + 1
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var dropped uint64
 	for _, d := range drops {
 		if d.Seq >= lo && d.Seq <= last {
@@ -97,7 +73,6 @@ func (s *Stats) SettleRange(first, last uint64, drops []Drop, ack func() (prev u
 	if n > dropped {
 		s.lastSuccess = time.Now()
 	}
-	return nil
 }
 
 // AddRequest counts one request to the peer by outcome code: an HTTP status
@@ -115,8 +90,8 @@ func (s *Stats) AddRetry(reason string) {
 	s.mu.Unlock()
 }
 
-// AddDropped counts records dropped outside a Settle (for example a session
-// sink removed with records it can no longer send).
+// AddDropped counts records dropped outside a Settle (a sink retired with
+// records it can no longer send).
 func (s *Stats) AddDropped(reason string, n uint64) {
 	s.mu.Lock()
 	s.dropped[reason] += n
@@ -131,21 +106,17 @@ func (s *Stats) SetPaused(reason string) {
 }
 
 // MarkSuccess records a successful exchange with the peer that delivered no
-// records (an empty keep-alive segment, a probe).
+// records (a keep-alive, a probe).
 func (s *Stats) MarkSuccess() {
 	s.mu.Lock()
 	s.lastSuccess = time.Now()
 	s.mu.Unlock()
 }
 
-// Snapshot copies the stats. If read is not nil it runs under the same lock,
-// so what it reads from the store is consistent with the counts.
-func (s *Stats) Snapshot(read func()) Snapshot {
+// Snapshot copies the stats.
+func (s *Stats) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if read != nil {
-		read()
-	}
 	return Snapshot{
 		Delivered:   s.delivered,
 		Dropped:     maps.Clone(s.dropped),
@@ -154,4 +125,62 @@ func (s *Stats) Snapshot(read func()) Snapshot {
 		Paused:      s.paused,
 		LastSuccess: s.lastSuccess,
 	}
+}
+
+// DropSpoolFull is the drop reason of records the spool evicted over its
+// cap before the sink delivered them (stage "spool").
+const DropSpoolFull = "spool_full"
+
+// SinkReport is one sink's accounting, as /v1/stats, /metrics and
+// agent_status show it. Received = Delivered + DroppedTotal + Pending holds
+// exactly (Balanced).
+type SinkReport struct {
+	Kind         string            `json:"kind"`
+	Received     uint64            `json:"received"`
+	Delivered    uint64            `json:"delivered"`
+	Dropped      map[string]uint64 `json:"dropped"`
+	DroppedTotal uint64            `json:"dropped_total"`
+	Pending      uint64            `json:"pending"`
+	Balanced     bool              `json:"balanced"`
+	Paused       string            `json:"paused,omitempty"`
+	Requests     map[string]uint64 `json:"requests,omitempty"`
+	Retries      map[string]uint64 `json:"retries,omitempty"`
+	LastSuccess  *time.Time        `json:"last_success,omitempty"`
+}
+
+// Account builds a sink's report from its stats and its spool accounting.
+// snap must be taken before ss: then every record the stats count was
+// received by the time ss was read. Pending is what was received and is
+// neither delivered nor dropped (evictions included), so the identity holds
+// by construction even while an acknowledgement is between the spool and
+// the stats; at rest it equals the spool's own count (tests check both).
+func Account(kind string, snap Snapshot, ss spool.SinkStat) SinkReport {
+	dropped := maps.Clone(snap.Dropped)
+	if dropped == nil {
+		dropped = map[string]uint64{}
+	}
+	if ss.Evicted > 0 {
+		dropped[DropSpoolFull] += ss.Evicted
+	}
+	r := SinkReport{
+		Kind:      kind,
+		Received:  ss.Received,
+		Delivered: snap.Delivered,
+		Dropped:   dropped,
+		Paused:    snap.Paused,
+		Requests:  snap.Requests,
+		Retries:   snap.Retries,
+	}
+	for _, n := range dropped {
+		r.DroppedTotal += n
+	}
+	if settled := r.Delivered + r.DroppedTotal; settled <= r.Received {
+		r.Pending = r.Received - settled
+	}
+	r.Balanced = r.Received == r.Delivered+r.DroppedTotal+r.Pending
+	if !snap.LastSuccess.IsZero() {
+		t := snap.LastSuccess.UTC()
+		r.LastSuccess = &t
+	}
+	return r
 }

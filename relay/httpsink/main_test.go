@@ -239,7 +239,7 @@ func startRig(t testing.TB, s *Sink, o rigOptions) *rig {
 	r.fwd = &relay.Forwarder{
 		Name:          sinkName,
 		Sink:          r.spy,
-		Cursor:        relay.NewCursor(r.mem, sinkName),
+		Queue:         r.mem,
 		Stats:         r.stats,
 		Batch:         batch,
 		MaxBytes:      maxBytes,
@@ -276,17 +276,18 @@ func (r *rig) stop() {
 	r.sink.Close()
 }
 
-// account returns the stats and the spool's view of the sink, read at one
-// moment, and checks the accounting identity.
+// account returns the stats and the spool's view of the sink at rest (no
+// Send in flight), and checks the accounting identity both ways.
 func (r *rig) account() (relay.Snapshot, spool.SinkStat) {
 	r.t.Helper()
-	var st spool.SinkStat
-	snap := r.stats.Snapshot(func() {
-		var err error
-		if st, err = r.mem.SinkStat(sinkName); err != nil {
-			r.t.Error(err)
-		}
-	})
+	snap := r.stats.Snapshot()
+	st, err := r.mem.SinkStat(sinkName)
+	if err != nil {
+		r.t.Error(err)
+	}
+	if rep := relay.Account("http", snap, st); !rep.Balanced || rep.Pending != st.Pending {
+		r.t.Errorf("report %+v, spool pending %d", rep, st.Pending)
+	}
 	if st.Received != snap.Delivered+snap.DroppedTotal()+st.Pending+st.Evicted {
 		r.t.Errorf("accounting: received %d != delivered %d + dropped %d + pending %d + evicted %d",
 			st.Received, snap.Delivered, snap.DroppedTotal(), st.Pending, st.Evicted)

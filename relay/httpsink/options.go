@@ -66,6 +66,11 @@ type Options struct {
 	// "timeout", "canceled"); nil means a private relay.NewStats(). Pass the
 	// forwarder's Stats so /v1/stats shows both.
 	Stats *relay.Stats
+	// Alive is called at each request a Send starts: a Send that bisects a
+	// poison batch under the rate budget makes many requests and may run for
+	// minutes, and each proves it is not wedged (relay.Forwarder.Alive).
+	// May be nil.
+	Alive func()
 	// Logger receives drop and configuration lines; nil discards them. The
 	// sink adds no name of its own: pass a logger that carries it.
 	Logger *slog.Logger

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -61,13 +60,8 @@ type Sink struct {
 	snip          [snippetLen]byte
 	dropLog       *relay.LogThrottle
 	misconfLogged bool   // the URL was logged for this run of 404/405s
-	alive         func() // tells the forwarder's watchdog a long Send progresses
+	alive         func() // Options.Alive
 }
-
-// SetAlive is called by relay.Forwarder: a Send that bisects a poison batch
-// under the rate budget makes many requests and may run for minutes; each
-// request it starts proves it is not wedged.
-func (s *Sink) SetAlive(fn func()) { s.alive = fn }
 
 // New checks opts, reads the key file if one is set, and returns a Sink.
 // It starts no goroutine; run WatchKey to notice key file changes while the
@@ -92,12 +86,13 @@ func New(opts Options) (*Sink, error) {
 		gzip:      o.Gzip,
 		timeout:   o.Timeout,
 		pollEvery: o.KeyPollInterval,
-		client:    newClient(o.InsecureSkipVerify),
+		client:    relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.InsecureSkipVerify, HTTP2: true}),
 		stats:     o.Stats,
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
 		dropLog:   relay.NewLogThrottle(time.Minute, dropLogPerMin),
+		alive:     o.Alive,
 	}
 	if s.gzip {
 		// BestSpeed: the node's CPU belongs to the GPU workload, and JSON
@@ -108,27 +103,6 @@ func New(opts Options) (*Sink, error) {
 		log.Warn("TLS certificate checks are off for the metrics API", "url", s.logURL)
 	}
 	return s, nil
-}
-
-// newClient is our own client: keep-alive to the one peer, TLS 1.2 at
-// least, bounded dial and handshake, and no redirects (following one would
-// either drop the key or hand it to another host).
-func newClient(insecure bool) *http.Client {
-	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          4,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure},
-	}
-	return &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 }
 
 // Limits returns the relay.Forwarder Batch and MaxBytes (record bytes) that
@@ -328,7 +302,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 	serr := &StatusError{Code: code, Body: snippet}
 	switch out {
 	case Throttled:
-		return out, &relay.ThrottledError{RetryAfter: ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: serr}
+		return out, &relay.ThrottledError{RetryAfter: relay.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: serr}
 	case Unauthorized:
 		return out, &relay.PausedError{Reason: PauseUnauthorized, Err: serr}
 	case Misconfigured:

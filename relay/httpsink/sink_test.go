@@ -602,7 +602,7 @@ func TestTLS(t *testing.T) {
 		stats := relay.NewStats()
 		s := mustNew(t, Options{URL: srv.URL + "/v1/metrics", InsecureSkipVerify: insecure, Stats: stats, RatePerMinute: RateUnlimited})
 		res := s.Send(context.Background(), records(envelopes(2)))
-		snap := stats.Snapshot(nil)
+		snap := stats.Snapshot()
 		if insecure && (res.Err != nil || snap.Requests["200"] != 1) {
 			t.Errorf("insecure: %+v %v", res, snap.Requests)
 		}
@@ -613,8 +613,8 @@ func TestTLS(t *testing.T) {
 		}
 		s.Close()
 	}
-	if tr := newClient(false).Transport.(*http.Transport); tr.TLSClientConfig.MinVersion != tls.VersionTLS12 || tr.MaxIdleConnsPerHost < 1 {
-		t.Error("transport: TLS minimum or keep-alive not set")
+	if tr := s0(t).client.Transport.(*http.Transport); tr.TLSClientConfig.MinVersion != tls.VersionTLS12 || tr.MaxIdleConnsPerHost < 1 || tr.TLSClientConfig.InsecureSkipVerify {
+		t.Error("transport: TLS minimum, verification or keep-alive not set")
 	}
 }
 
@@ -684,4 +684,10 @@ func TestKeyNeverLeaks(t *testing.T) {
 	if codes := slices.Sorted(maps.Keys(snap.Requests)); !slices.Equal(codes, []string{"200", "400", "401", "404", "429", "503", "error"}) {
 		t.Errorf("request codes %v", codes)
 	}
+}
+
+// s0 is a sink with default options.
+func s0(t *testing.T) *Sink {
+	t.Helper()
+	return mustNew(t, Options{URL: "https://metrics.example/v1/metrics", APIKey: "k"})
 }

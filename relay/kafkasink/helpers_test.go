@@ -74,7 +74,7 @@ func newHarness(t testing.TB, opts Options, batch int, probe time.Duration) *har
 	fwd := &relay.Forwarder{
 		Name:          sinkName,
 		Sink:          sink,
-		Cursor:        relay.NewCursor(h.mem, sinkName),
+		Queue:         h.mem,
 		Stats:         h.stats,
 		Batch:         batch,
 		ProbeInterval: probe,
@@ -146,12 +146,12 @@ func (h *harness) waitSettled(timeout time.Duration) {
 	waitFor(h.t, timeout, "all records settled", func() bool { return h.stat().Pending == 0 })
 }
 
-// checkIdentity asserts received = delivered + dropped + pending, read
-// under the stats lock, and returns the snapshot.
+// checkIdentity asserts, at rest, received = delivered + dropped + pending
+// and returns the snapshot.
 func (h *harness) checkIdentity() (relay.Snapshot, spool.SinkStat) {
 	h.t.Helper()
-	var st spool.SinkStat
-	snap := h.stats.Snapshot(func() { st, _ = h.mem.SinkStat(sinkName) })
+	snap := h.stats.Snapshot()
+	st, _ := h.mem.SinkStat(sinkName)
 	if got := snap.Delivered + snap.DroppedTotal() + st.Pending; got != st.Received {
 		h.t.Fatalf("identity broken: received %d != delivered %d + dropped %d + pending %d",
 			st.Received, snap.Delivered, snap.DroppedTotal(), st.Pending)

@@ -94,7 +94,7 @@ func TestLeadersMovedAndBrokersRestarted(t *testing.T) {
 	c.Close() // every broker stops; the forwarder keeps retrying
 	h.add(chunk, 300)
 	waitFor(t, 10*time.Second, "a failed send while the brokers are down", func() bool {
-		r := h.stats.Snapshot(nil).Requests
+		r := h.stats.Snapshot().Requests
 		return r["timeout"]+r["error"] > 0
 	})
 	restarted, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.Ports(ports...), kfake.DataDir(dir))
@@ -283,7 +283,7 @@ func TestAuthFailurePausesUntilReload(t *testing.T) {
 		Brokers: c.ListenAddrs(), SASLMechanism: SASLPlain, SASLUser: "relay", SASLPasswordFile: pwFile,
 	}, 500, time.Hour)
 	h.add(1000, 300)
-	waitFor(t, 10*time.Second, "sink paused", func() bool { return h.stats.Snapshot(nil).Paused == "unauthorized" })
+	waitFor(t, 10*time.Second, "sink paused", func() bool { return h.stats.Snapshot().Paused == "unauthorized" })
 	snap, st := h.checkIdentity()
 	if snap.Delivered != 0 || st.Pending != 1000 || snap.Requests["auth"] == 0 {
 		t.Fatalf("while paused: delivered %d pending %d requests %v; want 0, 1000, auth counted", snap.Delivered, st.Pending, snap.Requests)
@@ -340,8 +340,8 @@ func TestTopicAuthorizationFailurePauses(t *testing.T) {
 	h := newHarness(t, Options{Brokers: c.ListenAddrs()}, 500, 50*time.Millisecond)
 	deny := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.TopicAuthorizationFailed, Count: -1})
 	h.add(1000, 300)
-	waitFor(t, 10*time.Second, "sink paused", func() bool { return h.stats.Snapshot(nil).Paused == "unauthorized" })
-	waitFor(t, 10*time.Second, "a probe while paused", func() bool { return h.stats.Snapshot(nil).Retries["paused"] >= 2 })
+	waitFor(t, 10*time.Second, "sink paused", func() bool { return h.stats.Snapshot().Paused == "unauthorized" })
+	waitFor(t, 10*time.Second, "a probe while paused", func() bool { return h.stats.Snapshot().Retries["paused"] >= 2 })
 	if st := h.stat(); st.Pending != 1000 {
 		t.Fatalf("pending %d while denied, want 1000", st.Pending)
 	}
@@ -399,7 +399,7 @@ func TestUnreachableAtStartIsTransient(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Send took %s with a 300ms timeout", d)
 	}
-	if r := stats.Snapshot(nil).Requests; r["timeout"]+r["error"] != 1 {
+	if r := stats.Snapshot().Requests; r["timeout"]+r["error"] != 1 {
 		t.Fatalf("requests %v; want one timeout or error", r)
 	}
 }

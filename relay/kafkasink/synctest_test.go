@@ -59,7 +59,7 @@ func TestProduceTimeoutVirtualTime(t *testing.T) {
 		if res := s.Send(context.Background(), recs); res.Err != nil || res.Settled != 5 {
 			t.Fatalf("retry: settled %d err %v", res.Settled, res.Err)
 		}
-		if r := stats.Snapshot(nil).Requests; r["timeout"] != 1 || r["ok"] != 1 {
+		if r := stats.Snapshot().Requests; r["timeout"] != 1 || r["ok"] != 1 {
 			t.Fatalf("requests %v; want one timeout, one ok", r)
 		}
 	})
@@ -97,7 +97,7 @@ func TestPeriodicProbeReadsFixedPasswordVirtualTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		fwd := &relay.Forwarder{Name: sinkName, Sink: s, Cursor: relay.NewCursor(mem, sinkName), Stats: stats, Resume: s.Resume()}
+		fwd := &relay.Forwarder{Name: sinkName, Sink: s, Queue: mem, Stats: stats, Resume: s.Resume()}
 		fwd.Init()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
@@ -114,7 +114,7 @@ func TestPeriodicProbeReadsFixedPasswordVirtualTime(t *testing.T) {
 		}
 		synctest.Wait()
 		pausedAt := time.Now()
-		if p := stats.Snapshot(nil).Paused; p != "unauthorized" {
+		if p := stats.Snapshot().Paused; p != "unauthorized" {
 			t.Fatalf("paused %q, want unauthorized", p)
 		}
 		if err := os.WriteFile(pwFile, []byte("s3cret"), 0o600); err != nil {
@@ -128,7 +128,7 @@ func TestPeriodicProbeReadsFixedPasswordVirtualTime(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		snap := stats.Snapshot(nil)
+		snap := stats.Snapshot()
 		if st, _ := mem.SinkStat(sinkName); st.Pending != 0 || snap.Delivered != 100 || snap.Paused != "" {
 			t.Fatalf("after the probe: pending %d delivered %d paused %q; want 0, 100, running", st.Pending, snap.Delivered, snap.Paused)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/trickle/trickletest"
 )
 
@@ -48,11 +49,10 @@ func TestEndToEnd(t *testing.T) {
 			}
 			cur := newSpool(t)
 			pub, _ := startPublisher(t, PublisherOptions{
-				URL:        srv.ChannelURL("ch-events"),
-				Framing:    tt.framing,
-				Wrap:       true,
-				NewBackOff: fastBackOff,
-			}, cur)
+				URL:     srv.ChannelURL("ch-events"),
+				Framing: tt.framing,
+				Wrap:    true,
+			}, cur, func(f *relay.Forwarder) { f.NewBackOff = fastBackOff })
 			envs := envelopes(tt.n)
 			for i := 0; i < len(envs); i += 250 {
 				cur.append(t, envs[i:min(i+250, len(envs))]...)
@@ -68,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 					t.Fatalf("envelope %d:\n got %s\nwant %s", i, got[i], want)
 				}
 			}
-			ss, ps := sub.Stats(), pub.Stats().Snapshot(nil)
+			ss, ps := sub.Stats(), pub.Stats().Snapshot()
 			if ss.Relayed != uint64(tt.n) || ss.Jumps != 0 || ss.MalformedTotal() != 0 || ss.Duplicates != 0 {
 				t.Fatalf("subscriber stats %+v", ss)
 			}

@@ -54,47 +54,47 @@ func envelopes(n int) [][]byte {
 	return out
 }
 
-// ackCursor is a cursor over a memory spool that lets a test wait for
-// acknowledgements instead of sleeping.
-type ackCursor struct {
-	relay.Cursor
-	mem *spool.Memory
+// ackQueue is a memory spool with one sink whose acknowledgements a test
+// can wait for instead of sleeping.
+type ackQueue struct {
+	*spool.Memory
 
 	mu    sync.Mutex
 	acked uint64
 	wake  chan struct{}
 }
 
-func newSpool(t testing.TB) *ackCursor {
+func newSpool(t testing.TB) *ackQueue {
 	t.Helper()
 	mem := spool.NewMemory(0)
 	if err := mem.AddSink(sinkName); err != nil {
 		t.Fatal(err)
 	}
-	return &ackCursor{Cursor: relay.NewCursor(mem, sinkName), mem: mem, wake: make(chan struct{})}
+	return &ackQueue{Memory: mem, wake: make(chan struct{})}
 }
 
-func (c *ackCursor) Ack(seq uint64) error {
-	if err := c.Cursor.Ack(seq); err != nil {
-		return err
+func (c *ackQueue) AckFrom(sink string, seq uint64) (uint64, error) {
+	prev, err := c.Memory.AckFrom(sink, seq)
+	if err != nil {
+		return prev, err
 	}
 	c.mu.Lock()
 	c.acked = max(c.acked, seq)
 	close(c.wake)
 	c.wake = make(chan struct{})
 	c.mu.Unlock()
-	return nil
+	return prev, nil
 }
 
-func (c *ackCursor) append(t testing.TB, recs ...[]byte) {
+func (c *ackQueue) append(t testing.TB, recs ...[]byte) {
 	t.Helper()
-	if err := c.mem.Append(recs); err != nil {
+	if err := c.Append(recs); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // waitAcked blocks until records up to seq are acknowledged.
-func (c *ackCursor) waitAcked(t testing.TB, ctx context.Context, seq uint64) {
+func (c *ackQueue) waitAcked(t testing.TB, ctx context.Context, seq uint64) {
 	t.Helper()
 	for {
 		c.mu.Lock()
@@ -111,9 +111,9 @@ func (c *ackCursor) waitAcked(t testing.TB, ctx context.Context, seq uint64) {
 	}
 }
 
-func (c *ackCursor) pending(t testing.TB) uint64 {
+func (c *ackQueue) pending(t testing.TB) uint64 {
 	t.Helper()
-	st, err := c.mem.SinkStat(sinkName)
+	st, err := c.SinkStat(sinkName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,13 +167,33 @@ func (r *running) wait(t testing.TB, ctx context.Context) error {
 	}
 }
 
-func startPublisher(t testing.TB, opts PublisherOptions, cur relay.Cursor) (*Publisher, *running) {
+// startPublisher runs a publisher as the agent does: behind the one
+// delivery loop, a relay.Forwarder over q that the publisher tunes; tune
+// may change the forwarder's fields after that.
+func startPublisher(t testing.TB, opts PublisherOptions, q *ackQueue, tune ...func(*relay.Forwarder)) (*Publisher, *running) {
 	t.Helper()
+	p, f := newPublisher(t, opts, q, tune...)
+	return p, start(t, f.Run)
+}
+
+func newPublisher(t testing.TB, opts PublisherOptions, q *ackQueue, tune ...func(*relay.Forwarder)) (*Publisher, *relay.Forwarder) {
+	t.Helper()
+	if opts.Stats == nil {
+		opts.Stats = relay.NewStats()
+	}
+	f := &relay.Forwarder{Name: sinkName, Queue: q, Stats: opts.Stats}
+	opts.Alive = f.Alive
 	p, err := NewPublisher(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, start(t, func(ctx context.Context) error { return p.Run(ctx, cur) })
+	f.Sink = p
+	p.Tune(f)
+	for _, fn := range tune {
+		fn(f)
+	}
+	f.Init()
+	return p, f
 }
 
 type frame struct {

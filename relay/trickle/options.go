@@ -1,11 +1,9 @@
 package trickle
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -38,13 +36,13 @@ const (
 	DefaultDedupeWindow  = 4096
 )
 
-// readBatch is how many new records the publisher reads from its cursor at
-// a time.
-const readBatch = 500
-
-// DialFunc dials a connection; it has the signature of
-// net.Dialer.DialContext.
-type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+// readBatch is how many records the forwarder hands a publisher at a time
+// in segment framing; jsonlBatch in jsonl framing, where SegmentMaxBytes is
+// the bound that counts.
+const (
+	readBatch  = 500
+	jsonlBatch = 20000
+)
 
 // PublisherOptions configures a Publisher. The zero value of every field but
 // URL is its documented default.
@@ -62,7 +60,7 @@ type PublisherOptions struct {
 	// DefaultSegmentMaxBytes.
 	SegmentMaxBytes int
 	// KeepAlive sends an empty segment after this long with nothing sent,
-	// so gateways and the server's idle sweep see a live channel; 0 means
+	// so the server's idle sweep sees a live channel; 0 means
 	// DefaultKeepAlive.
 	KeepAlive time.Duration
 	// Insecure turns TLS certificate verification off
@@ -74,21 +72,21 @@ type PublisherOptions struct {
 	// already and are sent verbatim (a session channel where the runner's
 	// frames and telemetry frames share one log).
 	Wrap bool
-	// RequestTimeout bounds each request that does not stream (GET /next,
-	// DELETE) and the wait for a POST's answer after its body ended; 0
-	// means DefaultRequestTimeout.
+	// RequestTimeout bounds each request (a segment's POST, GET /next,
+	// DELETE); 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration
-	// Stats counts requests, retries and settled records; nil means a fresh
-	// relay.Stats (see Publisher.Stats).
+	// Stats counts requests; the forwarder counts settled records and
+	// retries in the same Stats. nil means a fresh relay.Stats (see
+	// Publisher.Stats).
 	Stats *relay.Stats
+	// Alive is called after each segment a Send writes, so the watchdog
+	// sees a long Send progress (relay.Forwarder.Alive); may be nil.
+	Alive func()
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// NewBackOff builds the transient-error schedule; nil means
-	// relay.DefaultBackOff (1 s to 60 s with jitter, forever).
-	NewBackOff func() backoff.BackOff
 	// DialContext replaces the network dialer; nil means a net.Dialer
 	// with a 10 s timeout. Tests use an in-memory listener.
-	DialContext DialFunc
+	DialContext relay.DialFunc
 }
 
 // Validate reports every problem of o at once, each naming its field.
@@ -140,9 +138,6 @@ func (o PublisherOptions) withDefaults() PublisherOptions {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.NewBackOff == nil {
-		o.NewBackOff = relay.DefaultBackOff
-	}
 	return o
 }
 
@@ -167,7 +162,7 @@ type SubscriberOptions struct {
 	NewBackOff func() backoff.BackOff
 	// DialContext replaces the network dialer; nil means a net.Dialer
 	// with a 10 s timeout.
-	DialContext DialFunc
+	DialContext relay.DialFunc
 	// IdleTimeout abandons a GET that brought no byte for this long and
 	// asks again (a silently dead connection); 0 means DefaultIdleTimeout.
 	// Publishers send a keep-alive segment every 10 s.

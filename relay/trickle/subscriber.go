@@ -94,8 +94,8 @@ func NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 	o := opts.withDefaults()
 	s := &Subscriber{
 		opts:   o,
-		client: newClient(o.Insecure, o.DialContext),
-		log:    o.Logger.With("channel", RedactURL(o.URL)),
+		client: relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.Insecure, Dial: o.DialContext}),
+		log:    o.Logger.With("channel", relay.RedactURL(o.URL)),
 		st: SubscriberStats{
 			Requests:  make(map[string]uint64),
 			Frames:    make(map[string]uint64),

@@ -213,6 +213,7 @@ func TestSubscriberJumpsOn470(t *testing.T) {
 				t.Fatalf("relayed %s, want %s", got[i], want)
 			}
 		}
+		synctest.Wait() // Relayed is counted once OnEnvelope returns
 		if st := s.Stats(); st.Jumps != 1 || st.Requests["470"] != 1 || st.Relayed != 2 {
 			t.Fatalf("stats %+v", st)
 		}
@@ -380,6 +381,7 @@ func TestSubscriberSkipsDeadSeq(t *testing.T) {
 		if got := c.waitN(t, t.Context(), 1)[0]; !bytes.Equal(got, want) {
 			t.Fatalf("relayed %s, want %s", got, want)
 		}
+		synctest.Wait() // Relayed is counted once OnEnvelope returns
 		if st := s.Stats(); st.Jumps != 0 || st.Relayed != 1 {
 			t.Fatalf("stats %+v", st)
 		}

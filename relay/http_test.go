@@ -1,7 +1,8 @@
-package httpsink
+package relay_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,8 +38,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{"Sun, 99 Nov 1994 08:49:37 GMT", 0},                            // not a date
 	}
 	for _, c := range cases {
-		if got := ParseRetryAfter(c.in, now); got != c.want {
-			t.Errorf("ParseRetryAfter(%q) = %s, want %s", c.in, got, c.want)
+		if got := relay.ParseRetryAfter(c.in, now); got != c.want {
+			t.Errorf("relay.ParseRetryAfter(%q) = %s, want %s", c.in, got, c.want)
 		}
 	}
 }
@@ -48,7 +49,7 @@ func TestParseRetryAfter(t *testing.T) {
 func TestParseRetryAfterSubSecondNow(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 400e6, time.UTC)
 	v := time.Date(2026, 3, 1, 12, 0, 3, 0, time.UTC).Format(http.TimeFormat)
-	if got, want := ParseRetryAfter(v, now), 2600*time.Millisecond; got != want {
+	if got, want := relay.ParseRetryAfter(v, now), 2600*time.Millisecond; got != want {
 		t.Fatalf("got %s, want %s", got, want)
 	}
 }
@@ -59,19 +60,19 @@ func FuzzParseRetryAfter(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		d := ParseRetryAfter(v, now)
+		d := relay.ParseRetryAfter(v, now)
 		if d < 0 || d > relay.MaxRetryAfter {
-			t.Fatalf("ParseRetryAfter(%q) = %s, outside [0, %s]", v, d, relay.MaxRetryAfter)
+			t.Fatalf("relay.ParseRetryAfter(%q) = %s, outside [0, %s]", v, d, relay.MaxRetryAfter)
 		}
 		// A digits-only value (after trimming) is exactly that many seconds,
 		// up to the cap.
-		if tv := trimSpace(v); isDigits(tv) && len(tv) < 4 {
+		if tv := trimSpace(v); tv != "" && strings.Trim(tv, "0123456789") == "" && len(tv) < 4 {
 			n := 0
 			for _, c := range tv {
 				n = n*10 + int(c-'0')
 			}
 			if want := min(time.Duration(n)*time.Second, relay.MaxRetryAfter); d != want {
-				t.Fatalf("ParseRetryAfter(%q) = %s, want %s", v, d, want)
+				t.Fatalf("relay.ParseRetryAfter(%q) = %s, want %s", v, d, want)
 			}
 		}
 	})
@@ -85,4 +86,27 @@ func trimSpace(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:pw@api.example/v1/metrics?key=s3cret&x=1#frag": "https://api.example/v1/metrics",
+		"http://127.0.0.1:8935/ai/trickle/abc-events":                "http://127.0.0.1:8935/ai/trickle/abc-events",
+		"https://h/p?": "https://h/p",
+		"::not a url":  "(unparsable URL)",
+	} {
+		if got := relay.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRedactError(t *testing.T) {
+	_, err := relay.NewHTTPClient(relay.HTTPClientOptions{}).Get("http://127.0.0.1:1/v1/metrics?api_key=s3cret")
+	if err == nil {
+		t.Skip("something answered on 127.0.0.1:1")
+	}
+	if got := relay.RedactError(err).Error(); strings.Contains(got, "s3cret") || !strings.Contains(got, "127.0.0.1:1/v1/metrics") {
+		t.Fatalf("redacted error %q", got)
+	}
 }
