@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/relay/httpsink"
+	"github.com/livepeer/edgerelay/relay/kafkasink"
 )
 
 // Config is every setting of `edgerelay run`. Load fills it from the
@@ -60,16 +62,12 @@ type Config struct {
 	TrickleFraming    string
 	TrickleInsecure   bool
 	TrickleSubscribe  []string
-	KafkaBrokers      []string
+	Kafka             kafkasink.Options // Stats and Logger are set by the agent
 	StormlogDir       string
 	TelemetryLegacy   bool
 	LogLevel          string
 	LogFormat         string // "text" or "json"
 	EnvFile           string // re-read on SIGHUP for EDGERELAY_LOG_LEVEL
-
-	// Getenv is the environment Load read; sinks with their own settings
-	// (Kafka) read the rest of their variables through it.
-	Getenv func(string) string
 }
 
 // setting is one row of the configuration table: the environment variable,
@@ -81,6 +79,9 @@ type setting struct {
 	def   string // "" means unset
 	usage string
 	apply func(c *Config, v string) error
+	// field names the sink option the setting fills ("Kafka.SASLUser"), so
+	// that the sink's own validation errors name the variable.
+	field string
 }
 
 func (s setting) flagName() string {
@@ -89,47 +90,47 @@ func (s setting) flagName() string {
 
 func settings() []setting {
 	return []setting{
-		{"EDGERELAY_ENABLED", "false", "the opt-in switch: the agent does nothing unless true", boolTo(func(c *Config) *bool { return &c.Enabled })},
-		{"EDGERELAY_STATE_DIR", "", "spool directory (default $STATE_DIRECTORY, else ./.edgerelay)", func(c *Config, v string) error { c.StateDir = v; return nil }},
-		{"EDGERELAY_SPOOL", "on", "disk spool; off runs memory-only (events are lost on a crash)", boolTo(func(c *Config) *bool { return &c.Spool })},
-		{"EDGERELAY_SPOOL_MAX_BYTES", "1073741824", "spool cap in bytes; over it the oldest events are dropped (spool_full)", int64To(func(c *Config) *int64 { return &c.SpoolMaxBytes }, 1<<20)},
-		{"EDGERELAY_SPOOL_GROUP_EVENTS", "1000", "group commit: at most this many events per spool transaction", intTo(func(c *Config) *int { return &c.SpoolGroupEvents }, 1)},
-		{"EDGERELAY_SPOOL_GROUP_DELAY", "1ms", "group commit: how long the writer waits to fill a group", durTo(func(c *Config) *time.Duration { return &c.SpoolGroupDelay }, 0)},
-		{"EDGERELAY_RING_MAX_EVENTS", "50000", "ring cap in events (drop oldest)", intTo(func(c *Config) *int { return &c.RingMaxEvents }, 1)},
-		{"EDGERELAY_RING_MAX_BYTES", "67108864", "ring cap in bytes (drop oldest); also the memory-only spool's cap", int64To(func(c *Config) *int64 { return &c.RingMaxBytes }, 1<<16)},
-		{"EDGERELAY_LISTEN", "127.0.0.1:7781", "local API over TCP (host:port, or off)", func(c *Config, v string) error { c.Listen = offToEmpty(v); return nil }},
-		{"EDGERELAY_SOCKET", "", "local API over a unix socket (default $RUNTIME_DIRECTORY/ingest.sock, else <state dir>/ingest.sock; off disables)", func(c *Config, v string) error { c.Socket = v; return nil }},
-		{"EDGERELAY_INGEST_TOKEN", "", "bearer token for the local API; required on a non-loopback address", func(c *Config, v string) error { c.IngestToken = v; return nil }},
-		{"EDGERELAY_MAX_BODY_BYTES", "4194304", "local API request body limit (413 above)", int64To(func(c *Config) *int64 { return &c.MaxBodyBytes }, 1024)},
-		{"EDGERELAY_MAX_EVENT_BYTES", "1048576", "largest single event accepted", intTo(func(c *Config) *int { return &c.MaxEventBytes }, 256)},
-		{"EDGERELAY_SHUTDOWN_GRACE", "5s", "how long sinks may deliver after SIGTERM", durTo(func(c *Config) *time.Duration { return &c.ShutdownGrace }, 0)},
-		{"EDGERELAY_STATUS_INTERVAL", "30s", "agent_status cadence (the demo uses 1s)", durTo(func(c *Config) *time.Duration { return &c.StatusInterval }, 100*time.Millisecond)},
-		{"EDGERELAY_NODE_ID", "", "node identity stamped into envelopes (default: /etc/machine-id)", identTo("node_id")},
-		{"EDGERELAY_HOST", "", "host name stamped into envelopes (default: the hostname)", identTo("host")},
-		{"EDGERELAY_REGION", "", "region stamped into envelopes", identTo("region")},
-		{"EDGERELAY_ORCHESTRATOR_ADDRESS", "", "orchestrator address stamped into envelopes", identTo("orchestrator_address")},
-		{"EDGERELAY_GATEWAY", "", "the envelope's gateway field", func(c *Config, v string) error { c.Gateway = v; return nil }},
-		{"EDGERELAY_NVML", "auto", "auto | on | off | sim (simulated GPUs)", oneOf(func(c *Config) *string { return &c.NVML }, "auto", "on", "off", "sim")},
-		{"EDGERELAY_NVML_LIBRARY", "", "path of libnvidia-ml.so.1 when it is not where the dynamic loader finds it", func(c *Config, v string) error { c.NVMLLibrary = v; return nil }},
-		{"EDGERELAY_SAMPLE_INTERVAL", "1s", "GPU and host sampling interval (minimum 100ms)", durTo(func(c *Config) *time.Duration { return &c.SampleInterval }, 100*time.Millisecond)},
-		{"EDGERELAY_PROCESS_INTERVAL", "5s", "per-process GPU memory interval (minimum 100ms)", durTo(func(c *Config) *time.Duration { return &c.ProcessInterval }, 100*time.Millisecond)},
-		{"EDGERELAY_HOSTNET", "on", "host_network_sample from /proc/net/dev", boolTo(func(c *Config) *bool { return &c.HostNet })},
-		{"EDGERELAY_STDOUT", "auto", "JSON lines on stdout: on, off, or auto (on when no other sink is set)", func(c *Config, v string) error { return nil }},
-		{"EDGERELAY_HTTP_URL", "", "HTTP metrics API URL (fallback DAYDREAM_METRICS_URL)", urlTo(func(c *Config) *string { return &c.HTTPURL })},
-		{"EDGERELAY_HTTP_API_KEY", "", "HTTP metrics API key (fallback SCOPE_CLOUD_API_KEY)", func(c *Config, v string) error { c.HTTPAPIKey = v; return nil }},
-		{"EDGERELAY_HTTP_API_KEY_FILE", "", "file holding the API key; re-read when it changes and on SIGHUP", func(c *Config, v string) error { c.HTTPAPIKeyFile = v; return nil }},
-		{"EDGERELAY_HTTP_RATE", "30", "requests per minute (0 = unlimited)", intTo(func(c *Config) *int { return &c.HTTPRate }, 0)},
-		{"EDGERELAY_HTTP_BATCH", "500", "events per request (1..500 for the metrics API)", intTo(func(c *Config) *int { return &c.HTTPBatch }, 1)},
-		{"EDGERELAY_HTTP_MAX_BODY", "1000000", "request body limit in bytes", intTo(func(c *Config) *int { return &c.HTTPMaxBody }, 1024)},
-		{"EDGERELAY_HTTP_GZIP", "off", "gzip request bodies", boolTo(func(c *Config) *bool { return &c.HTTPGzip })},
-		{"EDGERELAY_HTTP_LINGER", "2s", "how long a partial batch waits to fill", durTo(func(c *Config) *time.Duration { return &c.HTTPLinger }, 0)},
-		{"EDGERELAY_HTTP_PROBE_INTERVAL", "5m", "how often a paused HTTP sink probes", durTo(func(c *Config) *time.Duration { return &c.HTTPProbeInterval }, time.Second)},
-		{"EDGERELAY_HTTP_TIMEOUT", "30s", "timeout of one request to the metrics API", durTo(func(c *Config) *time.Duration { return &c.HTTPTimeout }, 100*time.Millisecond)},
-		{"EDGERELAY_HTTP_INSECURE", "false", "skip TLS verification for the HTTP sink (explicit opt-in)", boolTo(func(c *Config) *bool { return &c.HTTPInsecure })},
-		{"EDGERELAY_TRICKLE_URL", "", "static trickle events channel to publish to", urlTo(func(c *Config) *string { return &c.TrickleURL })},
-		{"EDGERELAY_TRICKLE_FRAMING", "jsonl", "jsonl (line readers) or segment (go-livepeer gateway)", oneOf(func(c *Config) *string { return &c.TrickleFraming }, "jsonl", "segment")},
-		{"EDGERELAY_TRICKLE_INSECURE", "false", "skip TLS verification for trickle (self-signed orchestrators; explicit opt-in)", boolTo(func(c *Config) *bool { return &c.TrickleInsecure })},
-		{"EDGERELAY_TRICKLE_SUBSCRIBE", "", "comma-separated events channel URLs to read telemetry from and relay", func(c *Config, v string) error {
+		{env: "EDGERELAY_ENABLED", def: "false", usage: "the opt-in switch: the agent does nothing unless true", apply: boolTo(func(c *Config) *bool { return &c.Enabled })},
+		{env: "EDGERELAY_STATE_DIR", def: "", usage: "spool directory (default $STATE_DIRECTORY, else ./.edgerelay)", apply: func(c *Config, v string) error { c.StateDir = v; return nil }},
+		{env: "EDGERELAY_SPOOL", def: "on", usage: "disk spool; off runs memory-only (events are lost on a crash)", apply: boolTo(func(c *Config) *bool { return &c.Spool })},
+		{env: "EDGERELAY_SPOOL_MAX_BYTES", def: "1073741824", usage: "spool cap in bytes; over it the oldest events are dropped (spool_full)", apply: int64To(func(c *Config) *int64 { return &c.SpoolMaxBytes }, 1<<20)},
+		{env: "EDGERELAY_SPOOL_GROUP_EVENTS", def: "1000", usage: "group commit: at most this many events per spool transaction", apply: intTo(func(c *Config) *int { return &c.SpoolGroupEvents }, 1)},
+		{env: "EDGERELAY_SPOOL_GROUP_DELAY", def: "1ms", usage: "group commit: how long the writer waits to fill a group", apply: durTo(func(c *Config) *time.Duration { return &c.SpoolGroupDelay }, 0)},
+		{env: "EDGERELAY_RING_MAX_EVENTS", def: "50000", usage: "ring cap in events (drop oldest)", apply: intTo(func(c *Config) *int { return &c.RingMaxEvents }, 1)},
+		{env: "EDGERELAY_RING_MAX_BYTES", def: "67108864", usage: "ring cap in bytes (drop oldest); also the memory-only spool's cap", apply: int64To(func(c *Config) *int64 { return &c.RingMaxBytes }, 1<<16)},
+		{env: "EDGERELAY_LISTEN", def: "127.0.0.1:7781", usage: "local API over TCP (host:port, or off)", apply: func(c *Config, v string) error { c.Listen = offToEmpty(v); return nil }},
+		{env: "EDGERELAY_SOCKET", def: "", usage: "local API over a unix socket (default $RUNTIME_DIRECTORY/ingest.sock, else <state dir>/ingest.sock; off disables)", apply: func(c *Config, v string) error { c.Socket = v; return nil }},
+		{env: "EDGERELAY_INGEST_TOKEN", def: "", usage: "bearer token for the local API; required on a non-loopback address", apply: func(c *Config, v string) error { c.IngestToken = v; return nil }},
+		{env: "EDGERELAY_MAX_BODY_BYTES", def: "4194304", usage: "local API request body limit (413 above)", apply: int64To(func(c *Config) *int64 { return &c.MaxBodyBytes }, 1024)},
+		{env: "EDGERELAY_MAX_EVENT_BYTES", def: "1048576", usage: "largest single event accepted", apply: intTo(func(c *Config) *int { return &c.MaxEventBytes }, 256)},
+		{env: "EDGERELAY_SHUTDOWN_GRACE", def: "5s", usage: "how long sinks may deliver after SIGTERM", apply: durTo(func(c *Config) *time.Duration { return &c.ShutdownGrace }, 0)},
+		{env: "EDGERELAY_STATUS_INTERVAL", def: "30s", usage: "agent_status cadence (the demo uses 1s)", apply: durTo(func(c *Config) *time.Duration { return &c.StatusInterval }, 100*time.Millisecond)},
+		{env: "EDGERELAY_NODE_ID", def: "", usage: "node identity stamped into envelopes (default: /etc/machine-id)", apply: identTo("node_id")},
+		{env: "EDGERELAY_HOST", def: "", usage: "host name stamped into envelopes (default: the hostname)", apply: identTo("host")},
+		{env: "EDGERELAY_REGION", def: "", usage: "region stamped into envelopes", apply: identTo("region")},
+		{env: "EDGERELAY_ORCHESTRATOR_ADDRESS", def: "", usage: "orchestrator address stamped into envelopes", apply: identTo("orchestrator_address")},
+		{env: "EDGERELAY_GATEWAY", def: "", usage: "the envelope's gateway field", apply: func(c *Config, v string) error { c.Gateway = v; return nil }},
+		{env: "EDGERELAY_NVML", def: "auto", usage: "auto | on | off | sim (simulated GPUs)", apply: oneOf(func(c *Config) *string { return &c.NVML }, "auto", "on", "off", "sim")},
+		{env: "EDGERELAY_NVML_LIBRARY", def: "", usage: "path of libnvidia-ml.so.1 when it is not where the dynamic loader finds it", apply: func(c *Config, v string) error { c.NVMLLibrary = v; return nil }},
+		{env: "EDGERELAY_SAMPLE_INTERVAL", def: "1s", usage: "GPU and host sampling interval (minimum 100ms)", apply: durTo(func(c *Config) *time.Duration { return &c.SampleInterval }, 100*time.Millisecond)},
+		{env: "EDGERELAY_PROCESS_INTERVAL", def: "5s", usage: "per-process GPU memory interval (minimum 100ms)", apply: durTo(func(c *Config) *time.Duration { return &c.ProcessInterval }, 100*time.Millisecond)},
+		{env: "EDGERELAY_HOSTNET", def: "on", usage: "host_network_sample from /proc/net/dev", apply: boolTo(func(c *Config) *bool { return &c.HostNet })},
+		{env: "EDGERELAY_STDOUT", def: "auto", usage: "JSON lines on stdout: on, off, or auto (on when no other sink is set)", apply: func(c *Config, v string) error { return nil }},
+		{env: "EDGERELAY_HTTP_URL", def: "", usage: "HTTP metrics API URL (fallback DAYDREAM_METRICS_URL)", apply: urlTo(func(c *Config) *string { return &c.HTTPURL })},
+		{env: "EDGERELAY_HTTP_API_KEY", def: "", usage: "HTTP metrics API key (fallback SCOPE_CLOUD_API_KEY)", apply: func(c *Config, v string) error { c.HTTPAPIKey = v; return nil }},
+		{env: "EDGERELAY_HTTP_API_KEY_FILE", def: "", usage: "file holding the API key; re-read when it changes and on SIGHUP", apply: func(c *Config, v string) error { c.HTTPAPIKeyFile = v; return nil }},
+		{env: "EDGERELAY_HTTP_RATE", def: strconv.Itoa(httpsink.DefaultRatePerMinute), usage: "requests per minute (0 = unlimited)", apply: intTo(func(c *Config) *int { return &c.HTTPRate }, 0)},
+		{env: "EDGERELAY_HTTP_BATCH", def: strconv.Itoa(httpsink.DefaultMaxEvents), usage: "events per request (1..500 for the metrics API)", apply: intTo(func(c *Config) *int { return &c.HTTPBatch }, 1)},
+		{env: "EDGERELAY_HTTP_MAX_BODY", def: strconv.Itoa(httpsink.DefaultMaxBody), usage: "request body limit in bytes", apply: intTo(func(c *Config) *int { return &c.HTTPMaxBody }, 1024)},
+		{env: "EDGERELAY_HTTP_GZIP", def: "off", usage: "gzip request bodies", apply: boolTo(func(c *Config) *bool { return &c.HTTPGzip })},
+		{env: "EDGERELAY_HTTP_LINGER", def: "2s", usage: "how long a partial batch waits to fill", apply: durTo(func(c *Config) *time.Duration { return &c.HTTPLinger }, 0)},
+		{env: "EDGERELAY_HTTP_PROBE_INTERVAL", def: "5m", usage: "how often a paused HTTP sink probes", apply: durTo(func(c *Config) *time.Duration { return &c.HTTPProbeInterval }, time.Second)},
+		{env: "EDGERELAY_HTTP_TIMEOUT", def: "30s", usage: "timeout of one request to the metrics API", apply: durTo(func(c *Config) *time.Duration { return &c.HTTPTimeout }, 100*time.Millisecond)},
+		{env: "EDGERELAY_HTTP_INSECURE", def: "false", usage: "skip TLS verification for the HTTP sink (explicit opt-in)", apply: boolTo(func(c *Config) *bool { return &c.HTTPInsecure })},
+		{env: "EDGERELAY_TRICKLE_URL", def: "", usage: "static trickle events channel to publish to", apply: urlTo(func(c *Config) *string { return &c.TrickleURL })},
+		{env: "EDGERELAY_TRICKLE_FRAMING", def: "jsonl", usage: "jsonl (line readers) or segment (go-livepeer gateway)", apply: oneOf(func(c *Config) *string { return &c.TrickleFraming }, "jsonl", "segment")},
+		{env: "EDGERELAY_TRICKLE_INSECURE", def: "false", usage: "skip TLS verification for trickle (self-signed orchestrators; explicit opt-in)", apply: boolTo(func(c *Config) *bool { return &c.TrickleInsecure })},
+		{env: "EDGERELAY_TRICKLE_SUBSCRIBE", def: "", usage: "comma-separated events channel URLs to read telemetry from and relay", apply: func(c *Config, v string) error {
 			c.TrickleSubscribe = splitList(v)
 			for _, u := range c.TrickleSubscribe {
 				if err := checkURL(u); err != nil {
@@ -138,12 +139,31 @@ func settings() []setting {
 			}
 			return nil
 		}},
-		{"EDGERELAY_KAFKA_BROKERS", "", "comma-separated Kafka brokers (the other EDGERELAY_KAFKA_* settings: docs/OPERATIONS.md)", func(c *Config, v string) error { c.KafkaBrokers = splitList(v); return nil }},
-		{"EDGERELAY_STORMLOG_DIR", "", "stormlog sink directory to tail", func(c *Config, v string) error { c.StormlogDir = v; return nil }},
-		{"EDGERELAY_TELEMETRY_LEGACY", "on", "accept legacy (pre-v2) stormlog records on /v1/telemetry and convert them", boolTo(func(c *Config) *bool { return &c.TelemetryLegacy })},
-		{"EDGERELAY_LOG_LEVEL", "info", "debug | info | warn | error", oneOf(func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error")},
-		{"EDGERELAY_ENV_FILE", "", "environment file re-read on SIGHUP for EDGERELAY_LOG_LEVEL (the unit sets it)", func(c *Config, v string) error { c.EnvFile = v; return nil }},
-		{"EDGERELAY_LOG_FORMAT", "", "text | json (default: text on a terminal, json otherwise)", oneOf(func(c *Config) *string { return &c.LogFormat }, "", "text", "json")},
+		{env: "EDGERELAY_KAFKA_BROKERS", usage: "comma-separated Kafka brokers (host:port); switches the Kafka sink on", field: "Kafka.Brokers",
+			apply: func(c *Config, v string) error { c.Kafka.Brokers = splitList(v); return nil }},
+		{env: "EDGERELAY_KAFKA_TOPIC", def: kafkasink.DefaultTopic, usage: "Kafka topic", field: "Kafka.Topic",
+			apply: func(c *Config, v string) error { c.Kafka.Topic = v; return nil }},
+		{env: "EDGERELAY_KAFKA_SASL_MECHANISM", usage: "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (empty: no SASL)", field: "Kafka.SASLMechanism",
+			apply: func(c *Config, v string) error { c.Kafka.SASLMechanism = strings.ToUpper(v); return nil }},
+		{env: "EDGERELAY_KAFKA_USERNAME", usage: "Kafka SASL user", field: "Kafka.SASLUser",
+			apply: func(c *Config, v string) error { c.Kafka.SASLUser = v; return nil }},
+		{env: "EDGERELAY_KAFKA_PASSWORD", usage: "Kafka SASL password (prefer the file)", field: "Kafka.SASLPassword",
+			apply: func(c *Config, v string) error { c.Kafka.SASLPassword = v; return nil }},
+		{env: "EDGERELAY_KAFKA_PASSWORD_FILE", usage: "file holding the Kafka SASL password; re-read on SIGHUP", field: "Kafka.SASLPasswordFile",
+			apply: func(c *Config, v string) error { c.Kafka.SASLPasswordFile = v; return nil }},
+		{env: "EDGERELAY_KAFKA_TLS", def: "false", usage: "dial the Kafka brokers with TLS", field: "Kafka.TLS",
+			apply: boolTo(func(c *Config) *bool { return &c.Kafka.TLS })},
+		{env: "EDGERELAY_KAFKA_TLS_CA_FILE", usage: "PEM roots to trust for the brokers instead of the system pool", field: "Kafka.TLSCAFile",
+			apply: func(c *Config, v string) error { c.Kafka.TLSCAFile = v; return nil }},
+		{env: "EDGERELAY_KAFKA_TLS_INSECURE", def: "false", usage: "skip TLS verification of the brokers (explicit opt-in)", field: "Kafka.TLSInsecureSkipVerify",
+			apply: boolTo(func(c *Config) *bool { return &c.Kafka.TLSInsecureSkipVerify })},
+		{env: "EDGERELAY_KAFKA_AUTO_CREATE", def: "false", usage: "create the Kafka topic at start when it is missing", field: "Kafka.AutoCreateTopic",
+			apply: boolTo(func(c *Config) *bool { return &c.Kafka.AutoCreateTopic })},
+		{env: "EDGERELAY_STORMLOG_DIR", def: "", usage: "stormlog sink directory to tail", apply: func(c *Config, v string) error { c.StormlogDir = v; return nil }},
+		{env: "EDGERELAY_TELEMETRY_LEGACY", def: "on", usage: "accept legacy (pre-v2) stormlog records on /v1/telemetry and convert them", apply: boolTo(func(c *Config) *bool { return &c.TelemetryLegacy })},
+		{env: "EDGERELAY_LOG_LEVEL", def: "info", usage: "debug | info | warn | error", apply: oneOf(func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error")},
+		{env: "EDGERELAY_ENV_FILE", def: "", usage: "environment file re-read on SIGHUP for EDGERELAY_LOG_LEVEL (the unit sets it)", apply: func(c *Config, v string) error { c.EnvFile = v; return nil }},
+		{env: "EDGERELAY_LOG_FORMAT", def: "", usage: "text | json (default: text on a terminal, json otherwise)", apply: oneOf(func(c *Config) *string { return &c.LogFormat }, "", "text", "json")},
 	}
 }
 
@@ -176,7 +196,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	setFlags := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
 
-	c := Config{Identity: envelope.Identity{}, Demo: *demo, Getenv: getenv}
+	c := Config{Identity: envelope.Identity{}, Demo: *demo}
 	raw := map[string]string{}
 	var errs []error
 	for _, s := range table {
@@ -247,7 +267,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	if len(c.Socket) > 100 {
 		errs = append(errs, fmt.Errorf("EDGERELAY_SOCKET: path %q is longer than a unix socket path may be (100 bytes)", c.Socket))
 	}
-	otherSink := c.HTTPURL != "" || c.TrickleURL != "" || len(c.KafkaBrokers) > 0
+	otherSink := c.HTTPURL != "" || c.TrickleURL != "" || c.Kafka.Enabled()
 	switch v := strings.ToLower(raw["EDGERELAY_STDOUT"]); v {
 	case "auto", "":
 		c.Stdout = !otherSink
@@ -282,8 +302,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	if c.ProcessInterval < c.SampleInterval {
 		errs = append(errs, fmt.Errorf("EDGERELAY_PROCESS_INTERVAL: %s is shorter than EDGERELAY_SAMPLE_INTERVAL (%s)", c.ProcessInterval, c.SampleInterval))
 	}
-	if _, err := kafkaOptions(c); err != nil {
-		errs = append(errs, err)
+	if c.Kafka.Enabled() {
+		errs = append(errs, sinkOptionErrors("Kafka.", c.Kafka.Validate())...)
 	}
 	if c.HTTPURL != "" {
 		if c.HTTPAPIKey != "" && c.HTTPAPIKeyFile != "" {
@@ -300,6 +320,32 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_BATCH: %d is above the metrics API's limit of 500 events per request", c.HTTPBatch))
 	}
 	return c, errors.Join(errs...)
+}
+
+// sinkOptionErrors names the variable behind each field a sink's Validate
+// refused (prefix is the Config field holding the sink's options).
+func sinkOptionErrors(prefix string, err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if err == nil {
+			return nil
+		}
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		var fe *kafkasink.FieldError
+		if errors.As(e, &fe) {
+			for _, s := range settings() {
+				if s.field == prefix+fe.Field {
+					e = fmt.Errorf("%s: %s", s.env, fe.Problem)
+					break
+				}
+			}
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // FlagError is a command-line usage error; the flag package has already

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/livepeer/edgerelay/relay"
@@ -112,27 +111,12 @@ func (a *Agent) detachAllSessions() {
 	}
 }
 
-// kafkaOptions reads the EDGERELAY_KAFKA_* settings; the brokers may come
-// from a flag, so they are taken from the loaded configuration.
-func kafkaOptions(c Config) (kafkasink.Options, error) {
-	getenv := func(k string) string {
-		if k == kafkasink.EnvBrokers {
-			return strings.Join(c.KafkaBrokers, ",")
-		}
-		if c.Getenv == nil {
-			return ""
-		}
-		return c.Getenv(k)
-	}
-	return kafkasink.OptionsFromEnv(getenv)
-}
-
 func (a *Agent) startKafka() error {
-	ko, err := kafkaOptions(a.cfg)
-	if err != nil || !ko.Enabled() {
-		return err
+	ko := a.cfg.Kafka
+	if !ko.Enabled() {
+		return nil
 	}
-	a.warnLoosePermissions(kafkasink.EnvPasswordFile, ko.SASLPasswordFile)
+	a.warnLoosePermissions("EDGERELAY_KAFKA_PASSWORD_FILE", ko.SASLPasswordFile)
 	h, err := a.newSinkHandle(a.store, "kafka", "kafka")
 	if err != nil {
 		return err
@@ -158,10 +142,6 @@ func (a *Agent) startKafka() error {
 
 // httpOptions maps the configuration to the HTTP sink's options.
 func httpOptions(c Config) httpsink.Options {
-	rate := c.HTTPRate
-	if rate == 0 {
-		rate = httpsink.RateUnlimited // EDGERELAY_HTTP_RATE=0 means unlimited; the option's 0 means default
-	}
 	return httpsink.Options{
 		URL:                c.HTTPURL,
 		APIKey:             c.HTTPAPIKey,
@@ -169,7 +149,7 @@ func httpOptions(c Config) httpsink.Options {
 		Host:               c.Identity["host"],
 		MaxEvents:          c.HTTPBatch,
 		MaxBody:            c.HTTPMaxBody,
-		RatePerMinute:      rate,
+		RatePerMinute:      c.HTTPRate,
 		Gzip:               c.HTTPGzip,
 		InsecureSkipVerify: c.HTTPInsecure,
 		Timeout:            c.HTTPTimeout,

@@ -45,7 +45,7 @@ func discardServer(b *testing.B) *httptest.Server {
 
 func benchSend(b *testing.B, gz bool) {
 	srv := discardServer(b)
-	s := mustNew(b, Options{URL: srv.URL, RatePerMinute: RateUnlimited, Gzip: gz})
+	s := mustNew(b, Options{URL: srv.URL, Gzip: gz})
 	defer s.Close()
 	recs := records(benchBatch())
 	bytesPer := 0
@@ -165,7 +165,7 @@ func BenchmarkRatio(b *testing.B) {
 			name = "send-gzip-vs-post"
 		}
 		b.Run(name, func(b *testing.B) {
-			s := mustNew(b, Options{URL: srv.URL, RatePerMinute: RateUnlimited, Gzip: gz})
+			s := mustNew(b, Options{URL: srv.URL, Gzip: gz})
 			defer s.Close()
 			ratio(b, func() {
 				if res := s.Send(context.Background(), recs); res.Err != nil {

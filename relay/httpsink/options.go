@@ -16,13 +16,9 @@ const (
 	DefaultApp             = "edgerelay"
 	DefaultMaxEvents       = 500       // EDGERELAY_HTTP_BATCH; also the API's limit
 	DefaultMaxBody         = 1_000_000 // EDGERELAY_HTTP_MAX_BODY; 1 MiB treated as 10^6
-	DefaultRatePerMinute   = 30        // EDGERELAY_HTTP_RATE; the API's limit per key
+	DefaultRatePerMinute   = 30        // EDGERELAY_HTTP_RATE's default: the API's limit per key
 	DefaultTimeout         = 30 * time.Second
 	DefaultKeyPollInterval = time.Second
-
-	// RateUnlimited as RatePerMinute switches the rate budget off
-	// (EDGERELAY_HTTP_RATE=0; zero in Options means the default, 30).
-	RateUnlimited = -1
 
 	apiMaxEvents = 500
 	apiMaxBody   = 1 << 20
@@ -51,8 +47,9 @@ type Options struct {
 	// MaxBody caps the uncompressed request body in bytes, wrapper included;
 	// 0 means 1,000,000. At most 1 MiB (the API's limit), at least 1024.
 	MaxBody int
-	// RatePerMinute is the request budget, retries and probes included;
-	// 0 means 30, RateUnlimited (any negative value) means no budget.
+	// RatePerMinute is the request budget, retries and probes included.
+	// 0 means no budget, as EDGERELAY_HTTP_RATE=0 does; the metrics API
+	// allows DefaultRatePerMinute per key, the agent's default.
 	RatePerMinute int
 	// Gzip compresses request bodies (Content-Encoding: gzip).
 	Gzip bool
@@ -89,11 +86,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBody == 0 {
 		o.MaxBody = DefaultMaxBody
-	}
-	if o.RatePerMinute == 0 {
-		o.RatePerMinute = DefaultRatePerMinute
-	} else if o.RatePerMinute < 0 {
-		o.RatePerMinute = RateUnlimited
 	}
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
@@ -144,6 +136,9 @@ func (o Options) Validate() error {
 	}
 	if d.MaxEvents >= 1 && d.MaxBody >= minMaxBody && bodySize(len(bodyPrefix(d.App, d.Host)), d.MaxEvents, d.MaxEvents) > d.MaxBody {
 		errs = append(errs, fmt.Errorf("MaxBody: %d leaves no room for %d events after the App and Host wrapper", d.MaxBody, d.MaxEvents))
+	}
+	if d.RatePerMinute < 0 {
+		errs = append(errs, fmt.Errorf("RatePerMinute: %d is negative (0 means no budget)", d.RatePerMinute))
 	}
 	if d.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("Timeout: %s is negative", d.Timeout))

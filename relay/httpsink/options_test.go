@@ -12,12 +12,12 @@ func TestOptionsDefaults(t *testing.T) {
 	d := Options{URL: "http://x/v1/metrics", APIKey: "k"}.withDefaults()
 	host, _ := os.Hostname()
 	if d.App != DefaultApp || d.Host != host || d.MaxEvents != 500 || d.MaxBody != 1_000_000 ||
-		d.RatePerMinute != 30 || d.Timeout != 30*time.Second || d.KeyPollInterval != time.Second ||
+		d.RatePerMinute != 0 || d.Timeout != 30*time.Second || d.KeyPollInterval != time.Second ||
 		d.Stats == nil || d.Logger == nil || d.Gzip || d.InsecureSkipVerify {
 		t.Fatalf("defaults: %+v", d)
 	}
-	if r := (Options{RatePerMinute: -7}).withDefaults().RatePerMinute; r != RateUnlimited {
-		t.Errorf("negative rate became %d, want RateUnlimited", r)
+	if err := (Options{URL: "https://x/v1/metrics", APIKey: "k", RatePerMinute: -7}).Validate(); err == nil || !strings.Contains(err.Error(), "RatePerMinute") {
+		t.Errorf("negative rate: %v", err)
 	}
 	if err := (Options{URL: "https://x/v1/metrics", APIKey: "k"}).Validate(); err != nil {
 		t.Errorf("minimal options: %v", err)

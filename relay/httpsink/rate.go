@@ -11,12 +11,12 @@ import (
 //
 // It is used by the Send goroutine only and is not safe for concurrent use.
 type bucket struct {
-	interval time.Duration // 0: no budget
+	interval time.Duration // 0: no budget (RatePerMinute 0)
 	next     time.Time     // when the next token is available
 }
 
 func newBucket(perMinute int) bucket {
-	if perMinute <= 0 {
+	if perMinute == 0 {
 		return bucket{}
 	}
 	return bucket{interval: time.Minute / time.Duration(perMinute)}

@@ -129,7 +129,7 @@ func TestStatusTable(t *testing.T) {
 			if r.stall > 0 {
 				timeout = 300 * time.Millisecond
 			}
-			s := mustNew(t, Options{URL: srv.URL + "/v1/metrics", RatePerMinute: RateUnlimited, Timeout: timeout, Logger: log})
+			s := mustNew(t, Options{URL: srv.URL + "/v1/metrics", Timeout: timeout, Logger: log})
 			evs := envelopes(n)
 			if r.poison {
 				evs[poisonAt] = testEnvelope(poisonAt, true, 0)
@@ -214,9 +214,6 @@ func sendOnce(t *testing.T, o Options, answer func(int, *seen, http.ResponseWrit
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	o.URL = srv.URL + "/v1/metrics"
-	if o.RatePerMinute == 0 {
-		o.RatePerMinute = RateUnlimited
-	}
 	s := mustNew(t, o)
 	t.Cleanup(func() { s.Close() })
 	return s.Send(context.Background(), records(data)), p, s
@@ -538,7 +535,7 @@ func TestBufferReuse(t *testing.T) {
 			p.ServeHTTP(w, r)
 		}))
 		var logs syncBuffer
-		s := mustNew(t, Options{URL: srv.URL, RatePerMinute: RateUnlimited, Gzip: gz, Logger: newLogger(&logs)})
+		s := mustNew(t, Options{URL: srv.URL, Gzip: gz, Logger: newLogger(&logs)})
 		const n = 36
 		all := make([][]byte, n)
 		for i := range all {
@@ -600,7 +597,7 @@ func TestTLS(t *testing.T) {
 	defer srv.Close()
 	for _, insecure := range []bool{false, true} {
 		stats := relay.NewStats()
-		s := mustNew(t, Options{URL: srv.URL + "/v1/metrics", InsecureSkipVerify: insecure, Stats: stats, RatePerMinute: RateUnlimited})
+		s := mustNew(t, Options{URL: srv.URL + "/v1/metrics", InsecureSkipVerify: insecure, Stats: stats})
 		res := s.Send(context.Background(), records(envelopes(2)))
 		snap := stats.Snapshot()
 		if insecure && (res.Err != nil || snap.Requests["200"] != 1) {
@@ -657,7 +654,7 @@ func TestKeyNeverLeaks(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	s := mustNew(t, Options{URL: srv.URL, RatePerMinute: RateUnlimited, Logger: log})
+	s := mustNew(t, Options{URL: srv.URL, Logger: log})
 	rg := startRig(t, s, rigOptions{probe: 10 * time.Millisecond, backoff: time.Millisecond, logger: log, preloaded: envelopes(12, 3, 9)})
 	eventually(t, 10*time.Second, "all settled", rg.settled)
 	rg.stop()

@@ -57,7 +57,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 					}
 					return reply(w, 200)
 				})
-				s := mustNew(t, Options{RatePerMinute: RateUnlimited})
+				s := mustNew(t, Options{})
 				stop := servePipe(t, s, p)
 				// A backoff far below Retry-After, so the wait is the header's.
 				rg := startRig(t, s, rigOptions{backoff: 100 * time.Millisecond})
@@ -96,7 +96,7 @@ func TestRateBudget(t *testing.T) {
 		// under -race would dominate the test's run time.
 		var mu sync.Mutex
 		var reqs []*seen
-		s := mustNew(t, Options{}) // 30 requests a minute
+		s := mustNew(t, Options{RatePerMinute: DefaultRatePerMinute}) // 30 requests a minute
 		stop := servePipe(t, s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -183,7 +183,7 @@ func TestUnauthorizedKeyFile(t *testing.T) {
 					return reply(w, 200)
 				})
 				var logs syncBuffer
-				s := mustNew(t, Options{APIKeyFile: path, Logger: newLogger(&logs)}) // default rate
+				s := mustNew(t, Options{APIKeyFile: path, RatePerMinute: DefaultRatePerMinute, Logger: newLogger(&logs)}) // the API's rate
 				stop := servePipe(t, s, p)
 				rg := startRig(t, s, rigOptions{
 					linger:    2 * time.Second,

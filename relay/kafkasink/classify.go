@@ -106,5 +106,5 @@ func requestCode(o outcome, err error) string {
 
 // topicMissing builds the start-up error that names the topic.
 func topicMissing(topic string, brokers []string) error {
-	return fmt.Errorf("%w: %q on brokers %v (create it, or set %s=true)", ErrTopicMissing, topic, brokers, EnvAutoCreate)
+	return fmt.Errorf("%w: %q on brokers %v (create it, or switch topic auto-creation on)", ErrTopicMissing, topic, brokers)
 }

@@ -30,31 +30,13 @@ const (
 	SASLScramSHA512 = "SCRAM-SHA-512"
 )
 
-// Environment variables read by OptionsFromEnv.
-const (
-	EnvBrokers       = "EDGERELAY_KAFKA_BROKERS"
-	EnvTopic         = "EDGERELAY_KAFKA_TOPIC"
-	EnvSASLMechanism = "EDGERELAY_KAFKA_SASL_MECHANISM"
-	EnvUsername      = "EDGERELAY_KAFKA_USERNAME"
-	EnvPassword      = "EDGERELAY_KAFKA_PASSWORD"
-	EnvPasswordFile  = "EDGERELAY_KAFKA_PASSWORD_FILE"
-	EnvTLS           = "EDGERELAY_KAFKA_TLS"
-	EnvTLSCAFile     = "EDGERELAY_KAFKA_TLS_CA_FILE"
-	EnvTLSInsecure   = "EDGERELAY_KAFKA_TLS_INSECURE"
-	EnvAutoCreate    = "EDGERELAY_KAFKA_AUTO_CREATE"
-)
-
-var envNames = []string{
-	EnvBrokers, EnvTopic, EnvSASLMechanism, EnvUsername, EnvPassword,
-	EnvPasswordFile, EnvTLS, EnvTLSCAFile, EnvTLSInsecure, EnvAutoCreate,
-}
-
 // Options configures a Sink. The zero value of every field but Brokers is a
-// documented default; Validate reports every problem at once, naming the
-// environment variable behind the field.
+// documented default; Validate reports every problem at once, each a
+// *FieldError naming its field. The sink reads no environment: the agent's
+// settings table fills these.
 type Options struct {
-	Brokers  []string // EDGERELAY_KAFKA_BROKERS: host:port seeds; required
-	Topic    string   // EDGERELAY_KAFKA_TOPIC; "" means DefaultTopic
+	Brokers  []string // host:port seeds; required
+	Topic    string   // "" means DefaultTopic
 	ClientID string   // Kafka client.id; "" means DefaultClientID
 
 	// SASLMechanism is "" (no SASL), SASLPlain, SASLScramSHA256 or
@@ -116,53 +98,61 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Validate reports every problem with o, each naming its environment
-// variable (or field, for those without one).
+// FieldError is one problem Validate found, naming the Options field (the
+// agent names the setting behind it).
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Validate reports every problem with o, each a *FieldError.
 func (o Options) Validate() error {
 	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
 	}
 	if len(o.Brokers) == 0 {
-		bad(EnvBrokers, "no broker given (comma-separated host:port list)")
+		bad("Brokers", "no broker given (comma-separated host:port list)")
 	}
 	for _, b := range o.Brokers {
 		if err := checkBroker(b); err != nil {
-			bad(EnvBrokers, "broker %q: %v", b, err)
+			bad("Brokers", "broker %q: %v", b, err)
 		}
 	}
 	if o.Topic != "" {
 		if err := checkTopic(o.Topic); err != nil {
-			bad(EnvTopic, "%q: %v", o.Topic, err)
+			bad("Topic", "%q: %v", o.Topic, err)
 		}
 	}
 	switch o.SASLMechanism {
 	case "":
 		if o.SASLUser != "" || o.SASLPassword != "" || o.SASLPasswordFile != "" {
-			bad(EnvSASLMechanism, "required when %s or a password is set (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", EnvUsername)
+			bad("SASLMechanism", "required when a user or a password is set (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
 		}
 	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
 		if o.SASLUser == "" {
-			bad(EnvUsername, "required with %s=%s", EnvSASLMechanism, o.SASLMechanism)
+			bad("SASLUser", "required with SASL %s", o.SASLMechanism)
 		}
 		switch {
 		case o.SASLPassword == "" && o.SASLPasswordFile == "":
-			bad(EnvPassword, "required (or %s) with %s=%s", EnvPasswordFile, EnvSASLMechanism, o.SASLMechanism)
+			bad("SASLPassword", "required (or a password file) with SASL %s", o.SASLMechanism)
 		case o.SASLPassword != "" && o.SASLPasswordFile != "":
-			bad(EnvPasswordFile, "set together with %s; set one", EnvPassword)
+			bad("SASLPasswordFile", "set together with a password; set one")
 		}
 	default:
-		bad(EnvSASLMechanism, "%q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", o.SASLMechanism)
+		bad("SASLMechanism", "%q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", o.SASLMechanism)
 	}
 	if !o.TLS {
 		if o.TLSCAFile != "" {
-			bad(EnvTLSCAFile, "set but %s is off", EnvTLS)
+			bad("TLSCAFile", "set but TLS is off")
 		}
 		if o.TLSInsecureSkipVerify {
-			bad(EnvTLSInsecure, "set but %s is off", EnvTLS)
+			bad("TLSInsecureSkipVerify", "set but TLS is off")
 		}
 	} else if o.TLSCAFile != "" && o.TLSInsecureSkipVerify {
-		bad(EnvTLSInsecure, "contradicts %s (verification is skipped, the CA file is unused)", EnvTLSCAFile)
+		bad("TLSInsecureSkipVerify", "contradicts the CA file (verification is skipped, the CA file is unused)")
 	}
 	if o.ProduceTimeout < 0 {
 		bad("ProduceTimeout", "negative (%s)", o.ProduceTimeout)
@@ -188,64 +178,6 @@ func (o Options) LogValue() slog.Value {
 		slog.Bool("tls", o.TLS),
 		slog.Bool("auto_create", o.AutoCreateTopic),
 	)
-}
-
-// OptionsFromEnv reads the EDGERELAY_KAFKA_* variables through getenv
-// (os.Getenv in the agent). When none is set it returns zero Options (not
-// Enabled) and no error. Otherwise the result is validated: the error joins
-// every unparsable or invalid setting, each naming its variable. Stats and
-// Logger are left for the caller to set.
-func OptionsFromEnv(getenv func(string) string) (Options, error) {
-	set := false
-	for _, k := range envNames {
-		if getenv(k) != "" {
-			set = true
-			break
-		}
-	}
-	if !set {
-		return Options{}, nil
-	}
-	var errs []error
-	flag := func(name string) bool {
-		v, err := parseBool(getenv(name))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		return v
-	}
-	o := Options{
-		Topic:                 strings.TrimSpace(getenv(EnvTopic)),
-		SASLMechanism:         strings.ToUpper(strings.TrimSpace(getenv(EnvSASLMechanism))),
-		SASLUser:              getenv(EnvUsername),
-		SASLPassword:          getenv(EnvPassword),
-		SASLPasswordFile:      strings.TrimSpace(getenv(EnvPasswordFile)),
-		TLS:                   flag(EnvTLS),
-		TLSCAFile:             strings.TrimSpace(getenv(EnvTLSCAFile)),
-		TLSInsecureSkipVerify: flag(EnvTLSInsecure),
-		AutoCreateTopic:       flag(EnvAutoCreate),
-	}
-	for b := range strings.SplitSeq(getenv(EnvBrokers), ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			o.Brokers = append(o.Brokers, b)
-		}
-	}
-	if err := o.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	return o, errors.Join(errs...)
-}
-
-// parseBool accepts the spellings an operator writes in an environment
-// file; "" is false.
-func parseBool(s string) (bool, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "0", "false", "f", "no", "n", "off":
-		return false, nil
-	case "1", "true", "t", "yes", "y", "on":
-		return true, nil
-	}
-	return false, fmt.Errorf("%q is not a boolean (true/false, on/off, 1/0)", s)
 }
 
 // checkBroker accepts host:port or a bare host (franz-go adds port 9092).
@@ -293,11 +225,11 @@ func checkTopic(t string) error {
 func readPasswordFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", EnvPasswordFile, err)
+		return "", fmt.Errorf("SASL password file: %w", err)
 	}
 	pw := strings.TrimRight(string(b), "\r\n")
 	if pw == "" {
-		return "", fmt.Errorf("%s: %s is empty", EnvPasswordFile, path)
+		return "", fmt.Errorf("SASL password file %s is empty", path)
 	}
 	return pw, nil
 }

@@ -1,6 +1,7 @@
 package kafkasink
 
 import (
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -8,112 +9,54 @@ import (
 	"time"
 )
 
-func TestOptionsFromEnv(t *testing.T) {
+func TestOptionsValidate(t *testing.T) {
 	tests := []struct {
-		name    string
-		env     map[string]string
-		want    Options
-		errs    []string // each must appear in the error
-		enabled bool
+		name   string
+		o      Options
+		fields []string // the FieldErrors' fields, in order; none means valid
+		words  []string // substrings of the message
 	}{
-		{name: "nothing set: off", env: nil, want: Options{}},
-		{
-			name:    "brokers only",
-			env:     map[string]string{EnvBrokers: "kafka-1:9092, kafka-2:9092,,"},
-			want:    Options{Brokers: []string{"kafka-1:9092", "kafka-2:9092"}},
-			enabled: true,
-		},
-		{
-			name: "everything",
-			env: map[string]string{
-				EnvBrokers: "k:9093", EnvTopic: "streaming_events", EnvSASLMechanism: "scram-sha-512",
-				EnvUsername: "relay", EnvPasswordFile: "/run/secrets/kafka", EnvTLS: "on",
-				EnvTLSCAFile: "/etc/ca.pem", EnvAutoCreate: "yes",
-			},
-			want: Options{
-				Brokers: []string{"k:9093"}, Topic: "streaming_events", SASLMechanism: SASLScramSHA512,
-				SASLUser: "relay", SASLPasswordFile: "/run/secrets/kafka", TLS: true, TLSCAFile: "/etc/ca.pem",
-				AutoCreateTopic: true,
-			},
-			enabled: true,
-		},
-		{
-			name:    "plain with password, insecure tls",
-			env:     map[string]string{EnvBrokers: "k", EnvSASLMechanism: "PLAIN", EnvUsername: "u", EnvPassword: " p w ", EnvTLS: "1", EnvTLSInsecure: "true"},
-			want:    Options{Brokers: []string{"k"}, SASLMechanism: SASLPlain, SASLUser: "u", SASLPassword: " p w ", TLS: true, TLSInsecureSkipVerify: true},
-			enabled: true,
-		},
-		{
-			name: "topic without brokers",
-			env:  map[string]string{EnvTopic: "x"},
-			errs: []string{EnvBrokers},
-		},
-		{
-			name: "every problem at once",
-			env: map[string]string{
-				EnvBrokers: "good:9092,bad:port,::1:9092", EnvTopic: "no spaces", EnvSASLMechanism: "GSSAPI",
-				EnvTLS: "maybe", EnvTLSInsecure: "sure", EnvAutoCreate: "2",
-			},
-			errs: []string{`bad:port`, `::1:9092`, EnvTopic, EnvSASLMechanism + `: "GSSAPI"`, EnvTLS + `: "maybe"`, EnvTLSInsecure + `: "sure"`, EnvAutoCreate + `: "2"`},
-		},
-		{
-			name: "mechanism without user or password",
-			env:  map[string]string{EnvBrokers: "k:1", EnvSASLMechanism: "SCRAM-SHA-256"},
-			errs: []string{EnvUsername + ": required", EnvPassword + ": required"},
-		},
-		{
-			name: "password and password file",
-			env:  map[string]string{EnvBrokers: "k:1", EnvSASLMechanism: "PLAIN", EnvUsername: "u", EnvPassword: "p", EnvPasswordFile: "/f"},
-			errs: []string{EnvPasswordFile + ": set together with " + EnvPassword},
-		},
-		{
-			name: "credentials without mechanism",
-			env:  map[string]string{EnvBrokers: "k:1", EnvUsername: "u", EnvPassword: "p"},
-			errs: []string{EnvSASLMechanism + ": required"},
-		},
-		{
-			name: "tls files without tls",
-			env:  map[string]string{EnvBrokers: "k:1", EnvTLSCAFile: "/ca", EnvTLSInsecure: "true"},
-			errs: []string{EnvTLSCAFile + ": set but " + EnvTLS + " is off", EnvTLSInsecure + ": set but"},
-		},
-		{
-			name: "port out of range",
-			env:  map[string]string{EnvBrokers: "k:70000"},
-			errs: []string{`port "70000"`},
-		},
+		{name: "brokers only", o: Options{Brokers: []string{"kafka-1:9092", "kafka-2"}}},
+		{name: "everything", o: Options{Brokers: []string{"k:9093"}, Topic: "streaming_events", SASLMechanism: SASLScramSHA512,
+			SASLUser: "relay", SASLPasswordFile: "/run/secrets/kafka", TLS: true, TLSCAFile: "/etc/ca.pem", AutoCreateTopic: true}},
+		{name: "no brokers", o: Options{Topic: "x"}, fields: []string{"Brokers"}},
+		{name: "bad brokers, topic and mechanism", o: Options{Brokers: []string{"good:9092", "bad:port", "::1:9092"}, Topic: "no spaces", SASLMechanism: "GSSAPI"},
+			fields: []string{"Brokers", "Brokers", "Topic", "SASLMechanism"}, words: []string{"bad:port", "::1:9092", `"GSSAPI"`}},
+		{name: "SASL without user and password", o: Options{Brokers: []string{"k:1"}, SASLMechanism: SASLScramSHA256},
+			fields: []string{"SASLUser", "SASLPassword"}},
+		{name: "password and file", o: Options{Brokers: []string{"k:1"}, SASLMechanism: SASLPlain, SASLUser: "u", SASLPassword: "p", SASLPasswordFile: "/f"},
+			fields: []string{"SASLPasswordFile"}},
+		{name: "user without mechanism", o: Options{Brokers: []string{"k:1"}, SASLUser: "u", SASLPassword: "p"}, fields: []string{"SASLMechanism"}},
+		{name: "TLS settings with TLS off", o: Options{Brokers: []string{"k:1"}, TLSCAFile: "/ca", TLSInsecureSkipVerify: true},
+			fields: []string{"TLSCAFile", "TLSInsecureSkipVerify"}},
+		{name: "CA file and insecure", o: Options{Brokers: []string{"k:1"}, TLS: true, TLSCAFile: "/ca", TLSInsecureSkipVerify: true},
+			fields: []string{"TLSInsecureSkipVerify"}},
+		{name: "port out of range", o: Options{Brokers: []string{"k:70000"}}, fields: []string{"Brokers"}, words: []string{`port "70000"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := OptionsFromEnv(func(k string) string { return tt.env[k] })
-			if len(tt.errs) == 0 {
-				if err != nil {
-					t.Fatalf("error: %v", err)
+			err := tt.o.Validate()
+			var fields []string
+			for _, e := range flatten(err) {
+				var fe *FieldError
+				if !errors.As(e, &fe) {
+					t.Fatalf("error %v is not a FieldError", e)
 				}
-				if !equalOptions(got, tt.want) {
-					t.Fatalf("got %+v\nwant %+v", got, tt.want)
-				}
-				if got.Enabled() != tt.enabled {
-					t.Fatalf("Enabled() = %v, want %v", got.Enabled(), tt.enabled)
-				}
-				return
+				fields = append(fields, fe.Field)
 			}
-			if err == nil {
-				t.Fatalf("no error; want one mentioning %q", tt.errs)
+			if !slices.Equal(fields, tt.fields) {
+				t.Fatalf("fields %v, want %v (%v)", fields, tt.fields, err)
 			}
-			for _, want := range tt.errs {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error does not mention %q:\n%v", want, err)
+			for _, w := range tt.words {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
 				}
+			}
+			if tt.o.Enabled() != (len(tt.o.Brokers) > 0) {
+				t.Fatalf("Enabled() = %v with brokers %v", tt.o.Enabled(), tt.o.Brokers)
 			}
 		})
 	}
-}
-
-func equalOptions(a, b Options) bool {
-	return slices.Equal(a.Brokers, b.Brokers) && a.Topic == b.Topic && a.SASLMechanism == b.SASLMechanism &&
-		a.SASLUser == b.SASLUser && a.SASLPassword == b.SASLPassword && a.SASLPasswordFile == b.SASLPasswordFile &&
-		a.TLS == b.TLS && a.TLSCAFile == b.TLSCAFile && a.TLSInsecureSkipVerify == b.TLSInsecureSkipVerify &&
-		a.AutoCreateTopic == b.AutoCreateTopic
 }
 
 func TestDefaults(t *testing.T) {
@@ -141,41 +84,10 @@ func TestPasswordNotLogged(t *testing.T) {
 	}
 }
 
-// FuzzOptionsFromEnv: any environment gives options or an error naming an
-// EDGERELAY_KAFKA_ variable, never a panic; accepted options validate.
-func FuzzOptionsFromEnv(f *testing.F) {
-	f.Add("k1:9092,k2:9092", "network_events", "PLAIN", "u", "p", "", "true", "", "false", "")
-	f.Add("[::1]:9092", "", "scram-sha-256", "u", "", "/run/pw", "on", "/ca.pem", "", "1")
-	f.Add("bad:port", "a b", "GSSAPI", "", "", "", "maybe", "", "yes", "x")
-	f.Fuzz(func(t *testing.T, brokers, topic, mech, user, pw, pwFile, tls, ca, insecure, auto string) {
-		env := map[string]string{
-			EnvBrokers: brokers, EnvTopic: topic, EnvSASLMechanism: mech, EnvUsername: user, EnvPassword: pw,
-			EnvPasswordFile: pwFile, EnvTLS: tls, EnvTLSCAFile: ca, EnvTLSInsecure: insecure, EnvAutoCreate: auto,
-		}
-		o, err := OptionsFromEnv(func(k string) string { return env[k] })
-		if err != nil {
-			for _, e := range flatten(err) {
-				if !strings.HasPrefix(e.Error(), "EDGERELAY_KAFKA_") {
-					t.Fatalf("error names no variable: %q", e)
-				}
-			}
-			return
-		}
-		if !o.Enabled() {
-			return
-		}
-		if err := o.Validate(); err != nil {
-			t.Fatalf("accepted options do not validate: %v", err)
-		}
-		for _, b := range o.Brokers {
-			if b == "" || strings.ContainsAny(b, ", \t") {
-				t.Fatalf("broker %q accepted", b)
-			}
-		}
-	})
-}
-
 func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
 		for _, e := range j.Unwrap() {

@@ -99,7 +99,7 @@ func newSink(ctx context.Context, opts Options, extra ...kgo.Opt) (*Sink, error)
 	}
 	s.cl, s.adm = cl, kadm.NewClient(cl)
 	if o.SASLMechanism == SASLPlain && !o.TLS {
-		s.log.Warn("SASL PLAIN without TLS sends the password in clear text", "next", "set "+EnvTLS+"=true unless the network is private")
+		s.log.Warn("SASL PLAIN without TLS sends the password in clear text", "next", "switch TLS on unless the network is private")
 	}
 
 	vctx, cancel := context.WithTimeout(ctx, o.ProduceTimeout)
@@ -462,11 +462,11 @@ func tlsConfig(o Options) (*tls.Config, error) {
 	if o.TLSCAFile != "" {
 		pem, err := os.ReadFile(o.TLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", EnvTLSCAFile, err)
+			return nil, fmt.Errorf("TLS CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificate in %s", EnvTLSCAFile, o.TLSCAFile)
+			return nil, fmt.Errorf("TLS CA file: no PEM certificate in %s", o.TLSCAFile)
 		}
 		cfg.RootCAs = pool
 	}
