@@ -15,6 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
+
+	"github.com/livepeer/edgerelay/agent/ingest"
 )
 
 func TestPrebuiltEnvelopeForwardedByteForByte(t *testing.T) {
@@ -155,6 +157,8 @@ func TestStatsAndMetrics(t *testing.T) {
 		r.post(t, "/v1/events", fmt.Sprintf(`{"type":"n","data":{"i":%d}}`, i))
 	}
 	r.waitLines(t, 5)
+	// A line is written before its batch is acknowledged and counted.
+	waitUntil(t, "the stdout sink to count 5 delivered", func() bool { return r.a.Report().Sinks["stdout"].Delivered == 5 })
 	resp, err := testClient.Get(r.base + "/v1/stats")
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +370,7 @@ func TestStream(t *testing.T) {
 		}
 		var ans struct {
 			Status int `json:"status"`
-			IngestAnswer
+			ingest.Answer
 		}
 		json.Unmarshal(raw, &ans)
 		if ans.Status != w.status || ans.Accepted != w.accepted || (w.status == 202 && (ans.Durable == nil || !*ans.Durable)) {

@@ -54,7 +54,7 @@ func (a *Agent) setupGPU() error {
 		Allocators:      a.alloc,
 		Logger:          a.log.With("part", "sampler"),
 		SessionFor: func(uuid string) string {
-			if s, ok := a.sessions.forGPU(uuid); ok {
+			if s, ok := a.sessions.ForGPU(uuid); ok {
 				return s.SessionID
 			}
 			return ""
@@ -66,7 +66,7 @@ func (a *Agent) setupGPU() error {
 			}
 			var sess envelope.Identity
 			if sid, ok := data["session_id"].(string); ok {
-				sess = a.sessions.identity(sid)
+				sess = a.sessions.Identity(sid)
 			}
 			a.emit(source, typ, data, sess)
 		},
@@ -109,4 +109,31 @@ func (a *Agent) startSampler() {
 			a.log.Error("sampler stopped", "err", err)
 		}
 	})
+}
+
+// gpuLookup is what the telemetry endpoints need of the GPU sampler: the
+// latest device figures and the UUID of a local index.
+type gpuLookup interface {
+	Latest(uuid string, index int) (telemetry.DeviceFigures, bool)
+	UUIDOf(index int) (string, bool)
+}
+
+// setupTelemetry builds the allocator registry shared by /v1/allocator,
+// /v1/telemetry, the stormlog tail and the GPU sampler, and the stamping of
+// allocator_sample envelopes. gpu may be nil (no NVML): then allocator
+// records carry no device join.
+func (a *Agent) setupTelemetry(gpu gpuLookup) error {
+	opts := telemetry.AllocatorsOptions{Host: a.cfg.Identity["host"], Interval: a.cfg.SampleInterval, Now: a.opts.Now}
+	a.envs = &telemetry.Envelopes{Stamper: a.stamper, Session: a.sessions.Identity, MaxBytes: a.cfg.MaxEventBytes}
+	if gpu != nil {
+		opts.Devices = gpu.Latest
+		opts.Resolve = gpu.UUIDOf
+		a.envs.UUIDOf = gpu.UUIDOf
+	}
+	alloc, err := telemetry.NewAllocators(opts)
+	if err != nil {
+		return fmt.Errorf("allocator registry: %w", err)
+	}
+	a.alloc, a.gpu = alloc, gpu
+	return nil
 }

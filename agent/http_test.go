@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/livepeer/edgerelay/agent/ingest"
 )
 
 // metricsServer is a loopback metrics API that records every event id it
@@ -150,7 +152,7 @@ func TestHTTPSoak(t *testing.T) {
 					errs <- err
 					return
 				}
-				var ans IngestAnswer
+				var ans ingest.Answer
 				json.NewDecoder(resp.Body).Decode(&ans)
 				resp.Body.Close()
 				if resp.StatusCode != 202 || ans.Accepted != perRequest {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/livepeer/edgerelay/agent/ingest"
 )
 
 func TestMain(m *testing.M) {
@@ -138,7 +140,7 @@ func (r *running) stop(t *testing.T) error {
 	return nil
 }
 
-func (r *running) post(t *testing.T, path, body string, hdr ...string) (int, IngestAnswer) {
+func (r *running) post(t *testing.T, path, body string, hdr ...string) (int, ingest.Answer) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, r.base+path, strings.NewReader(body))
 	for i := 0; i+1 < len(hdr); i += 2 {
@@ -149,7 +151,7 @@ func (r *running) post(t *testing.T, path, body string, hdr ...string) (int, Ing
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var ans IngestAnswer
+	var ans ingest.Answer
 	raw, _ := io.ReadAll(resp.Body)
 	json.Unmarshal(raw, &ans)
 	return resp.StatusCode, ans

@@ -1,8 +1,23 @@
 package agent
 
 import (
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// metricsHandler serves /metrics: the Go runtime, the process, the agent's
+// Report and the GPU gauges, from a registry of our own.
+func (a *Agent) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{a: a})
+	if a.sampler != nil {
+		reg.MustRegister(a.sampler.Collector())
+	}
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
 
 // collector exposes the agent's Report as Prometheus metrics at scrape time,
 // so the numbers on /metrics, /v1/stats and in agent_status are the same

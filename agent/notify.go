@@ -63,13 +63,11 @@ func (a *Agent) watchdogLoop(ctx context.Context) {
 // stalled names a part of the pipeline stuck in one operation for longer
 // than limit, or returns "".
 func (a *Agent) stalled(now time.Time, limit time.Duration) string {
-	if since := a.writerBusySince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > limit {
+	if a.pipe.Stalled(now, limit) {
 		return "spool writer"
 	}
-	for _, h := range a.sinkList() {
-		if h.stalled != nil && h.stalled(now, limit) {
-			return "sink " + h.name
-		}
+	if name := a.sinks.Stalled(now, limit); name != "" {
+		return "sink " + name
 	}
 	return ""
 }

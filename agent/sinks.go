@@ -1,21 +1,21 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/httpsink"
 	"github.com/livepeer/edgerelay/relay/kafkasink"
+	"github.com/livepeer/edgerelay/relay/trickle"
+	"github.com/livepeer/edgerelay/spool"
 )
 
-// startSinks registers every configured sink in the store and starts its
-// forwarder.
+// startSinks registers every configured sink in the spool and starts its
+// forwarder in the sink group.
 func (a *Agent) startSinks() error {
 	if a.cfg.Stdout {
-		if _, err := a.addForwarder(a.store, "stdout", "stdout", relay.NewStdoutSink(a.opts.Stdout), nil); err != nil {
+		if err := a.addSink("stdout", "stdout", relay.NewStdoutSink(a.opts.Stdout), nil); err != nil {
 			return err
 		}
 	}
@@ -29,114 +29,54 @@ func (a *Agent) startSinks() error {
 		return err
 	}
 	if a.opts.extraSink != nil {
-		if _, err := a.addForwarder(a.store, "test", "test", a.opts.extraSink, nil); err != nil {
+		if err := a.addSink("test", "test", a.opts.extraSink, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// finishedSinks are the final reports of sinks that have been removed
-// (detached sessions), so totals stay whole.
-func (a *Agent) finishedSinks() map[string]SinkReport {
-	a.sinksMu.Lock()
-	defer a.sinksMu.Unlock()
-	out := make(map[string]SinkReport, len(a.finished))
-	for k, v := range a.finished {
-		out[k] = v
+// newForwarder returns a forwarder with the agent's defaults for the sink
+// name reading q; the caller sets Sink, tunes it and calls Init.
+func (a *Agent) newForwarder(name string, q relay.Queue) *relay.Forwarder {
+	f := &relay.Forwarder{Name: name, Queue: q, Stats: relay.NewStats(), Logger: a.log}
+	if a.opts.newBackOff != nil {
+		f.NewBackOff = a.opts.newBackOff
 	}
-	return out
+	return f
 }
 
-// attachSession registers a session's identity and starts its events
-// channel publisher and subscriber, when it names them. Re-attaching a
-// session replaces its channels.
-func (a *Agent) attachSession(ctx context.Context, s *Session) error {
-	if _, ok := a.sessions.get(s.SessionID); ok {
-		a.stopSessionChannels(s.SessionID, a.cfg.ShutdownGrace, false)
+// cursor registers a sink's cursor in the spool and returns its forwarder.
+func (a *Agent) cursor(name string) (*relay.Forwarder, error) {
+	if err := a.spool.AddSink(name); err != nil {
+		return nil, fmt.Errorf("sink %s: %w", name, err)
 	}
-	a.sessions.put(s)
-	if s.EventsURL != "" {
-		if err := a.attachSessionChannel(s); err != nil {
-			a.sessions.remove(s.SessionID)
-			return err
-		}
-		a.sessSinkCount.Add(1)
-	}
-	if s.SubscribeURL != "" {
-		sctx, cancel := context.WithCancel(a.intakeCtx)
-		if err := a.startSubscriber(sctx, s.SubscribeURL); err != nil {
-			cancel()
-			a.stopSessionChannels(s.SessionID, 0, false)
-			a.sessions.remove(s.SessionID)
-			return fmt.Errorf("subscribe_url: %w", err)
-		}
-		a.sessSubs.Store(s.SessionID, cancel)
-	}
-	a.log.Info("session attached", "session_id", s.SessionID, "stream_id", s.StreamID, "gpu_id", s.GPUID, "events_channel", s.EventsURL != "", "subscribed", s.SubscribeURL != "")
-	return nil
+	return a.newForwarder(name, a.spool), nil
 }
 
-// detachSession flushes the session's channel (for at most the shutdown
-// grace), deletes it if the session owns it, and forgets the session.
-func (a *Agent) detachSession(ctx context.Context, id string) bool {
-	if _, ok := a.sessions.get(id); !ok {
-		return false
-	}
-	a.stopSessionChannels(id, a.cfg.ShutdownGrace, true)
-	a.sessions.remove(id)
-	a.log.Info("session detached", "session_id", id)
-	return true
+// run starts f (Sink set) in the sink group, reading the spool.
+func (a *Agent) run(kind string, f *relay.Forwarder, done func()) {
+	f.Init()
+	name := f.Name
+	a.sinks.Start(a.sinkCtx, relay.Member{
+		Name: name, Kind: kind, Fwd: f,
+		Stat:   func() (spool.SinkStat, error) { return a.spool.SinkStat(name) },
+		Remove: func() (spool.SinkStat, error) { return a.spool.RemoveSink(name) },
+		Done:   done,
+	})
 }
 
-func (a *Agent) stopSessionChannels(id string, grace time.Duration, deleteOwned bool) {
-	if c, ok := a.sessSubs.LoadAndDelete(id); ok {
-		c.(context.CancelFunc)()
-	}
-	a.detachSessionChannel(id, grace, relay.DropChannelClosed, deleteOwned)
-}
-
-// detachAllSessions retires the session channels at shutdown, after the
-// sinks have stopped: what they had not sent is counted as dropped
-// ("shutdown"); channels are not deleted (the sessions may go on).
-func (a *Agent) detachAllSessions() {
-	a.sessSinks.mu.Lock()
-	var ids []string
-	for id := range a.sessSinks.m {
-		ids = append(ids, id)
-	}
-	a.sessSinks.mu.Unlock()
-	for _, id := range ids {
-		a.detachSessionChannel(id, 0, "shutdown", false)
-	}
-}
-
-func (a *Agent) startKafka() error {
-	ko := a.cfg.Kafka
-	if !ko.Enabled() {
-		return nil
-	}
-	a.warnLoosePermissions("EDGERELAY_KAFKA_PASSWORD_FILE", ko.SASLPasswordFile)
-	h, err := a.newSinkHandle(a.store, "kafka", "kafka")
+// addSink registers and runs a sink; tune may set forwarder fields.
+func (a *Agent) addSink(name, kind string, sink relay.Sink, tune func(*relay.Forwarder)) error {
+	f, err := a.cursor(name)
 	if err != nil {
 		return err
 	}
-	ko.Stats, ko.Logger = h.stats, a.log.With("sink", "kafka")
-	f := a.newForwarder(h)
-	sink, err := kafkasink.New(a.sinkCtx, ko)
-	if err != nil {
-		return fmt.Errorf("kafka sink: %w", err)
+	f.Sink = sink
+	if tune != nil {
+		tune(f)
 	}
-	a.reloaders = append(a.reloaders, func() {
-		if err := sink.Reload(); err != nil {
-			a.log.Error("kafka: reload failed; keeping the old credentials", "err", err)
-		}
-	})
-	a.closers = append(a.closers, sink.Close)
-	a.startForwarder(h, f, sink, func(f *relay.Forwarder) {
-		f.Batch = 2000 // the client splits by broker limits itself
-		f.Resume = sink.Resume()
-	})
+	a.run(kind, f, nil)
 	return nil
 }
 
@@ -160,14 +100,13 @@ func (a *Agent) startHTTP() error {
 	if a.cfg.HTTPURL == "" {
 		return nil
 	}
-	h, err := a.newSinkHandle(a.store, "http", "http")
+	f, err := a.cursor("http")
 	if err != nil {
 		return err
 	}
 	a.warnLoosePermissions("EDGERELAY_HTTP_API_KEY_FILE", a.cfg.HTTPAPIKeyFile)
-	f := a.newForwarder(h)
 	opts := httpOptions(a.cfg)
-	opts.Stats, opts.Logger, opts.Alive = h.stats, a.log.With("sink", "http"), f.Alive
+	opts.Stats, opts.Logger, opts.Alive = f.Stats, a.log.With("sink", "http"), f.Alive
 	sink, err := httpsink.New(opts)
 	if err != nil {
 		return fmt.Errorf("http sink: %w", err)
@@ -181,15 +120,73 @@ func (a *Agent) startHTTP() error {
 		}
 	})
 	a.closers = append(a.closers, sink.Close)
-	a.sinkWG.Add(1)
-	go func() {
-		defer a.sinkWG.Done()
-		sink.WatchKey(a.sinkCtx)
-	}()
-	batch, maxBytes := sink.Limits()
-	a.startForwarder(h, f, sink, func(f *relay.Forwarder) {
-		f.Batch, f.MaxBytes, f.Linger, f.ProbeInterval, f.Resume = batch, maxBytes, a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
+	a.sinkAux.Go(func() { sink.WatchKey(a.sinkCtx) })
+	f.Sink = sink
+	f.Batch, f.MaxBytes = sink.Limits()
+	f.Linger, f.ProbeInterval, f.Resume = a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
+	a.run("http", f, nil)
+	return nil
+}
+
+func (a *Agent) startStaticTrickle() error {
+	if a.cfg.TrickleURL == "" {
+		return nil
+	}
+	f, err := a.cursor("trickle")
+	if err != nil {
+		return err
+	}
+	pub, err := trickle.NewPublisher(trickle.PublisherOptions{
+		URL: a.cfg.TrickleURL, Framing: a.cfg.TrickleFraming, Insecure: a.cfg.TrickleInsecure,
+		Wrap: true, Stats: f.Stats, Alive: f.Alive, Logger: a.log.With("sink", "trickle"),
 	})
+	if err != nil {
+		return fmt.Errorf("EDGERELAY_TRICKLE_URL: %w", err)
+	}
+	if a.cfg.TrickleInsecure {
+		a.log.Warn("trickle: TLS verification is off (EDGERELAY_TRICKLE_INSECURE)")
+	}
+	f.Sink = pub
+	pub.Tune(f)
+	f.Init()
+	a.sinks.Start(a.sinkCtx, relay.Member{
+		Name: "trickle", Kind: "trickle", Fwd: f,
+		Stat:   func() (spool.SinkStat, error) { return a.spool.SinkStat("trickle") },
+		Remove: func() (spool.SinkStat, error) { return a.spool.RemoveSink("trickle") },
+		Closed: func() bool {
+			a.log.Error("trickle channel ended (404 or closed); the static trickle sink stops until restart", "url", relay.RedactURL(a.cfg.TrickleURL))
+			return true
+		},
+		Done: pub.Close,
+	})
+	return nil
+}
+
+func (a *Agent) startKafka() error {
+	ko := a.cfg.Kafka
+	if !ko.Enabled() {
+		return nil
+	}
+	a.warnLoosePermissions("EDGERELAY_KAFKA_PASSWORD_FILE", ko.SASLPasswordFile)
+	f, err := a.cursor("kafka")
+	if err != nil {
+		return err
+	}
+	ko.Stats, ko.Logger = f.Stats, a.log.With("sink", "kafka")
+	sink, err := kafkasink.New(a.sinkCtx, ko)
+	if err != nil {
+		return fmt.Errorf("kafka sink: %w", err)
+	}
+	a.reloaders = append(a.reloaders, func() {
+		if err := sink.Reload(); err != nil {
+			a.log.Error("kafka: reload failed; keeping the old credentials", "err", err)
+		}
+	})
+	a.closers = append(a.closers, sink.Close)
+	f.Sink = sink
+	f.Batch = 2000 // the client splits by broker limits itself
+	f.Resume = sink.Resume()
+	a.run("kafka", f, nil)
 	return nil
 }
 

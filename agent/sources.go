@@ -2,14 +2,20 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/livepeer/edgerelay/agent/pipeline"
+	"github.com/livepeer/edgerelay/agent/telemetry"
+	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/relay/trickle"
 )
 
 // startSources starts the agent's own event sources. Each runs until
@@ -27,11 +33,7 @@ func (a *Agent) startSources() error {
 
 // goSource runs fn as a source goroutine owned by the agent.
 func (a *Agent) goSource(fn func(ctx context.Context)) {
-	a.sources.Add(1)
-	go func() {
-		defer a.sources.Done()
-		fn(a.intakeCtx)
-	}()
+	a.sources.Go(func() { fn(a.intakeCtx) })
 }
 
 // statusLoop emits agent_status every StatusInterval.
@@ -52,22 +54,71 @@ func (a *Agent) emitStatus(reason string) {
 	a.emit("agent", "agent_status", a.statusData(reason), nil)
 }
 
-// extraCollectors are Prometheus collectors of optional parts (GPU gauges).
-func (a *Agent) extraCollectors() []prometheus.Collector {
-	if a.sampler == nil {
-		return nil
+// startSubscriber follows a channel and relays its telemetry frames into the
+// pipeline (source "trickle"), until ctx ends or the channel does. The
+// subscriber checked each envelope already (envelope.AnnotateRelay).
+func (a *Agent) startSubscriber(ctx context.Context, u string) error {
+	sub, err := trickle.NewSubscriber(trickle.SubscriberOptions{
+		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", relay.RedactURL(u)),
+		OnEnvelope: func(env []byte, ce envelope.Checked) {
+			if len(env) > a.cfg.MaxEventBytes {
+				a.counters.AddRejected("trickle", 1)
+				return
+			}
+			a.pipe.Emit("trickle", pipeline.Entry{Env: env, Type: ce.Type, Session: ce.SessionID})
+		},
+	})
+	if err != nil {
+		return err
 	}
-	return []prometheus.Collector{a.sampler.Collector()}
+	a.sources.Go(func() {
+		if err := sub.Run(ctx); errors.Is(err, relay.ErrClosed) {
+			a.log.Info("subscribed channel ended", "url", relay.RedactURL(u), "why", sub.Stats().Ended)
+		}
+	})
+	return nil
 }
 
-// registerRoutes adds the endpoints of the telemetry and session parts.
-func (a *Agent) registerRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/telemetry", a.intake(a.handleTelemetry))
-	mux.HandleFunc("POST /v1/allocator", a.intake(a.handleAllocator))
+// startStormlogTail follows EDGERELAY_STORMLOG_DIR. A line's position is
+// saved only once its envelope is in the spool, so a restart neither repeats
+// nor skips records.
+func (a *Agent) startStormlogTail() error {
+	if a.cfg.StormlogDir == "" {
+		return nil
+	}
+	t, err := telemetry.NewTailer(telemetry.TailerOptions{
+		Dir:       a.cfg.StormlogDir,
+		StatePath: filepath.Join(a.cfg.StateDir, "stormlog-tail.json"),
+		Logger:    a.log.With("source", "stormlog"),
+		Emit: func(ctx context.Context, raw json.RawMessage, _ telemetry.Position) error {
+			rec, err := telemetry.Normalize(raw, telemetry.NormalizeOptions{AllowLegacy: true})
+			if err != nil {
+				a.counters.AddRejected("stormlog", 1)
+				a.counters.AddDropped("stormlog", "invalid_record", 1)
+				return nil // a bad line is counted and skipped, not retried forever
+			}
+			a.alloc.Observe(rec, "", telemetry.SourceStormlog)
+			env, err := a.envs.Allocator(rec, nil, "")
+			if err != nil {
+				a.counters.AddDropped("stormlog", "invalid_record", 1)
+				return nil
+			}
+			return a.pipe.SubmitWait(ctx, "stormlog", pipeline.Entry{Env: env, Type: telemetry.TypeAllocatorSample, Session: rec.SessionID()})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("EDGERELAY_STORMLOG_DIR: %w", err)
+	}
+	a.goSource(func(ctx context.Context) {
+		if err := t.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("stormlog tail stopped", "dir", a.cfg.StormlogDir, "err", err)
+		}
+	})
+	return nil
 }
 
 // Reload re-reads what may change without a restart (SIGHUP): secrets such
-// as the HTTP sink's key file.
+// as the HTTP sink's key file, and the log level.
 func (a *Agent) Reload() {
 	a.log.Info("reloading secrets and log level")
 	for _, fn := range a.reloaders {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/livepeer/edgerelay/agent/pipeline"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
 )
@@ -232,4 +233,57 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	t.Logf("%d events accepted while the disk filled; all delivered after recovery", sent)
+}
+
+// gatedStore blocks Append until released, to hold the spool writer back.
+type gatedStore struct {
+	Spool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedStore) Append(data [][]byte) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.release
+	return g.Spool.Append(data)
+}
+
+// TestRingOverflowAccounting fills the agent's ring far past its caps while
+// the spool writer is held back, and checks that the oldest were dropped,
+// the counts are exact, and the per-sink identity still holds.
+func TestRingOverflowAccounting(t *testing.T) {
+	gate := &gatedStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	env := testEnv(t, map[string]string{"EDGERELAY_RING_MAX_EVENTS": "100"})
+	cfg := loadConfig(t, env)
+	out := &syncBuffer{}
+	a, err := New(cfg, Options{Stdout: out, wrapStore: func(s Spool) Spool { gate.Spool = s; return gate }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runAgent(t, a, out)
+	env0 := func(i int) []byte { return []byte(fmt.Sprintf(`{"id":"e%d","type":"t","timestamp":"1","data":{}}`, i)) }
+	a.pipe.Emit("test", pipeline.Entry{Env: env0(-1), Type: "t"}) // the plug: the writer takes it and blocks
+	<-gate.entered
+	for i := range 250 {
+		a.pipe.Emit("test", pipeline.Entry{Env: env0(i), Type: "t"})
+	}
+	close(gate.release)
+	lines := r.waitLines(t, 101)
+	if lines[0] != string(env0(-1)) || lines[1] != string(env0(150)) || lines[100] != string(env0(249)) {
+		t.Errorf("delivered %s, %s ... %s; want e-1, e150 ... e249 (the 150 oldest dropped)", lines[0], lines[1], lines[100])
+	}
+	rep := a.Report()
+	if rep.Dropped["ring"]["ring_full"] != 150 {
+		t.Errorf("ring_full = %d, want 150", rep.Dropped["ring"]["ring_full"])
+	}
+	s := rep.Sinks["stdout"]
+	if !s.Balanced || s.Received != 101 || s.Delivered+s.Pending != 101 {
+		t.Errorf("sink %+v", s)
+	}
+	if got := rep.Received["test"]; got != 251 || got != rep.Dropped["ring"]["ring_full"]+s.Received {
+		t.Errorf("received %d != ring drops %d + stored %d", got, rep.Dropped["ring"]["ring_full"], s.Received)
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/agent"
+	"github.com/livepeer/edgerelay/agent/ingest"
 	"github.com/livepeer/edgerelay/envelope"
 )
 
@@ -769,7 +770,7 @@ func (c *ingestClient) post(ctx context.Context, body []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var ans agent.IngestAnswer
+	var ans ingest.Answer
 	if err := json.Unmarshal(ansBody, &ans); err != nil {
 		return 0, fmt.Errorf("ingest answer %d: %w", resp.StatusCode, err)
 	}

@@ -1,8 +1,9 @@
-package agent
+package ingest
 
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,10 +11,11 @@ import (
 	"github.com/coder/websocket"
 )
 
-// tailHub fans accepted envelopes out to `GET /v1/tail` watchers. A watcher
-// that cannot keep up loses envelopes (counted per watcher and in
-// edgerelay_tail_dropped_total); it never slows the pipeline.
-type tailHub struct {
+// TailHub fans accepted envelopes out to `GET /v1/tail` watchers. A watcher
+// that cannot keep up loses envelopes (counted in
+// edgerelay_tail_dropped_total); it never slows the pipeline. It is safe for
+// concurrent use.
+type TailHub struct {
 	n       atomic.Int32 // watchers; lets publish skip the lock when none
 	dropped atomic.Uint64
 	mu      sync.Mutex // guards subs
@@ -25,9 +27,14 @@ type tailSub struct {
 	ch    chan []byte
 }
 
-func newTailHub() *tailHub { return &tailHub{subs: make(map[*tailSub]struct{})} }
+// NewTailHub returns a hub without watchers.
+func NewTailHub() *TailHub { return &TailHub{subs: make(map[*tailSub]struct{})} }
 
-func (h *tailHub) publish(typ string, env []byte) {
+// Dropped returns how many envelopes slow watchers missed.
+func (h *TailHub) Dropped() uint64 { return h.dropped.Load() }
+
+// Publish offers an accepted envelope to the watchers; it never blocks.
+func (h *TailHub) Publish(typ string, env []byte) {
 	if h.n.Load() == 0 {
 		return
 	}
@@ -45,7 +52,7 @@ func (h *tailHub) publish(typ string, env []byte) {
 	}
 }
 
-func (h *tailHub) subscribe(types []string) *tailSub {
+func (h *TailHub) subscribe(types []string) *tailSub {
 	s := &tailSub{ch: make(chan []byte, 1024)}
 	if len(types) > 0 {
 		s.types = make(map[string]bool, len(types))
@@ -60,7 +67,7 @@ func (h *tailHub) subscribe(types []string) *tailSub {
 	return s
 }
 
-func (h *tailHub) unsubscribe(s *tailSub) {
+func (h *TailHub) unsubscribe(s *tailSub) {
 	h.mu.Lock()
 	delete(h.subs, s)
 	h.mu.Unlock()
@@ -69,7 +76,7 @@ func (h *tailHub) unsubscribe(s *tailSub) {
 
 // handleTail streams live envelopes over a WebSocket, one text message per
 // envelope; ?type=a,b keeps only those families.
-func (a *Agent) handleTail(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleTail(w http.ResponseWriter, r *http.Request) {
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
@@ -77,13 +84,17 @@ func (a *Agent) handleTail(w http.ResponseWriter, r *http.Request) {
 	defer c.CloseNow()
 	var types []string
 	for _, t := range r.URL.Query()["type"] {
-		types = append(types, splitList(t)...)
+		for _, p := range strings.Split(t, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				types = append(types, p)
+			}
+		}
 	}
-	sub := a.tail.subscribe(types)
-	defer a.tail.unsubscribe(sub)
+	sub := s.Tail.subscribe(types)
+	defer s.Tail.unsubscribe(sub)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	defer context.AfterFunc(a.intakeCtx, cancel)()
+	defer context.AfterFunc(s.Stopping, cancel)()
 	ctx = c.CloseRead(ctx)
 	for {
 		select {

@@ -1,4 +1,4 @@
-package agent
+package ingest
 
 import "golang.org/x/sys/unix"
 

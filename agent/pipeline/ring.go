@@ -1,4 +1,4 @@
-package agent
+package pipeline
 
 import (
 	"errors"
@@ -28,9 +28,10 @@ type Ring struct {
 // ringItem is one envelope waiting for the spool writer. w, when set, is told
 // whether the entry became durable (the ingest API waits on it).
 type ringItem struct {
-	data []byte
-	w    *waiter
-	idx  int32 // the item's index in its request, for the waiter
+	data    []byte
+	session string // data.session_id, for the session channels fed after commit
+	w       *Waiter
+	idx     int32 // the item's index in its request, for the waiter
 }
 
 // errRingClosed is returned by Push after Close.
@@ -47,7 +48,7 @@ func NewRing(maxEvents int, maxBytes int64) *Ring {
 // Push adds one entry, dropping the oldest entries if needed to make room.
 // An entry larger than the whole byte cap is refused (counted as dropped).
 // It returns errRingClosed after Close.
-func (r *Ring) Push(data []byte, w *waiter, idx int) error {
+func (r *Ring) Push(data []byte, session string, w *Waiter, idx int) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -68,7 +69,7 @@ func (r *Ring) Push(data []byte, w *waiter, idx int) error {
 	if i >= len(r.slots) {
 		i -= len(r.slots)
 	}
-	r.slots[i] = ringItem{data: data, w: w, idx: int32(idx)}
+	r.slots[i] = ringItem{data: data, session: session, w: w, idx: int32(idx)}
 	r.n++
 	r.bytes += int64(len(data))
 	r.mu.Unlock()
@@ -136,10 +137,10 @@ func (r *Ring) Len() (events int, bytes int64) {
 // Dropped returns how many entries were dropped as ring_full since start.
 func (r *Ring) Dropped() uint64 { return r.dropped.Load() }
 
-// waiter lets a producer wait until its entries are in the spool. One waiter
+// Waiter lets a producer wait until its entries are in the spool. One waiter
 // serves a whole ingest request, so waiting costs one allocation per request,
-// not per event.
-type waiter struct {
+// not per event. Read its outcome with Result once Done is closed.
+type Waiter struct {
 	mu         sync.Mutex
 	remaining  int
 	dropped    []int // indexes dropped from the ring before the writer took them
@@ -148,22 +149,22 @@ type waiter struct {
 	done       chan struct{}
 }
 
-func newWaiter(n int) *waiter {
-	w := &waiter{remaining: n, done: make(chan struct{})}
+func newWaiter(n int) *Waiter {
+	w := &Waiter{remaining: n, done: make(chan struct{})}
 	if n == 0 {
 		close(w.done)
 	}
 	return w
 }
 
-func (w *waiter) settleLocked() {
+func (w *Waiter) settleLocked() {
 	w.remaining--
 	if w.remaining == 0 {
 		close(w.done)
 	}
 }
 
-func (w *waiter) drop(idx int) {
+func (w *Waiter) drop(idx int) {
 	w.mu.Lock()
 	w.dropped = append(w.dropped, idx)
 	w.settleLocked()
@@ -171,7 +172,7 @@ func (w *waiter) drop(idx int) {
 }
 
 // commit settles n entries with the outcome of their spool write.
-func (w *waiter) commit(n int, notDurable bool, err error) {
+func (w *Waiter) commit(n int, notDurable bool, err error) {
 	w.mu.Lock()
 	if err != nil && w.failed == nil {
 		w.failed = err
@@ -183,6 +184,19 @@ func (w *waiter) commit(n int, notDurable bool, err error) {
 		w.settleLocked()
 	}
 	w.mu.Unlock()
+}
+
+// Done is closed once every entry is settled: stored, or dropped from the
+// ring before the writer took it.
+func (w *Waiter) Done() <-chan struct{} { return w.done }
+
+// Result is the outcome, valid once Done is closed: the request indexes
+// dropped from the ring, whether the stored ones are held in memory only,
+// and the error of a spool write that lost them.
+func (w *Waiter) Result() (dropped []int, notDurable bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dropped, w.notDurable, w.failed
 }
 
 func (r *Ring) isClosed() bool {

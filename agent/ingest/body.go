@@ -1,14 +1,12 @@
-package agent
+package ingest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/livepeer/edgerelay/envelope"
 )
@@ -79,30 +77,12 @@ type Rejection struct {
 	Error string `json:"error"`
 }
 
-// IngestAnswer is the body of every ingest response.
-type IngestAnswer struct {
+// Answer is the body of every ingest response.
+type Answer struct {
 	Accepted int         `json:"accepted"`
 	Rejected []Rejection `json:"rejected"`
 	Durable  *bool       `json:"durable,omitempty"` // false when accepted items are held in memory only
 	Error    string      `json:"error,omitempty"`   // why nothing was accepted, when it is not per item
-}
-
-// prepared is an item ready for the ring.
-type prepared struct {
-	index   int
-	env     []byte
-	typ     string
-	session string // data.session_id, for routing to the session's channel
-}
-
-// prepareFunc validates one item and makes it an envelope.
-type prepareFunc func(json.RawMessage) (prepared, error)
-
-// prepareEvent turns one /v1/events item into an envelope (see
-// envelope.Stamper.Prepare).
-func (a *Agent) prepareEvent(raw json.RawMessage) (prepared, error) {
-	p, err := a.stamper.Prepare(raw)
-	return prepared{env: p.Env, typ: p.Type, session: p.SessionID}, err
 }
 
 // readBody reads a request body up to limit bytes. It reports errTooLarge
@@ -121,59 +101,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 
 var errTooLarge = errors.New("body: over the size limit")
 
-// ingest validates items with prepare, submits the good ones, waits until
-// they are in the spool (or the request ends), and builds the answer.
-func (a *Agent) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, IngestAnswer) {
-	ans := IngestAnswer{Rejected: []Rejection{}}
-	good := make([]prepared, 0, len(items))
-	for i, it := range items {
-		if it.err != nil {
-			ans.Rejected = append(ans.Rejected, Rejection{Index: i, Error: it.err.Error()})
-			continue
-		}
-		p, err := prepare(it.raw)
-		if err != nil {
-			msg := err.Error()
-			if it.line > 0 {
-				msg = fmt.Sprintf("line %d: %s", it.line, msg)
-			}
-			ans.Rejected = append(ans.Rejected, Rejection{Index: i, Error: strings.ReplaceAll(msg, "\n", "; ")})
-			continue
-		}
-		p.index = i
-		good = append(good, p)
+func writeBodyError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errTooLarge) {
+		writeJSON(w, http.StatusRequestEntityTooLarge, Answer{Rejected: []Rejection{}, Error: err.Error()})
+		return
 	}
-	a.counters.rejected.add(source, uint64(len(ans.Rejected)))
-	if len(good) == 0 {
-		ans.Error = "no acceptable item"
-		return http.StatusBadRequest, ans
-	}
-	w, err := a.submit(source, good)
-	if err != nil {
-		ans.Error = err.Error()
-		return http.StatusServiceUnavailable, ans
-	}
-	select {
-	case <-w.done:
-	case <-ctx.Done():
-		return http.StatusServiceUnavailable, ans // the client left; nothing to answer
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.failed != nil {
-		ans.Error = "spool write failed: " + w.failed.Error()
-		return http.StatusServiceUnavailable, ans
-	}
-	dropped := make(map[int]bool, len(w.dropped))
-	for _, i := range w.dropped {
-		dropped[i] = true
-		ans.Rejected = append(ans.Rejected, Rejection{Index: good[i].index, Error: "dropped before it was stored: ring full (the agent is overloaded)"})
-	}
-	ans.Accepted = len(good) - len(dropped)
-	durable := a.durable() && !w.notDurable
-	ans.Durable = &durable
-	if ans.Accepted == 0 {
-		return http.StatusServiceUnavailable, ans
-	}
-	return http.StatusAccepted, ans
+	writeJSON(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: "body: " + err.Error()})
 }

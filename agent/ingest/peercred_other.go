@@ -1,5 +1,5 @@
 //go:build !linux
 
-package agent
+package ingest
 
 func peerCredPID(fd int) int { return 0 }

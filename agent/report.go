@@ -1,46 +1,10 @@
 package agent
 
 import (
-	"maps"
 	"sort"
-	"strings"
-	"sync"
 
 	"github.com/livepeer/edgerelay/relay"
 )
-
-// countVec is a set of counters by label value. Safe for concurrent use.
-type countVec struct {
-	mu sync.Mutex
-	m  map[string]uint64
-}
-
-func (c *countVec) add(k string, n uint64) {
-	if n == 0 {
-		return
-	}
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[string]uint64)
-	}
-	c.m[k] += n
-	c.mu.Unlock()
-}
-
-func (c *countVec) snapshot() map[string]uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.m)
-}
-
-// counters are the agent's own counts (the sinks count in relay.Stats).
-type counters struct {
-	received countVec // by source
-	rejected countVec // by source: items refused at ingest, never accepted
-	dropped  countVec // by "stage/reason", for drops outside the sinks and the spool
-}
-
-func newCounters() *counters { return &counters{} }
 
 // SinkReport is one sink's accounting in /v1/stats and agent_status.
 type SinkReport = relay.SinkReport
@@ -65,18 +29,19 @@ type Report struct {
 	Sinks       map[string]SinkReport        `json:"sinks"`
 }
 
-// Report returns a consistent view of the counters.
+// Report returns the agent's counters: the pipeline's, the spool's and
+// every sink's (retired ones included), without waiting on any I/O.
 func (a *Agent) Report() Report {
+	received, rejected, dropped := a.counters.Snapshot()
 	r := Report{
 		State:       stateName(a.state.Load()),
-		Received:    orEmpty(a.counters.received.snapshot()),
-		Rejected:    orEmpty(a.counters.rejected.snapshot()),
-		Dropped:     map[string]map[string]uint64{},
-		Sessions:    a.sessions.count(),
-		TailDropped: a.tail.dropped.Load(),
-		Sinks:       map[string]SinkReport{},
+		Received:    received,
+		Rejected:    rejected,
+		Dropped:     dropped,
+		Sessions:    a.sessions.Count(),
+		TailDropped: a.tail.Dropped(),
+		Sinks:       a.sinks.Reports(),
 	}
-	r.RingEvents, r.RingBytes = a.ring.Len()
 	addDrop := func(stage, reason string, n uint64) {
 		if n == 0 {
 			return
@@ -86,33 +51,26 @@ func (a *Agent) Report() Report {
 		}
 		r.Dropped[stage][reason] += n
 	}
-	addDrop("ring", "ring_full", a.ring.Dropped())
-	for k, n := range a.counters.dropped.snapshot() {
-		stage, reason, _ := strings.Cut(k, "/")
-		addDrop(stage, reason, n)
+	if a.pipe != nil {
+		var ringDropped uint64
+		r.RingEvents, r.RingBytes, ringDropped = a.pipe.Ring()
+		addDrop("ring", "ring_full", ringDropped)
 	}
-	if a.store != nil {
-		st := a.store.Stat()
-		r.Durable = a.durable() && !st.Degraded
-		r.MemoryOnly = !a.durable()
+	if a.spool != nil {
+		st := a.spool.Stat()
+		r.Durable = a.durable && !st.Degraded
+		r.MemoryOnly = !a.durable
 		r.Degraded = st.Degraded
 		r.SpoolEvents, r.SpoolBytes, r.Quarantined = st.Records, st.Bytes, st.Quarantined
 	}
-	for _, h := range a.sinkList() {
-		snap := h.stats.Snapshot() // before the spool's stat: see relay.Account
-		ss, _ := h.st.SinkStat(h.name)
-		sr := relay.Account(h.kind, snap, ss)
-		r.Sinks[h.name] = sr
+	for _, sr := range r.Sinks {
 		for reason, n := range sr.Dropped {
 			stage := "sink"
-			if reason == "spool_full" {
+			if reason == relay.DropSpoolFull {
 				stage = "spool"
 			}
 			addDrop(stage, reason, n)
 		}
-	}
-	for name, sr := range a.finishedSinks() {
-		r.Sinks[name] = sr
 	}
 	return r
 }

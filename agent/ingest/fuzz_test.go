@@ -1,9 +1,8 @@
-package agent
+package ingest
 
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"testing"
 	"time"
 
@@ -26,15 +25,10 @@ func FuzzIngestBody(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	cfg, err := Load(nil, mapEnv(map[string]string{"EDGERELAY_ENABLED": "true", "EDGERELAY_MAX_EVENT_BYTES": "4096"}), io.Discard)
-	if err != nil {
-		f.Fatal(err)
-	}
 	fixed := time.UnixMilli(1767908945298)
-	a, err := New(cfg, Options{Now: func() time.Time { return fixed }})
-	if err != nil {
-		f.Fatal(err)
-	}
+	a := &Server{Stamper: envelope.NewStamper(envelope.StamperOptions{
+		Node: envelope.Identity{"host": "h"}, Now: func() time.Time { return fixed }, MaxBytes: 4096,
+	})}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		items, err := splitItems(body)
 		if err != nil {
@@ -48,7 +42,7 @@ func FuzzIngestBody(f *testing.F) {
 			if err != nil {
 				continue
 			}
-			env, typ := p.env, p.typ
+			env, typ := p.Env, p.Type
 			if bytes.ContainsAny(env, "\n\r") {
 				t.Fatalf("envelope spans lines: %q", env)
 			}

@@ -1,0 +1,132 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/coder/websocket"
+
+	"github.com/livepeer/edgerelay/agent/pipeline"
+)
+
+// prepareFunc validates one item and makes it an entry for the pipeline.
+type prepareFunc func(raw json.RawMessage) (pipeline.Entry, error)
+
+// prepareEvent turns one /v1/events item into an envelope (see
+// envelope.Stamper.Prepare).
+func (s *Server) prepareEvent(raw json.RawMessage) (pipeline.Entry, error) {
+	p, err := s.Stamper.Prepare(raw)
+	return pipeline.Entry{Env: p.Env, Type: p.Type, Session: p.SessionID}, err
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r, s.MaxBodyBytes)
+	if err != nil {
+		writeBodyError(w, err)
+		return
+	}
+	status, ans := s.ingestBody(r.Context(), "api", body, s.prepareEvent)
+	writeJSON(w, status, ans)
+}
+
+// ingestBody splits a body into items and ingests them.
+func (s *Server) ingestBody(ctx context.Context, source string, body []byte, prepare prepareFunc) (int, Answer) {
+	items, err := splitItems(body)
+	if err != nil {
+		return http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()}
+	}
+	return s.ingest(ctx, source, items, prepare)
+}
+
+// ingest validates items with prepare, submits the good ones, waits until
+// they are in the spool (or the request ends), and builds the answer.
+func (s *Server) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
+	ans := Answer{Rejected: []Rejection{}}
+	good := make([]pipeline.Entry, 0, len(items))
+	index := make([]int, 0, len(items))
+	for i, it := range items {
+		if it.err != nil {
+			ans.Rejected = append(ans.Rejected, Rejection{Index: i, Error: it.err.Error()})
+			continue
+		}
+		e, err := prepare(it.raw)
+		if err != nil {
+			msg := err.Error()
+			if it.line > 0 {
+				msg = fmt.Sprintf("line %d: %s", it.line, msg)
+			}
+			ans.Rejected = append(ans.Rejected, Rejection{Index: i, Error: strings.ReplaceAll(msg, "\n", "; ")})
+			continue
+		}
+		good = append(good, e)
+		index = append(index, i)
+	}
+	s.Rejected(source, uint64(len(ans.Rejected)))
+	if len(good) == 0 {
+		ans.Error = "no acceptable item"
+		return http.StatusBadRequest, ans
+	}
+	w, err := s.Submit(source, good)
+	if err != nil {
+		ans.Error = err.Error()
+		return http.StatusServiceUnavailable, ans
+	}
+	select {
+	case <-w.Done():
+	case <-ctx.Done():
+		return http.StatusServiceUnavailable, ans // the client left; nothing to answer
+	}
+	dropped, notDurable, err := w.Result()
+	if err != nil {
+		ans.Error = "spool write failed: " + err.Error()
+		return http.StatusServiceUnavailable, ans
+	}
+	for _, i := range dropped {
+		ans.Rejected = append(ans.Rejected, Rejection{Index: index[i], Error: "dropped before it was stored: ring full (the agent is overloaded)"})
+	}
+	ans.Accepted = len(good) - len(dropped)
+	durable := s.Durable() && !notDurable
+	ans.Durable = &durable
+	if ans.Accepted == 0 {
+		return http.StatusServiceUnavailable, ans
+	}
+	return http.StatusAccepted, ans
+}
+
+// handleStream is the WebSocket form of /v1/events: each text message is a
+// body as /v1/events takes it, and each is answered, in order, with the same
+// JSON answer once its events are durable.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(s.MaxBodyBytes)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.Stopping, cancel)()
+	for {
+		_, msg, err := c.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+				return
+			}
+			if ctx.Err() != nil {
+				c.Close(websocket.StatusGoingAway, "agent stopping")
+			}
+			return
+		}
+		status, ans := s.ingestBody(ctx, "stream", msg, s.prepareEvent)
+		out, _ := json.Marshal(struct {
+			Status int `json:"status"`
+			Answer
+		}{status, ans})
+		if err := c.Write(ctx, websocket.MessageText, out); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/livepeer/edgerelay/spool"
+)
+
+// Member is one sink run by a Group: its forwarder (Sink, Queue and Stats
+// set, Init called) and how to read and drop its cursor in the queue.
+type Member struct {
+	Name string
+	Kind string // "stdout", "http", "trickle", "kafka", "session", ...
+	Fwd  *Forwarder
+	// Stat returns the sink's accounting in its queue.
+	Stat func() (spool.SinkStat, error)
+	// Remove drops the sink's cursor from its queue for good and returns
+	// its final accounting.
+	Remove func() (spool.SinkStat, error)
+	// Closed, when set, runs after the forwarder returned ErrClosed and
+	// says whether the sink retires (its pending records are counted as
+	// dropped channel_closed).
+	Closed func() (retire bool)
+	// Done, when set, runs after the forwarder returned and the member
+	// retired, if it did (closing the sink's own resources).
+	Done func()
+}
+
+// Group runs one forwarder per sink and keeps their accounting, retired
+// sinks included, so totals never go down. It is safe for concurrent use.
+// Its lock is held only to find members, never across I/O.
+type Group struct {
+	log *slog.Logger
+
+	mu       sync.Mutex // guards members and finished
+	members  map[string]*running
+	finished map[string]SinkReport // final reports of retired sinks
+	wg       sync.WaitGroup
+}
+
+type running struct {
+	m      Member
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewGroup returns an empty group.
+func NewGroup(log *slog.Logger) *Group {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Group{log: log, members: map[string]*running{}, finished: map[string]SinkReport{}}
+}
+
+// Start runs m's forwarder until ctx ends, Stop(m.Name) is called, or the
+// sink reports ErrClosed.
+func (g *Group) Start(ctx context.Context, m Member) {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &running{m: m, cancel: cancel, done: make(chan struct{})}
+	g.mu.Lock()
+	g.members[m.Name] = r
+	g.mu.Unlock()
+	g.wg.Go(func() {
+		defer close(r.done)
+		err := m.Fwd.Run(ctx)
+		switch {
+		case errors.Is(err, ErrClosed):
+			if m.Closed == nil || m.Closed() {
+				g.Retire(m.Name, DropChannelClosed)
+			}
+		case err != nil && !errors.Is(err, context.Canceled):
+			g.log.Warn("sink stopped", "sink", m.Name, "err", err)
+		}
+		if m.Done != nil {
+			m.Done()
+		}
+	})
+}
+
+// Stop ends one sink's forwarder and waits for it; its records stay in its
+// queue. It reports whether the sink was running.
+func (g *Group) Stop(name string) bool {
+	g.mu.Lock()
+	r := g.members[name]
+	g.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.cancel()
+	<-r.done
+	return true
+}
+
+// Wait waits for every forwarder to return (their context ended).
+func (g *Group) Wait() { g.wg.Wait() }
+
+// Retire removes a sink whose forwarder has returned: its cursor leaves the
+// queue, what it had not delivered is counted as dropped for reason, and
+// its final report is kept, so totals stay whole.
+func (g *Group) Retire(name, reason string) {
+	g.mu.Lock()
+	r := g.members[name]
+	g.mu.Unlock()
+	if r == nil {
+		return
+	}
+	final, err := r.m.Remove()
+	if err != nil {
+		return
+	}
+	if final.Pending > 0 {
+		r.m.Fwd.Stats.AddDropped(reason, final.Pending)
+		g.log.Warn("sink retired with undelivered events", "sink", name, "events", final.Pending, "reason", reason)
+	}
+	final.Acked += final.Pending
+	final.Pending = 0
+	rep := Account(r.m.Kind, r.m.Fwd.Stats.Snapshot(), final)
+	g.mu.Lock()
+	delete(g.members, name)
+	g.finished[name] = rep
+	g.mu.Unlock()
+}
+
+// Names returns the running sinks.
+func (g *Group) Names() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]string, 0, len(g.members))
+	for n := range g.members {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (g *Group) list() []*running {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*running, 0, len(g.members))
+	for _, r := range g.members {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Reports returns every sink's accounting, retired ones included.
+func (g *Group) Reports() map[string]SinkReport {
+	out := map[string]SinkReport{}
+	for _, r := range g.list() {
+		out[r.m.Name] = g.report(r)
+	}
+	g.mu.Lock()
+	maps.Copy(out, g.finished)
+	g.mu.Unlock()
+	return out
+}
+
+// Report returns one running sink's accounting.
+func (g *Group) Report(name string) (SinkReport, bool) {
+	g.mu.Lock()
+	r := g.members[name]
+	g.mu.Unlock()
+	if r == nil {
+		return SinkReport{}, false
+	}
+	return g.report(r), true
+}
+
+func (g *Group) report(r *running) SinkReport {
+	snap := r.m.Fwd.Stats.Snapshot() // before the queue's stat: see Account
+	ss, _ := r.m.Stat()
+	return Account(r.m.Kind, snap, ss)
+}
+
+// Pending is what the running sinks have still to deliver.
+func (g *Group) Pending() uint64 {
+	var n uint64
+	for _, r := range g.list() {
+		n += g.report(r).Pending
+	}
+	return n
+}
+
+// Drain makes every forwarder send partial batches at once (shutdown).
+func (g *Group) Drain() {
+	for _, r := range g.list() {
+		r.m.Fwd.Drain()
+	}
+}
+
+// DrainOne drains one sink and waits until it has nothing pending, its
+// forwarder returns, or ctx ends; it reports whether nothing is pending.
+func (g *Group) DrainOne(ctx context.Context, name string) bool {
+	g.mu.Lock()
+	r := g.members[name]
+	g.mu.Unlock()
+	if r == nil {
+		return true
+	}
+	r.m.Fwd.Drain()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if g.report(r).Pending == 0 {
+			return true
+		}
+		select {
+		case <-r.done:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// Stalled names a sink stuck in one Send for longer than limit, or "".
+func (g *Group) Stalled(now time.Time, limit time.Duration) string {
+	for _, r := range g.list() {
+		if r.m.Fwd.Stalled(now, limit) {
+			return r.m.Name
+		}
+	}
+	return ""
+}
