@@ -20,6 +20,7 @@ import (
 	"github.com/livepeer/edgerelay/agent/session"
 	"github.com/livepeer/edgerelay/agent/telemetry"
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/nvml"
 	"github.com/livepeer/edgerelay/relay"
 )
 
@@ -44,6 +45,7 @@ type Agent struct {
 	alloc   *telemetry.Allocators // latest allocator figures per GPU
 	envs    *telemetry.Envelopes  // allocator_sample stamping
 	gpu     gpuLookup             // the GPU sampler, nil without NVML
+	gpus    *nvml.Backend         // NVML (or its simulation), nil without
 	sampler *sampler.Sampler      // GPUs and host network; nil when both are off
 
 	spool   Spool // set by start; never replaced

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
 
@@ -23,7 +24,8 @@ func (a *Agent) setupGPU() error {
 	case err == nil:
 		info := gpus.Info()
 		a.log.Info("NVML ready", "source", info.Source, "gpus", gpus.Count(), "driver", info.DriverVersion)
-		a.closers = append(a.closers, func() { gpus.Close() })
+		a.gpus = gpus
+		a.closers = append(a.closers, func() { a.closeNVML(gpus.Close) })
 	case errors.Is(err, nvml.ErrDisabled):
 		gpus = nil
 	case errors.Is(err, nvml.ErrUnavailable) && a.cfg.NVML != "on":
@@ -136,4 +138,25 @@ func (a *Agent) setupTelemetry(gpu gpuLookup) error {
 	}
 	a.alloc, a.gpu = alloc, gpu
 	return nil
+}
+
+// nvmlCloseWait bounds NVML's shutdown: a call hung in the driver holds the
+// backend's lock, and shutdown must not wait on it forever.
+const nvmlCloseWait = 2 * time.Second
+
+// closeNVML shuts NVML down, waiting at most nvmlCloseWait; past that the
+// process exits with the call still in the driver.
+func (a *Agent) closeNVML(closeFn func() error) {
+	done := make(chan error, 1)
+	go func() { done <- closeFn() }()
+	t := time.NewTimer(nvmlCloseWait)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			a.log.Warn("NVML shutdown failed", "err", err)
+		}
+	case <-t.C:
+		a.log.Error("NVML shutdown is blocked by a hung call; leaving it", "waited", nvmlCloseWait)
+	}
 }

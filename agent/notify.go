@@ -12,9 +12,10 @@ import (
 // systemd integration (Type=notify). READY=1 is sent once the spool is open
 // and the API listens; STATUS= carries a one-line summary; STOPPING=1 starts
 // the shutdown. WATCHDOG=1 is sent only while the pipeline is healthy: no
-// forwarder has been inside one Send, and the spool writer inside one
-// Append, for longer than half the watchdog timeout. A wedged pipeline thus
-// stops the pings and systemd restarts the service; an idle one keeps them.
+// forwarder has been inside one Send, the spool writer inside one Append,
+// and the sampler inside one round of NVML calls, for longer than half the
+// watchdog timeout. A wedged pipeline or driver thus stops the pings and
+// systemd restarts the service; an idle one keeps them.
 
 // sdNotify sends a state to systemd; it does nothing outside systemd
 // (NOTIFY_SOCKET unset).
@@ -65,6 +66,9 @@ func (a *Agent) watchdogLoop(ctx context.Context) {
 func (a *Agent) stalled(now time.Time, limit time.Duration) string {
 	if a.pipe.Stalled(now, limit) {
 		return "spool writer"
+	}
+	if a.sampler != nil && a.sampler.Stalled(now, limit) {
+		return "NVML call"
 	}
 	if name := a.sinks.Stalled(now, limit); name != "" {
 		return "sink " + name

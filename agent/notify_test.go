@@ -107,9 +107,11 @@ func TestSystemdNotifyAndWatchdog(t *testing.T) {
 	sink.hang = true
 	sink.mu.Unlock()
 	r.post(t, "/v1/events", `{"type":"x","data":{}}`)
-	time.Sleep(150 * time.Millisecond) // the stall must outlast the 100 ms limit
+	waitUntil(t, "the forwarder to be stalled past the 100 ms limit", func() bool { return a.stalled(time.Now(), 100*time.Millisecond) != "" })
 	before := n.count("WATCHDOG=1")
-	time.Sleep(500 * time.Millisecond) // 5 ping intervals
+	// Nothing is expected to happen: 500 ms are 5 ping intervals, in which
+	// at most the one ping already on its way may arrive.
+	time.Sleep(500 * time.Millisecond)
 	if after := n.count("WATCHDOG=1"); after > before+1 {
 		t.Errorf("watchdog kept pinging with a wedged forwarder: %d -> %d", before, after)
 	}
@@ -123,6 +125,40 @@ func TestSystemdNotifyAndWatchdog(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "STOPPING=1", func() bool { return n.count("STOPPING=1") == 1 })
+	os.Unsetenv("NOTIFY_SOCKET")
+}
+
+// An NVML call that hangs in the driver stops the watchdog pings, and the
+// agent still stops promptly (the call is left behind).
+func TestWatchdogNVMLHang(t *testing.T) {
+	n := listenNotify(t)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", "")
+	cfg := loadConfig(t, testEnv(t, map[string]string{"EDGERELAY_NVML": "sim", "EDGERELAY_SAMPLE_INTERVAL": "100ms", "EDGERELAY_PROCESS_INTERVAL": "1s"}))
+	out := &syncBuffer{}
+	a, err := New(cfg, Options{Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runAgent(t, a, out)
+	waitUntil(t, "3 watchdog pings", func() bool { return n.count("WATCHDOG=1") >= 3 })
+	release := make(chan struct{})
+	defer close(release)
+	a.gpus.Sim().SetHang(2, release)
+	waitUntil(t, "the NVML call to be reported stalled", func() bool { return a.stalled(time.Now(), 100*time.Millisecond) == "NVML call" })
+	before := n.count("WATCHDOG=1")
+	// Nothing is expected to happen: 500 ms are 5 ping intervals.
+	time.Sleep(500 * time.Millisecond)
+	if after := n.count("WATCHDOG=1"); after > before+1 {
+		t.Errorf("watchdog kept pinging with a hung NVML call: %d -> %d", before, after)
+	}
+	began := time.Now()
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > nvmlCloseWait+5*time.Second {
+		t.Errorf("stopping with a hung NVML call took %s", took)
+	}
 	os.Unsetenv("NOTIFY_SOCKET")
 }
 

@@ -59,7 +59,8 @@ type Sim struct {
 	missing     map[string]bool
 	lost        []bool
 	unsupported []Field
-	procs       [][]Process // nil entry: the default script
+	procs       [][]Process       // nil entry: the default script
+	hang        []<-chan struct{} // memory readings block until closed; nil when none
 }
 
 type simXid struct {
@@ -151,6 +152,30 @@ func (s *Sim) SetProcesses(i int, procs []Process) {
 		return
 	}
 	s.procs[i] = append([]Process{}, procs...)
+}
+
+// SetHang makes the memory readings of GPU i block until release is closed,
+// as a driver call that hangs does; nil clears it.
+func (s *Sim) SetHang(i int, release <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hang == nil {
+		s.hang = make([]<-chan struct{}, len(s.devs))
+	}
+	s.hang[i] = release
+}
+
+// wait blocks while GPU i is set to hang.
+func (s *Sim) wait(i int) {
+	s.mu.RLock()
+	var release <-chan struct{}
+	if s.hang != nil {
+		release = s.hang[i]
+	}
+	s.mu.RUnlock()
+	if release != nil {
+		<-release
+	}
 }
 
 // InjectXid queues a critical Xid error on GPU i for the event set. It
@@ -287,6 +312,7 @@ func (d *simDevice) GetPciInfo() (gonvml.PciInfo, gonvml.Return) {
 }
 
 func (d *simDevice) GetMemoryInfo_v2() (gonvml.Memory_v2, gonvml.Return) {
+	d.sim.wait(d.i)
 	if ret := d.sim.fault(d.i, FieldMemory); ret != gonvml.SUCCESS {
 		return gonvml.Memory_v2{}, ret
 	}
@@ -295,6 +321,7 @@ func (d *simDevice) GetMemoryInfo_v2() (gonvml.Memory_v2, gonvml.Return) {
 
 // GetMemoryInfo is the v1 call: its "used" includes the reserved memory.
 func (d *simDevice) GetMemoryInfo() (gonvml.Memory, gonvml.Return) {
+	d.sim.wait(d.i)
 	if ret := d.sim.fault(d.i, FieldMemory); ret != gonvml.SUCCESS {
 		return gonvml.Memory{}, ret
 	}

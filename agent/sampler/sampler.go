@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,11 @@ const warnEvery = time.Minute
 // failed to start for a reason other than "not supported".
 const xidRetry = time.Minute
 
-// GPUs is what the sampler needs from the GPUs; *nvml.Backend has it.
-// Sample, Processes and ECC are called from Run's goroutine only, WatchXid
-// from a goroutine Run owns.
+// GPUs is what the sampler needs of the GPUs: *nvml.Backend (NVML or its
+// simulation), which edgerelay bench wraps to time each tick. Its five
+// methods are the sampler's whole use of NVML, on purpose in one place:
+// Sample, Processes and ECC are called from the sampler's NVML goroutine
+// only, WatchXid from a goroutine Run owns.
 type GPUs interface {
 	Count() int
 	Sample(slot int, s *nvml.Sample) error
@@ -84,6 +87,11 @@ type Options struct {
 	ProcessInterval time.Duration
 	// ECCInterval between ECC and remapped-row reads; default 60s, at least Interval.
 	ECCInterval time.Duration
+	// CallTimeout bounds one round of NVML calls (a tick, a process or ECC
+	// read). A round still running then is left to finish in the
+	// background: ticks are skipped (counted "stalled"), Stalled reports
+	// it to the watchdog, and shutdown does not wait for it. Default 10s.
+	CallTimeout time.Duration
 	// SessionFor gives the v3 session_id of a GPU's samples (for example the
 	// live stream session on it). nil, or an empty answer, means the
 	// sampler's own id, fixed for the process's life.
@@ -111,6 +119,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ECCInterval == 0 {
 		o.ECCInterval = max(time.Minute, o.Interval)
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = 10 * time.Second
 	}
 	if o.ProcRoot == "" {
 		o.ProcRoot = "/proc"
@@ -149,6 +160,7 @@ const (
 	SkipLost     = "lost"      // the GPU is lost
 	SkipNoMemory = "no_memory" // the memory reading failed or is unsupported
 	SkipError    = "error"     // another error (the GPU's identity is unknown, ...)
+	SkipStalled  = "stalled"   // an earlier NVML call has not returned yet
 )
 
 // Indices of Sampler.skipped, in the order of skipReasons.
@@ -156,9 +168,10 @@ const (
 	skipLost = iota
 	skipNoMemory
 	skipError
+	skipStalled
 )
 
-var skipReasons = [...]string{skipLost: SkipLost, skipNoMemory: SkipNoMemory, skipError: SkipError}
+var skipReasons = [...]string{skipLost: SkipLost, skipNoMemory: SkipNoMemory, skipError: SkipError, skipStalled: SkipStalled}
 
 // Sampler samples GPUs and host interfaces and keeps the latest GPU figures.
 // Run drives it; Latest, UUIDOf and the Prometheus collector may be called
@@ -173,9 +186,15 @@ type Sampler struct {
 	memTemplate map[string]any // read-only after New
 
 	running atomic.Bool
-	emitMu  sync.Mutex // serialises Emit (Run and the Xid watcher)
+	emitMu  sync.Mutex // serialises Emit (the NVML goroutine and the Xid watcher)
 
-	// Owned by Run's goroutine.
+	// calls carries rounds of NVML calls to the NVML goroutine, which runs
+	// one at a time; busySince is when the running one began (unix nanos,
+	// 0 when idle).
+	calls     chan func()
+	busySince atomic.Int64
+
+	// Owned by the NVML goroutine (the rounds it runs).
 	smp       nvml.Sample
 	procBuf   []nvml.Process
 	slotUUID  []string    // UUID last seen at each slot
@@ -227,7 +246,10 @@ func New(opts Options) (*Sampler, error) {
 
 // Run samples until ctx ends, then waits for the Xid watcher and returns
 // nil. It takes one immediate sample of everything, then follows the
-// cadences. Run may be called once.
+// cadences. NVML calls run on a goroutine of their own, each round bounded
+// by CallTimeout: a call that hangs in the driver delays neither the
+// cadence nor shutdown (it is left behind, and Stalled says so). Run may be
+// called once.
 func (s *Sampler) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("sampler: Run called twice")
@@ -237,6 +259,15 @@ func (s *Sampler) Run(ctx context.Context) error {
 	if len(s.slotUUID) > 0 {
 		wg.Go(func() { s.watchXid(ctx) })
 	}
+	s.calls = make(chan func())
+	nvmlDone := make(chan struct{})
+	go s.nvmlLoop(nvmlDone)
+	defer func() {
+		close(s.calls)
+		if s.busySince.Load() == 0 {
+			<-nvmlDone // idle: it returns at once
+		}
+	}()
 	tick := time.NewTicker(s.opts.Interval)
 	defer tick.Stop()
 	procTick := time.NewTicker(s.opts.ProcessInterval)
@@ -245,21 +276,69 @@ func (s *Sampler) Run(ctx context.Context) error {
 	defer eccTick.Stop()
 
 	now := time.Now()
-	s.tick(now)
-	s.sampleECC()
-	s.sampleProcesses()
+	s.call(ctx, func() { s.tick(now); s.sampleECC(); s.sampleProcesses() })
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
-			s.tick(now)
+			s.call(ctx, func() { s.tick(now) })
 		case <-procTick.C:
-			s.sampleProcesses()
+			s.call(ctx, s.sampleProcesses)
 		case <-eccTick.C:
-			s.sampleECC()
+			s.call(ctx, s.sampleECC)
 		}
 	}
+}
+
+// nvmlLoop runs rounds of NVML calls until calls is closed, on one OS
+// thread (a round's CPU time is then the thread's, which edgerelay bench
+// reads).
+func (s *Sampler) nvmlLoop(done chan<- struct{}) {
+	defer close(done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for fn := range s.calls {
+		fn()
+		if took := time.Since(time.Unix(0, s.busySince.Load())); took > s.opts.CallTimeout {
+			s.log.Info("the NVML call returned; sampling resumes", "took", took.Round(time.Millisecond))
+		}
+		s.busySince.Store(0)
+	}
+}
+
+// call runs one round of NVML calls on the NVML goroutine and waits for it
+// for at most CallTimeout. While an earlier round is still running (hung in
+// the driver) the round is skipped and counted.
+func (s *Sampler) call(ctx context.Context, fn func()) {
+	if since := s.busySince.Load(); since != 0 {
+		s.skipped[skipStalled].Add(uint64(max(len(s.slotUUID), 1)))
+		return
+	}
+	done := make(chan struct{})
+	s.busySince.Store(time.Now().UnixNano())
+	select {
+	case s.calls <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		s.busySince.Store(0)
+		return
+	}
+	t := time.NewTimer(s.opts.CallTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-t.C:
+		s.log.Error("an NVML call has not returned; sampling pauses until it does",
+			"waited", s.opts.CallTimeout, "next", "ticks are skipped (edgerelay_gpu_samples_skipped_total{reason=\"stalled\"}) and the systemd watchdog is withheld")
+	}
+}
+
+// Stalled reports whether a round of NVML calls has been running for
+// longer than limit (a call hung in the driver).
+func (s *Sampler) Stalled(now time.Time, limit time.Duration) bool {
+	since := s.busySince.Load()
+	return since != 0 && now.Sub(time.Unix(0, since)) > limit
 }
 
 func (s *Sampler) emit(typ string, data map[string]any) {

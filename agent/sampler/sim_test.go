@@ -625,3 +625,77 @@ func BenchmarkTick(b *testing.B) {
 		})
 	})
 }
+
+// An NVML call that hangs in the driver holds neither the cadence nor
+// shutdown: the round is abandoned after CallTimeout, Stalled tells the
+// watchdog, later ticks are skipped and counted, Run returns at once when
+// asked, and sampling resumes when the call returns.
+func TestHungNVMLCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, Options{CallTimeout: 5 * time.Second})
+		defer h.stop()
+		h.rec.take(TypeMemory)
+		release := make(chan struct{})
+		released := false
+		defer func() {
+			if !released {
+				close(release)
+			}
+		}()
+		h.sim.SetHang(3, release)
+		h.after(time.Second) // the tick reaches GPU 3 and hangs there
+		if h.s.Stalled(time.Now(), 2*time.Second) {
+			t.Fatal("stalled before the limit")
+		}
+		if n := len(h.rec.take(TypeMemory)); n != 3 {
+			t.Fatalf("%d samples before the hung GPU, want 3", n)
+		}
+		h.after(6 * time.Second) // past CallTimeout
+		if !h.s.Stalled(time.Now(), 5*time.Second) {
+			t.Fatal("not Stalled with a call hung for 6 s")
+		}
+		before := h.s.skipped[skipStalled].Load()
+		h.after(3 * time.Second)
+		if got := h.s.skipped[skipStalled].Load() - before; got < 3*8 || got%8 != 0 {
+			t.Fatalf("skipped as stalled in 3 s: %d, want every tick's 8 GPUs (at least 24)", got)
+		}
+		if n := len(h.rec.take(TypeMemory)); n != 0 {
+			t.Fatalf("%d samples while stalled", n)
+		}
+		released = true
+		close(release)
+		synctest.Wait()
+		if h.s.Stalled(time.Now(), time.Second) {
+			t.Fatal("still Stalled after the call returned")
+		}
+		if n := len(h.rec.take(TypeMemory)); n != 5 {
+			t.Fatalf("%d samples as the hung round ends, want the other 5", n)
+		}
+		h.after(time.Second)
+		if n := len(h.rec.take(TypeMemory)); n != 8 {
+			t.Fatalf("%d samples on the next tick, want 8", n)
+		}
+	})
+}
+
+// Shutdown does not wait for a call that hangs.
+func TestHungNVMLCallShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, Options{CallTimeout: 5 * time.Second})
+		release := make(chan struct{})
+		defer func() {
+			close(release) // let the abandoned call end before the bubble does
+			synctest.Wait()
+			h.stop()
+		}()
+		h.sim.SetHang(0, release)
+		h.after(time.Second)
+		began := time.Now()
+		h.cancel()
+		h.wg.Wait() // Run returned
+		// The Xid watcher's wait (500 ms) is the only delay.
+		if took := time.Since(began); took >= time.Second {
+			t.Fatalf("Run took %s to return with a hung call", took)
+		}
+	})
+}

@@ -510,12 +510,9 @@ func benchSamplerTick(b *bench) (*benchResult, error) {
 	until := p.from.Add(b.dur)
 	ctx, cancel := context.WithDeadline(context.Background(), until)
 	defer cancel()
-	// Run samples on this goroutine: keep it on one thread, so that the
+	// The sampler runs its NVML calls on one locked thread, so that the
 	// thread's CPU clock is the tick's.
-	runtime.LockOSThread()
-	err = s.Run(ctx)
-	runtime.UnlockOSThread()
-	if err != nil {
+	if err := s.Run(ctx); err != nil {
 		return nil, err
 	}
 	if len(p.wall) == 0 {
@@ -549,7 +546,7 @@ func benchSamplerTick(b *bench) (*benchResult, error) {
 }
 
 // tickProbe wraps the simulated GPUs to see where a tick starts; its emit
-// sees where it ends. Both run on the sampler's goroutine.
+// sees where it ends. Both run on the sampler's NVML goroutine.
 type tickProbe struct {
 	*nvml.Backend
 	gpus int
