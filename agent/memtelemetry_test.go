@@ -76,6 +76,8 @@ func TestStormlogTail(t *testing.T) {
 			t.Errorf("line %d: %s", i, lines[i])
 		}
 	}
+	// Absence has no event to wait for: 100 ms span several polls of the
+	// tail, any of which would have emitted a line it wrongly took whole.
 	time.Sleep(100 * time.Millisecond)
 	if n := len(r.out.Lines()); n != 2 {
 		t.Errorf("%d lines: an incomplete line was emitted", n)

@@ -268,6 +268,8 @@ func TestStaticTrickleChannelEnds(t *testing.T) {
 	before := len(ts.Requests())
 	postIDs(t, r, "s", 20, 10)
 	r.waitLines(t, 30)
+	// Absence has no event to wait for: 300 ms are many forwarder rounds
+	// for a sink that (wrongly) went on sending.
 	time.Sleep(300 * time.Millisecond)
 	if after := len(ts.Requests()); after != before {
 		t.Errorf("the retired sink kept requesting: %d -> %d requests", before, after)

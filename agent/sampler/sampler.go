@@ -90,7 +90,8 @@ type Options struct {
 	// CallTimeout bounds one round of NVML calls (a tick, a process or ECC
 	// read). A round still running then is left to finish in the
 	// background: ticks are skipped (counted "stalled"), Stalled reports
-	// it to the watchdog, and shutdown does not wait for it. Default 10s.
+	// it to the watchdog, and shutdown waits for it no longer than its
+	// deadline. Default 5s.
 	CallTimeout time.Duration
 	// SessionFor gives the v3 session_id of a GPU's samples (for example the
 	// live stream session on it). nil, or an empty answer, means the
@@ -121,7 +122,7 @@ func (o Options) withDefaults() Options {
 		o.ECCInterval = max(time.Minute, o.Interval)
 	}
 	if o.CallTimeout == 0 {
-		o.CallTimeout = 10 * time.Second
+		o.CallTimeout = 5 * time.Second
 	}
 	if o.ProcRoot == "" {
 		o.ProcRoot = "/proc"
@@ -263,9 +264,21 @@ func (s *Sampler) Run(ctx context.Context) error {
 	nvmlDone := make(chan struct{})
 	go s.nvmlLoop(nvmlDone)
 	defer func() {
+		// Wait for a round in flight until its deadline; one hung past it
+		// is left behind (the process exits with it in the driver).
 		close(s.calls)
-		if s.busySince.Load() == 0 {
-			<-nvmlDone // idle: it returns at once
+		wait := time.Duration(0)
+		if since := s.busySince.Load(); since != 0 {
+			wait = max(time.Until(time.Unix(0, since).Add(s.opts.CallTimeout)), 0)
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-nvmlDone:
+		case <-t.C:
+			if s.busySince.Load() == 0 {
+				<-nvmlDone // it finished just now
+			}
 		}
 	}()
 	tick := time.NewTicker(s.opts.Interval)
@@ -300,10 +313,6 @@ func (s *Sampler) nvmlLoop(done chan<- struct{}) {
 	defer runtime.UnlockOSThread()
 	for fn := range s.calls {
 		fn()
-		if took := time.Since(time.Unix(0, s.busySince.Load())); took > s.opts.CallTimeout {
-			s.log.Info("the NVML call returned; sampling resumes", "took", took.Round(time.Millisecond))
-		}
-		s.busySince.Store(0)
 	}
 }
 
@@ -316,9 +325,18 @@ func (s *Sampler) call(ctx context.Context, fn func()) {
 		return
 	}
 	done := make(chan struct{})
-	s.busySince.Store(time.Now().UnixNano())
+	began := time.Now()
+	s.busySince.Store(began.UnixNano())
+	round := func() {
+		fn()
+		if took := time.Since(began); took > s.opts.CallTimeout {
+			s.log.Info("the NVML call returned; sampling resumes", "took", took.Round(time.Millisecond))
+		}
+		s.busySince.Store(0) // before done: the next round must not find it busy
+		close(done)
+	}
 	select {
-	case s.calls <- func() { fn(); close(done) }:
+	case s.calls <- round:
 	case <-ctx.Done():
 		s.busySince.Store(0)
 		return

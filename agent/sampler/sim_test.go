@@ -678,7 +678,7 @@ func TestHungNVMLCall(t *testing.T) {
 	})
 }
 
-// Shutdown does not wait for a call that hangs.
+// Shutdown waits for a call that hangs no longer than its deadline.
 func TestHungNVMLCallShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := start(t, Options{CallTimeout: 5 * time.Second})
@@ -689,13 +689,13 @@ func TestHungNVMLCallShutdown(t *testing.T) {
 			h.stop()
 		}()
 		h.sim.SetHang(0, release)
-		h.after(time.Second)
+		h.after(time.Second) // the round began at +1 s: its deadline is +6 s
+		h.after(2 * time.Second)
 		began := time.Now()
 		h.cancel()
 		h.wg.Wait() // Run returned
-		// The Xid watcher's wait (500 ms) is the only delay.
-		if took := time.Since(began); took >= time.Second {
-			t.Fatalf("Run took %s to return with a hung call", took)
+		if took := time.Since(began); took != 3*time.Second {
+			t.Fatalf("Run took %s to return with a hung call, want the 3 s left to its deadline", took)
 		}
 	})
 }
