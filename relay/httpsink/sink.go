@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -279,7 +278,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 	if err != nil {
 		cancel()
 		s.reclaim(rb)
-		s.stats.AddRequest(errCode(ctx, err))
+		s.stats.AddRequest(relay.RequestCode(ctx, err))
 		return Transient, fmt.Errorf("metrics request (%d events): %w", len(recs), err)
 	}
 	code := resp.StatusCode
@@ -360,18 +359,6 @@ func (b *sentBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *sentBody) Close() error {
 	b.once.Do(func() { close(b.done) })
 	return nil
-}
-
-// errCode is the stats code of a request that got no answer.
-func errCode(ctx context.Context, err error) string {
-	if ctx.Err() != nil {
-		return "canceled"
-	}
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return "timeout"
-	}
-	return "error"
 }
 
 // redacted stands in for the key in text quoted from the peer.
