@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,10 +36,10 @@ directory of its own, with a warm-up that is not counted (10%% of D, at least
 1s), and prints a table, or with --json a JSON array with one object per
 scenario. Results and how to read them: docs/BENCHMARKS.md.
 
+Exit codes: 0 every scenario ran, 1 a scenario failed, 2 usage.
+
 scenarios:
-%s
-flags:
-`
+%s`
 
 // benchKnobs are the sizes the tests shrink; benchDefaults are the real ones.
 type benchKnobs struct {
@@ -88,30 +87,21 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 // benchMain is cmdBench with its sizes as parameters. Exit codes: 0 every
 // scenario ran, 1 one failed (its object carries "error"), 2 usage.
 func benchMain(args []string, stdout, stderr io.Writer, knobs benchKnobs) int {
-	fs := flag.NewFlagSet("edgerelay bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		var list strings.Builder
-		for _, s := range scenarios {
-			fmt.Fprintf(&list, "  %-15s %s\n", s.name, s.what)
-		}
-		fmt.Fprintf(stderr, benchUsage, list.String())
-		fs.PrintDefaults()
+	var list strings.Builder
+	for _, s := range scenarios {
+		fmt.Fprintf(&list, "  %-15s %s\n", s.name, s.what)
 	}
+	fs := newFlagSet("edgerelay bench", fmt.Sprintf(benchUsage, list.String()))
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per scenario")
 	dur := fs.Duration("duration", 10*time.Second, "measured window of each scenario (outage_memory: 6x, within 10s..60s; drain: until the backlog is gone)")
 	only := fs.String("scenario", "", "comma-separated scenarios to run (default: all)")
 	dir := fs.String("dir", "", "where the scenarios' temporary state directories go (default: the system temp dir); the spool figures measure its disk")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `FILE` (go tool pprof)")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "edgerelay bench: unexpected arguments %q\n", fs.Args())
-		return 2
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 	}
 	if *dur <= 0 {
 		fmt.Fprintln(stderr, "edgerelay bench: --duration must be positive")

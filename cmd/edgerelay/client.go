@@ -29,9 +29,9 @@ type apiClient struct {
 }
 
 func clientFlags(fs *flag.FlagSet) func() (*apiClient, error) {
-	socket := fs.String("socket", "", "the agent's unix socket (default: as `edgerelay run` would use)")
-	addr := fs.String("addr", "", "the agent's TCP address instead of the socket (host:port)")
-	token := fs.String("token", "", "bearer token (default $EDGERELAY_INGEST_TOKEN)")
+	socket := fs.String("socket", "", "the agent's unix socket `PATH` (default: where 'edgerelay run' would put it)")
+	addr := fs.String("addr", "", "the agent's TCP address `HOST:PORT`, instead of the socket")
+	token := fs.String("token", "", "bearer `TOKEN` (default $EDGERELAY_INGEST_TOKEN)")
 	return func() (*apiClient, error) {
 		cfg, _ := agent.Load(nil, os.Getenv, io.Discard) // only for the default addresses
 		c := &apiClient{token: *token}
@@ -71,12 +71,26 @@ func (c *apiClient) header() http.Header {
 	return h
 }
 
+const statsUsage = `usage: edgerelay stats [--socket PATH | --addr HOST:PORT] [--token TOKEN]
+
+Prints the running agent's counters (GET /v1/stats) as JSON: what it
+received, delivered, dropped and holds, per source and per sink.
+`
+
+const tailUsage = `usage: edgerelay tail [--type T[,T...]] [--socket PATH | --addr HOST:PORT] [--token TOKEN]
+
+Prints the envelopes the running agent accepts, one JSON object a line, as
+they arrive (GET /v1/tail), until interrupted.
+`
+
 func cmdStats(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("edgerelay stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("edgerelay stats", statsUsage)
 	mk := clientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 	}
 	c, err := mk()
 	if err != nil {
@@ -105,12 +119,14 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdTail(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("edgerelay tail", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("edgerelay tail", tailUsage)
 	mk := clientFlags(fs)
-	types := fs.String("type", "", "only these envelope types (comma-separated)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	types := fs.String("type", "", "only envelopes of these `TYPES` (comma-separated)")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 	}
 	c, err := mk()
 	if err != nil {
