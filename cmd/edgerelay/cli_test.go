@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"net/http"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // flagLine is how flag.PrintDefaults starts a flag's line: the flag, then at
@@ -95,5 +100,66 @@ func TestUsageErrors(t *testing.T) {
 		if code != 2 || stdout.Len() != 0 || !strings.Contains(stderr.String(), c.says) || !strings.Contains(stderr.String(), "usage: edgerelay") {
 			t.Errorf("%q: exit %d, stdout %q, stderr:\n%s\nwant 2, nothing on stdout, %q and the usage on stderr", c.args, code, stdout.String(), stderr.String(), c.says)
 		}
+	}
+}
+
+// TestStatsAndTailRefusedToken: against an agent that requires a token,
+// stats and tail say what a 401 means and exit 1; with the token, stats
+// works.
+func TestStatsAndTailRefusedToken(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	agent := exec.Command(binPath, "run")
+	agent.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
+		"EDGERELAY_SOCKET=off", "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off", "EDGERELAY_STATUS_INTERVAL=1h",
+		"EDGERELAY_INGEST_TOKEN=right-token")
+	var agentErr lockedBuffer
+	agent.Stdout, agent.Stderr = &agentErr, &agentErr
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		agent.Process.Kill()
+		agent.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", agentErr.String())
+		}
+	}()
+	waitReady(t, &http.Client{Timeout: 5 * time.Second}, addr)
+
+	client := func(token string, args ...string) (int, string, string) {
+		cmd := exec.Command(binPath, append(args, "--addr", addr)...)
+		cmd.Env = cleanEnv()
+		if token != "" {
+			cmd.Env = append(cmd.Env, "EDGERELAY_INGEST_TOKEN="+token)
+		}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, stdout.String(), stderr.String()
+	}
+	for _, c := range []struct {
+		token, says string
+	}{
+		{"wrong-token", "the agent refused the token (HTTP 401): set EDGERELAY_INGEST_TOKEN"},
+		{"", "the agent requires a token (HTTP 401): set EDGERELAY_INGEST_TOKEN or pass --token"},
+	} {
+		for _, cmd := range []string{"stats", "tail"} {
+			code, _, stderr := client(c.token, cmd)
+			if code != 1 || !strings.Contains(stderr, "edgerelay "+cmd+": "+c.says) || strings.Contains(stderr, "<nil>") {
+				t.Errorf("%s with token %q: exit %d, stderr %q; want 1 and %q", cmd, c.token, code, stderr, c.says)
+			}
+		}
+	}
+	code, stdout, stderr := client("right-token", "stats")
+	var st map[string]any
+	if code != 0 || json.Unmarshal([]byte(stdout), &st) != nil || st["state"] == nil {
+		t.Errorf("stats with the token: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
