@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livepeer/edgerelay/spool"
 )
 
 // flagLine is how flag.PrintDefaults starts a flag's line: the flag, then at
@@ -161,5 +164,45 @@ func TestStatsAndTailRefusedToken(t *testing.T) {
 	var st map[string]any
 	if code != 0 || json.Unmarshal([]byte(stdout), &st) != nil || st["state"] == nil {
 		t.Errorf("stats with the token: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestSpoolStatJSONKeys: spool stat --json names its fields in snake_case.
+func TestSpoolStatJSONKeys(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Options{Path: filepath.Join(dir, "spool.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.AddSink("http"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Append([][]byte{[]byte(`{"a":1}`), []byte(`{"b":2}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"spool", "stat", "--json", "--state-dir", dir}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	keys := slices.Sorted(maps.Keys(got))
+	if want := []string{"bytes", "degraded", "durable", "first_seq", "last_seq", "path", "quarantined", "records", "sinks"}; !slices.Equal(keys, want) {
+		t.Errorf("keys %q, want %q", keys, want)
+	}
+	var sinks map[string]map[string]uint64
+	if err := json.Unmarshal(got["sinks"], &sinks); err != nil {
+		t.Fatal(err)
+	}
+	if keys := slices.Sorted(maps.Keys(sinks["http"])); !slices.Equal(keys, []string{"acked", "cursor", "evicted", "pending", "received"}) {
+		t.Errorf("sink keys %q", keys)
+	}
+	if sinks["http"]["pending"] != 2 || string(got["records"]) != "2" || string(got["last_seq"]) != "2" {
+		t.Errorf("figures: %s", stdout.String())
 	}
 }

@@ -38,6 +38,39 @@ Prints a stopped agent's spooled records, one JSON object a line, oldest
 first. Exit codes: 0 ok, 1 the spool cannot be read, 2 usage.
 `
 
+// spoolStatJSON is spool.Stat as 'spool stat --json' prints it.
+type spoolStatJSON struct {
+	Path        string                  `json:"path"`
+	Durable     bool                    `json:"durable"`
+	Degraded    bool                    `json:"degraded"`
+	Records     uint64                  `json:"records"`
+	Bytes       int64                   `json:"bytes"`
+	FirstSeq    uint64                  `json:"first_seq"`
+	LastSeq     uint64                  `json:"last_seq"`
+	Quarantined int                     `json:"quarantined"`
+	Sinks       map[string]sinkStatJSON `json:"sinks"`
+}
+
+type sinkStatJSON struct {
+	Received uint64 `json:"received"`
+	Acked    uint64 `json:"acked"`
+	Evicted  uint64 `json:"evicted"`
+	Pending  uint64 `json:"pending"`
+	Cursor   uint64 `json:"cursor"`
+}
+
+func statJSON(path string, st spool.Stat) spoolStatJSON {
+	v := spoolStatJSON{
+		Path: path, Durable: st.Durable, Degraded: st.Degraded, Records: st.Records, Bytes: st.Bytes,
+		FirstSeq: st.FirstSeq, LastSeq: st.LastSeq, Quarantined: st.Quarantined,
+		Sinks: make(map[string]sinkStatJSON, len(st.Sinks)),
+	}
+	for name, s := range st.Sinks {
+		v.Sinks[name] = sinkStatJSON{Received: s.Received, Acked: s.Acked, Evicted: s.Evicted, Pending: s.Pending, Cursor: s.Cursor}
+	}
+	return v
+}
+
 // cmdSpool inspects a stopped agent's spool. Exit codes: 0 ok, 1 the spool
 // cannot be read (locked, missing, corrupt), 2 usage.
 func cmdSpool(args []string, stdout, stderr io.Writer) int {
@@ -102,7 +135,7 @@ func cmdSpool(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(st)
+		enc.Encode(statJSON(path, st))
 		return 0
 	}
 	fmt.Fprintf(stdout, "spool     %s\nrecords   %d (seq %d..%d)\nbytes     %d\n", path, st.Records, st.FirstSeq, st.LastSeq, st.Bytes)
