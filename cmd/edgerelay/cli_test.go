@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"maps"
 	"net/http"
 	"os/exec"
@@ -204,5 +205,31 @@ func TestSpoolStatJSONKeys(t *testing.T) {
 	}
 	if sinks["http"]["pending"] != 2 || string(got["records"]) != "2" || string(got["last_seq"]) != "2" {
 		t.Errorf("figures: %s", stdout.String())
+	}
+}
+
+// TestLogDurationsAsText: the JSON log writes every duration as Go's
+// duration text, as the text log and the values logged as text do.
+func TestLogDurationsAsText(t *testing.T) {
+	var buf bytes.Buffer
+	logger := newLogger(&buf, "json", new(slog.LevelVar)).With("grace", 5*time.Second)
+	logger.Info("x", "took", 1500*time.Millisecond, slog.Group("retry", "in", 250*time.Microsecond), "n", 3, "s", "text")
+	var line struct {
+		Grace string
+		Took  string
+		Retry struct{ In string }
+		N     int
+		S     string
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.String())
+	}
+	if line.Grace != "5s" || line.Took != "1.5s" || line.Retry.In != "250µs" || line.N != 3 || line.S != "text" {
+		t.Errorf("log line %s", buf.String())
+	}
+	buf.Reset()
+	newLogger(&buf, "text", new(slog.LevelVar)).Info("x", "took", 1500*time.Millisecond)
+	if !strings.Contains(buf.String(), "took=1.5s") {
+		t.Errorf("text log line %s", buf.String())
 	}
 }

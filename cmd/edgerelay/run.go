@@ -104,7 +104,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 }
 
 func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -117,4 +117,14 @@ func parseLevel(s string) slog.Level {
 		return slog.LevelInfo
 	}
 	return l
+}
+
+// durationsAsText writes every duration of a log line in one form, Go's
+// duration text ("1.5s"): the JSON handler would write a time.Duration as
+// integer nanoseconds, beside durations the code logs as text already.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
