@@ -95,6 +95,10 @@ func TestDashboardShape(t *testing.T) {
 		vm, _ := v.(map[string]any)
 		name, _ := vm["name"].(string)
 		vars[name] = true
+		// All must mean the values found, not every job Prometheus scrapes.
+		if av, _ := vm["allValue"].(string); av != "" {
+			t.Errorf("variable %s: allValue %q widens All beyond the edgerelay series", name, av)
+		}
 	}
 	for _, want := range []string{"datasource", "job", "instance"} {
 		if !vars[want] {
