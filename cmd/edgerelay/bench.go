@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,17 +31,19 @@ import (
 
 func init() { extraCommands["bench"] = cmdBench }
 
-const benchUsage = `usage: edgerelay bench [--json] [--duration D] [--scenario S[,S...]] [--dir DIR] [--cpuprofile FILE]
+const benchUsage = `usage: edgerelay bench [--json] [--strict] [--duration D] [--scenario S[,S...]] [--dir DIR] [--cpuprofile FILE]
 
 Runs the in-process benchmarks on loopback, each in a temporary state
 directory of its own, with a warm-up that is not counted (10%% of D, at least
 1s), and prints a table, or with --json a JSON array with one object per
-scenario. Results and how to read them: docs/BENCHMARKS.md.
+scenario. Each scenario with a goal is judged "met" or "MISSED"; missed goals
+are also listed on stderr. Results and how to read them: docs/BENCHMARKS.md.
+
+Exit codes: 0 every scenario ran (goals missed or not, without --strict),
+1 a scenario failed, 2 usage, 3 --strict and a goal was missed.
 
 scenarios:
-%s
-flags:
-`
+%s`
 
 // benchKnobs are the sizes the tests shrink; benchDefaults are the real ones.
 type benchKnobs struct {
@@ -90,30 +91,22 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 // benchMain is cmdBench with its sizes as parameters. Exit codes: 0 every
 // scenario ran, 1 one failed (its object carries "error"), 2 usage.
 func benchMain(args []string, stdout, stderr io.Writer, knobs benchKnobs) int {
-	fs := flag.NewFlagSet("edgerelay bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		var list strings.Builder
-		for _, s := range scenarios {
-			fmt.Fprintf(&list, "  %-15s %s\n", s.name, s.what)
-		}
-		fmt.Fprintf(stderr, benchUsage, list.String())
-		fs.PrintDefaults()
+	var list strings.Builder
+	for _, s := range scenarios {
+		fmt.Fprintf(&list, "  %-15s %s\n", s.name, s.what)
 	}
+	fs := newFlagSet("edgerelay bench", fmt.Sprintf(benchUsage, list.String()))
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per scenario")
+	strict := fs.Bool("strict", false, "exit with status 3 when a scenario misses its goal")
 	dur := fs.Duration("duration", 10*time.Second, "measured window of each scenario (outage_memory: 6x, within 10s..60s; drain: until the backlog is gone)")
 	only := fs.String("scenario", "", "comma-separated scenarios to run (default: all)")
 	dir := fs.String("dir", "", "where the scenarios' temporary state directories go (default: the system temp dir); the spool figures measure its disk")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `FILE` (go tool pprof)")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "edgerelay bench: unexpected arguments %q\n", fs.Args())
-		return 2
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 	}
 	if *dur <= 0 {
 		fmt.Fprintln(stderr, "edgerelay bench: --duration must be positive")
@@ -193,7 +186,36 @@ func benchMain(args []string, stdout, stderr io.Writer, knobs benchKnobs) int {
 	} else {
 		printTable(stdout, results)
 	}
+	if missed := missedGoals(results); len(missed) > 0 {
+		for _, m := range missed {
+			fmt.Fprintf(stderr, "bench: goal MISSED: %s\n", m)
+		}
+		if *strict && code == 0 {
+			fmt.Fprintf(stderr, "bench: %d goal(s) MISSED; exit status 3 (--strict)\n", len(missed))
+			return 3
+		}
+		if !*strict {
+			fmt.Fprintf(stderr, "bench: %d goal(s) MISSED; exit status %d without --strict\n", len(missed), code)
+		}
+	}
 	return code
+}
+
+// missedGoals describes each scenario whose goal was judged missed.
+func missedGoals(results []*benchResult) []string {
+	var out []string
+	for _, r := range results {
+		if met, ok := r.vals["goal_met"].(bool); !ok || met {
+			continue
+		}
+		for _, g := range goals {
+			if g.scenario == r.scenario {
+				v, _ := r.get(g.figure)
+				out = append(out, fmt.Sprintf("%s: %s=%s, goal %s", r.scenario, g.figure, formatFigure(v), g.text))
+			}
+		}
+	}
+	return out
 }
 
 func splitComma(v string) []string {

@@ -157,3 +157,36 @@ func TestBenchRoundFigure(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchStrict: a missed goal is named on stderr; the exit status is 0
+// without --strict and 3 with it; a met goal passes --strict. The goal is
+// replaced so that the verdict does not depend on the machine's speed.
+func TestBenchStrict(t *testing.T) {
+	saved := goals
+	defer func() { goals = saved }()
+	for _, c := range []struct {
+		met    bool
+		strict bool
+		code   int
+	}{
+		{met: false, strict: false, code: 0},
+		{met: false, strict: true, code: 3},
+		{met: true, strict: true, code: 0},
+	} {
+		goals = []goal{{"sampler_tick", "tick_us", "test goal", func(float64) bool { return c.met }}}
+		args := []string{"--duration", "200ms", "--scenario", "sampler_tick"}
+		if c.strict {
+			args = append(args, "--strict")
+		}
+		var stdout, stderr bytes.Buffer
+		code := cmdBench(args, &stdout, &stderr)
+		if code != c.code {
+			t.Errorf("met %v strict %v: exit %d, want %d\n%s", c.met, c.strict, code, c.code, stderr.String())
+		}
+		missed := strings.Contains(stderr.String(), "bench: goal MISSED: sampler_tick: tick_us=")
+		verdict := strings.Contains(stdout.String(), "MISSED")
+		if missed != !c.met || verdict != !c.met {
+			t.Errorf("met %v strict %v: MISSED on stderr %v, in the table %v\nstdout:\n%s\nstderr:\n%s", c.met, c.strict, missed, verdict, stdout.String(), stderr.String())
+		}
+	}
+}

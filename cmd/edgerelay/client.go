@@ -29,9 +29,9 @@ type apiClient struct {
 }
 
 func clientFlags(fs *flag.FlagSet) func() (*apiClient, error) {
-	socket := fs.String("socket", "", "the agent's unix socket (default: as `edgerelay run` would use)")
-	addr := fs.String("addr", "", "the agent's TCP address instead of the socket (host:port)")
-	token := fs.String("token", "", "bearer token (default $EDGERELAY_INGEST_TOKEN)")
+	socket := fs.String("socket", "", "the agent's unix socket `PATH` (default: where 'edgerelay run' would put it)")
+	addr := fs.String("addr", "", "the agent's TCP address `HOST:PORT`, instead of the socket")
+	token := fs.String("token", "", "bearer `TOKEN` (default $EDGERELAY_INGEST_TOKEN)")
 	return func() (*apiClient, error) {
 		cfg, _ := agent.Load(nil, os.Getenv, io.Discard) // only for the default addresses
 		c := &apiClient{token: *token}
@@ -71,12 +71,48 @@ func (c *apiClient) header() http.Header {
 	return h
 }
 
+// refused says what a 401 from the agent means: the token it was given, or
+// not given.
+func (c *apiClient) refused() string {
+	if c.token == "" {
+		return "the agent requires a token (HTTP 401): set EDGERELAY_INGEST_TOKEN or pass --token"
+	}
+	return "the agent refused the token (HTTP 401): set EDGERELAY_INGEST_TOKEN (or --token) to the agent's token"
+}
+
+// answerError describes an answer other than 200 (or 101 for tail).
+func (c *apiClient) answerError(resp *http.Response) string {
+	if resp.StatusCode == http.StatusUnauthorized {
+		return c.refused()
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	msg := fmt.Sprintf("the agent answered HTTP %d", resp.StatusCode)
+	if b := strings.TrimSpace(string(body)); b != "" {
+		msg += ": " + b
+	}
+	return msg
+}
+
+const statsUsage = `usage: edgerelay stats [--socket PATH | --addr HOST:PORT] [--token TOKEN]
+
+Prints the running agent's counters (GET /v1/stats) as JSON: what it
+received, delivered, dropped and holds, per source and per sink.
+`
+
+const tailUsage = `usage: edgerelay tail [--type T[,T...]] [--socket PATH | --addr HOST:PORT] [--token TOKEN]
+
+Prints the envelopes the running agent accepts, one JSON object a line, as
+they arrive (GET /v1/tail), until interrupted.
+`
+
 func cmdStats(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("edgerelay stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("edgerelay stats", statsUsage)
 	mk := clientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 	}
 	c, err := mk()
 	if err != nil {
@@ -93,9 +129,13 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "edgerelay stats:", c.answerError(resp))
+		return 1
+	}
 	var v any
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "edgerelay stats: HTTP %d %v\n", resp.StatusCode, err)
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		fmt.Fprintln(stderr, "edgerelay stats: the agent's answer is not JSON:", err)
 		return 1
 	}
 	enc := json.NewEncoder(stdout)
@@ -105,12 +145,14 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdTail(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("edgerelay tail", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("edgerelay tail", tailUsage)
 	mk := clientFlags(fs)
-	types := fs.String("type", "", "only these envelope types (comma-separated)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	types := fs.String("type", "", "only envelopes of these `TYPES` (comma-separated)")
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 	}
 	c, err := mk()
 	if err != nil {
@@ -123,9 +165,13 @@ func cmdTail(args []string, stdout, stderr io.Writer) int {
 	if *types != "" {
 		u += "?type=" + url.QueryEscape(*types)
 	}
-	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: c.header()})
+	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: c.header()})
 	if err != nil {
-		fmt.Fprintln(stderr, "edgerelay tail: is the agent running?", err)
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			fmt.Fprintln(stderr, "edgerelay tail:", c.answerError(resp))
+		} else {
+			fmt.Fprintln(stderr, "edgerelay tail: is the agent running?", err)
+		}
 		return 1
 	}
 	defer conn.CloseNow()

@@ -25,6 +25,13 @@ commands:
   validate   validate stormlog telemetry files or sink directories
   bench      run the in-process benchmarks
   version    print the version
+
+'edgerelay <command> --help' or 'edgerelay help <command>' describes a command.
+`
+
+const versionUsage = `usage: edgerelay version
+
+Prints the version of this binary.
 `
 
 func main() {
@@ -44,10 +51,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTail(rest, stdout, stderr)
 	case "stats":
 		return cmdStats(rest, stdout, stderr)
-	case "version", "--version", "-v":
+	case "version":
+		fs := newFlagSet("edgerelay version", versionUsage)
+		if code, done := parseFlags(fs, rest, stdout, stderr); done {
+			return code
+		}
+		if fs.NArg() > 0 {
+			return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
+		}
 		fmt.Fprintln(stdout, "edgerelay", version)
 		return 0
-	case "help", "--help", "-h":
+	case "--version", "-v":
+		fmt.Fprintln(stdout, "edgerelay", version)
+		return 0
+	case "help", "--help", "-h", "-help":
+		if len(rest) > 0 && cmd == "help" && !isHelp(rest[0]) {
+			// edgerelay help <command> [sub]: the command's --help
+			return run(append(append([]string{}, rest...), "--help"), stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -209,6 +210,25 @@ func TestDemoEndToEndWithTail(t *testing.T) {
 	}
 	waitFor(t, "envelope on stdout", func() bool { return strings.Contains(out.String(), prebuilt+"\n") })
 	waitFor(t, "agent_status on stdout", func() bool { return strings.Contains(out.String(), `"type":"agent_status"`) })
+	// The JSON log writes durations as Go duration text, like every other.
+	checkedTook := false
+	for _, line := range strings.Split(errOut.String(), "\n") {
+		var l struct {
+			Msg  string
+			Took any
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "spool opened" {
+			continue
+		}
+		s, ok := l.Took.(string)
+		if _, err := time.ParseDuration(s); !ok || err != nil {
+			t.Errorf("spool opened: took = %#v, want a duration text", l.Took)
+		}
+		checkedTook = true
+	}
+	if !checkedTook {
+		t.Errorf("no JSON \"spool opened\" line with took in the log:\n%s", errOut.String())
+	}
 
 	start := time.Now()
 	agentCmd.Process.Signal(syscall.SIGTERM)

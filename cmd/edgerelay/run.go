@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,16 +10,41 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/livepeer/edgerelay/agent"
 )
 
+const runUsage = `usage: edgerelay run [--demo] [--<setting> VALUE]...
+
+Runs the agent. It does nothing unless EDGERELAY_ENABLED=true, or --demo
+(stdout sink, simulated GPUs, agent_status every second). Every setting is an
+environment variable and a flag of the same name (EDGERELAY_HTTP_RATE is
+--http-rate; the flag wins); configs/edgerelay.env lists them with their
+defaults. Exit codes: 0 clean stop or not enabled, 1 runtime failure, 2 bad
+configuration.
+`
+
+// defaultUsageHeader is the flag package's usage line for run's flag set,
+// which agent.Load builds.
+const defaultUsageHeader = "Usage of edgerelay run:\n"
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	cfg, err := agent.Load(args, os.Getenv, stderr)
+	// agent.Load prints --help and flag errors under the flag package's
+	// header: collect them, to print run's usage text instead, help on
+	// stdout and errors on stderr.
+	var loadOut bytes.Buffer
+	cfg, err := agent.Load(args, os.Getenv, &loadOut)
+	text := loadOut.Bytes()
+	if i := bytes.Index(text, []byte(defaultUsageHeader)); i >= 0 {
+		text = slices.Concat(text[:i], []byte(runUsage+"\nflags:\n"), text[i+len(defaultUsageHeader):])
+	}
 	if errors.Is(err, flag.ErrHelp) {
+		stdout.Write(text)
 		return 0
 	}
+	stderr.Write(text)
 	var fe *agent.FlagError
 	if errors.As(err, &fe) {
 		return 2
@@ -78,7 +104,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 }
 
 func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -91,4 +117,14 @@ func parseLevel(s string) slog.Level {
 		return slog.LevelInfo
 	}
 	return l
+}
+
+// durationsAsText writes every duration of a log line in one form, Go's
+// duration text ("1.5s"): the JSON handler would write a time.Duration as
+// integer nanoseconds, beside durations the code logs as text already.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }

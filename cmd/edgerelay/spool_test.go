@@ -90,8 +90,10 @@ func TestShutdownKeepsUndeliveredInSpool(t *testing.T) {
 		t.Fatalf("spool stat: %v", err)
 	}
 	var st struct {
-		Records uint64
-		Sinks   map[string]struct{ Pending uint64 }
+		Records uint64 `json:"records"`
+		Sinks   map[string]struct {
+			Pending uint64 `json:"pending"`
+		} `json:"sinks"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
 		t.Fatalf("spool stat --json: %v\n%s", err, raw)
@@ -182,7 +184,9 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		t.Fatalf("spool stat after the abort: %v", err)
 	}
 	var st struct {
-		Sinks map[string]struct{ Pending uint64 }
+		Sinks map[string]struct {
+			Pending uint64 `json:"pending"`
+		} `json:"sinks"`
 	}
 	json.Unmarshal(out, &st)
 	if p := st.Sinks["http"].Pending; p < 2 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 
@@ -10,24 +9,25 @@ import (
 
 func init() { extraCommands["validate"] = cmdValidate }
 
+const validateUsage = `usage: edgerelay validate [--json] [--legacy] FILE|DIR...
+
+Validates stormlog telemetry files (JSON, JSON lines) and sink directories.
+Exit codes: 0 every record is valid, 1 one is not, 2 a path cannot be read
+or usage.
+`
+
 // cmdValidate checks stormlog telemetry files (JSON, JSON lines) and sink
 // directories: exit 0 when every record is valid, 1 when one is not, 2 when
 // a path cannot be read.
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("edgerelay validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("edgerelay validate", validateUsage)
 	jsonOut := fs.Bool("json", false, "one JSON object per invalid record: {file, line, index, error}")
 	legacy := fs.Bool("legacy", false, "convert legacy (pre-v2) records instead of rejecting them")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgerelay validate [--json] [--legacy] FILE|DIR...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
-		return 2
+		return usageError(fs, stderr, "no file or directory to validate")
 	}
 	invalid, err := telemetry.ValidateFiles(fs.Args(), stdout, *jsonOut, *legacy)
 	if err != nil {
