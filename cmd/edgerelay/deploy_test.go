@@ -63,67 +63,6 @@ func TestDeploySystemdUnit(t *testing.T) {
 	}
 }
 
-// fakeRunner is a runner command that records the signals it gets and
-// exits 3 on SIGTERM.
-const fakeRunner = `#!/bin/sh
-trap 'echo TERM >> "$MARK"; exit 3' TERM
-echo started >> "$MARK"
-while :; do sleep 0.05; done
-`
-
-func runEntrypoint(t *testing.T, enabled string) (status int, mark string, agentLog string) {
-	dir := t.TempDir()
-	runner := filepath.Join(dir, "runner.sh")
-	os.WriteFile(runner, []byte(fakeRunner), 0o755)
-	markPath := filepath.Join(dir, "mark")
-	cmd := exec.Command("/bin/sh", repoFile(t, "configs/runner-entrypoint.sh"), runner)
-	cmd.Dir = dir
-	cmd.Env = cleanEnv("MARK="+markPath, "EDGERELAY_BIN="+binPath, "EDGERELAY_ENABLED="+enabled,
-		"EDGERELAY_LISTEN="+freePort(t), "EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_NVML=off")
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the runner to start", func() bool { b, _ := os.ReadFile(markPath); return len(b) > 0 })
-	if enabled == "true" {
-		waitFor(t, "the agent to start", func() bool { return strings.Contains(stderr.String(), "edgerelay running") })
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("entrypoint did not exit after SIGTERM")
-	}
-	b, _ := os.ReadFile(markPath)
-	return cmd.ProcessState.ExitCode(), string(b), stderr.String()
-}
-
-func TestRunnerEntrypoint(t *testing.T) {
-	t.Run("disabled: only the runner", func(t *testing.T) {
-		status, mark, log := runEntrypoint(t, "")
-		if status != 3 || mark != "started\nTERM\n" {
-			t.Errorf("status %d mark %q", status, mark)
-		}
-		if strings.Contains(log, "edgerelay") {
-			t.Errorf("the agent ran while disabled: %s", log)
-		}
-	})
-	t.Run("enabled: both, SIGTERM to both, runner's status", func(t *testing.T) {
-		status, mark, log := runEntrypoint(t, "true")
-		if status != 3 || mark != "started\nTERM\n" {
-			t.Errorf("status %d mark %q", status, mark)
-		}
-		if !strings.Contains(log, "signal received; shutting down") || !strings.Contains(log, "edgerelay stopped") {
-			t.Errorf("the agent did not get SIGTERM and stop cleanly:\n%s", log)
-		}
-	})
-}
-
 func TestDeployMakeInstall(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Fatal("make is required (.ci/run installs it)")

@@ -20,6 +20,12 @@ import (
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	// Catch the stop signals first: a SIGTERM while the agent starts (a
+	// runner that exits at once under `edgerelay wrap`) is then a clean stop
+	// after start-up, not a death by signal.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	cfg, err := agent.Load(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -56,9 +62,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
