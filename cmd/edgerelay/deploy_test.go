@@ -6,7 +6,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,14 +30,17 @@ func repoFile(t *testing.T, rel string) string {
 }
 
 // TestDeploySystemdUnit checks the unit's required directives, and has
-// systemd-analyze verify it when the tool is installed (.ci/run installs it).
+// systemd-analyze verify it and rate its exposure when the tool is installed
+// (.ci/run installs it).
 func TestDeploySystemdUnit(t *testing.T) {
 	unit, err := os.ReadFile(repoFile(t, "systemd/edgerelay.service"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{
-		"Type=notify", "WatchdogSec=", "Restart=on-failure", "EnvironmentFile=-/etc/edgerelay/edgerelay.env",
+		"Type=notify", "NotifyAccess=main", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=2",
+		"EnvironmentFile=-/etc/edgerelay/edgerelay.env", "Environment=EDGERELAY_ENV_FILE=/etc/edgerelay/edgerelay.env",
+		"SupplementaryGroups=video edgerelay-config", "Documentation=file:///usr/local/share/doc/edgerelay/OPERATIONS.md",
 		"StateDirectory=edgerelay", "RuntimeDirectory=edgerelay", "DeviceAllow=/dev/nvidiactl rw",
 		"DeviceAllow=/dev/nvidia-uvm rw", "DeviceAllow=char-nvidia-frontend rw", "NoNewPrivileges=yes",
 		"ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
@@ -45,75 +50,139 @@ func TestDeploySystemdUnit(t *testing.T) {
 			t.Errorf("unit lacks %q", d)
 		}
 	}
+	verifyUnit(t, strings.ReplaceAll(string(unit), "/usr/local/bin/edgerelay", binPath))
+}
+
+// systemdAnalyze is the path of systemd-analyze, or "" (and a loud log) when
+// it is not installed; CI must have it.
+func systemdAnalyze(t *testing.T) string {
+	t.Helper()
 	tool, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("systemd-analyze is missing in CI; .ci/run installs Debian's systemd package")
 		}
-		t.Log("systemd-analyze not installed: directives checked, verify not run")
+		t.Log("SKIPPED: systemd-analyze is not installed: the unit was not verified nor rated (apt-get install systemd)")
+		return ""
+	}
+	return tool
+}
+
+// maxExposure is the unit's `systemd-analyze security` rating, which must not
+// get worse.
+const maxExposure = 2.1
+
+// verifyUnit has systemd-analyze verify a unit's text (its ExecStart= binary
+// must exist) and rate its exposure offline.
+func verifyUnit(t *testing.T, text string) {
+	t.Helper()
+	tool := systemdAnalyze(t)
+	if tool == "" {
 		return
 	}
-	dir := t.TempDir()
-	fixed := strings.ReplaceAll(string(unit), "/usr/local/bin/edgerelay", binPath)
-	path := filepath.Join(dir, "edgerelay.service")
-	os.WriteFile(path, []byte(fixed), 0o644)
+	path := filepath.Join(t.TempDir(), "edgerelay.service")
+	os.WriteFile(path, []byte(text), 0o644)
 	out, err := exec.Command(tool, "verify", path).CombinedOutput()
 	if err != nil || bytes.Contains(out, []byte("edgerelay.service")) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	out, err = exec.Command(tool, "security", "--offline=yes", path).CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for edgerelay\.service: (\d+\.\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("systemd-analyze security --offline=yes: %v, no rating in:\n%s", err, out)
+	}
+	score, _ := strconv.ParseFloat(string(m[1]), 64)
+	t.Logf("systemd-analyze security: exposure %.1f (at most %.1f)", score, maxExposure)
+	if score > maxExposure {
+		t.Errorf("exposure %.1f is worse than %.1f", score, maxExposure)
+	}
 }
 
+// TestDeployMakeInstall installs into a DESTDIR, as a package build would,
+// and checks what the unit and the documents point at: paths, modes, the
+// group that lets the service (and nobody else) read its configuration, and
+// that a second install keeps an edited configuration.
 func TestDeployMakeInstall(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Fatal("make is required (.ci/run installs it)")
 	}
-	dest := t.TempDir()
-	cmd := exec.Command("make", "-C", repoFile(t, ""), "install", "DESTDIR="+dest, "BIN="+filepath.Join(t.TempDir(), "edgerelay"))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
-	}
-	for _, f := range []string{"usr/local/bin/edgerelay", "etc/systemd/system/edgerelay.service", "etc/edgerelay/edgerelay.env", "usr/local/lib/edgerelay/runner-entrypoint.sh"} {
-		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
-			t.Errorf("not installed: %s", f)
+	// An existing group stands for edgerelay-config, which the install creates
+	// only on a real (DESTDIR-less) install.
+	var group *user.Group
+	for _, name := range []string{"nogroup", "daemon", "adm"} {
+		if g, err := user.LookupGroup(name); err == nil {
+			group = g
+			break
 		}
 	}
-}
-
-// TestValidateCorpus runs `edgerelay validate` on the telemetry corpus, as a
-// user would, and compares its report with the expected one.
-func TestValidateCorpus(t *testing.T) {
-	dir := repoFile(t, "agent/telemetry")
-	files, _ := filepath.Glob(filepath.Join(dir, "testdata/validate/*"))
-	var args []string
-	for _, f := range files {
-		base := filepath.Base(f)
-		if strings.HasPrefix(base, "expected") {
+	if group == nil {
+		t.Fatal("none of the groups nogroup, daemon, adm exists")
+	}
+	dest, bin := t.TempDir(), filepath.Join(t.TempDir(), "edgerelay")
+	install := func() string {
+		cmd := exec.Command("make", "-C", repoFile(t, ""), "install", "DESTDIR="+dest, "BIN="+bin, "CONFIG_GROUP="+group.Name)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("make install: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	install()
+	for f, mode := range map[string]os.FileMode{
+		"usr/local/bin/edgerelay":                      0o755,
+		"usr/local/lib/edgerelay/runner-entrypoint.sh": 0o755,
+		"etc/systemd/system/edgerelay.service":         0o644,
+		"etc/sysusers.d/edgerelay.conf":                0o644,
+		"etc/edgerelay/edgerelay.env":                  0o640,
+		"usr/local/share/doc/edgerelay/OPERATIONS.md":  0o644,
+		"usr/local/share/doc/edgerelay/README.md":      0o644,
+		"usr/local/share/doc/edgerelay/BENCHMARKS.md":  0o644,
+		"usr/local/share/doc/edgerelay/edgerelay.env":  0o644,
+	} {
+		st, err := os.Stat(filepath.Join(dest, f))
+		if err != nil {
+			t.Errorf("not installed: %s", f)
 			continue
 		}
-		rel, _ := filepath.Rel(dir, f)
-		args = append(args, rel)
+		if st.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v, want %v", f, st.Mode().Perm(), mode)
+		}
 	}
-	cmd := exec.Command(binPath, append([]string{"validate"}, args...)...)
-	cmd.Dir = dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
-		t.Fatalf("exit %v, want 1 (invalid records present); stderr %s", err, stderr.String())
+	// The configuration: root's, readable by the group the service has, by no
+	// one else.
+	env := filepath.Join(dest, "etc/edgerelay/edgerelay.env")
+	if st, err := os.Stat(env); err == nil {
+		sys := st.Sys().(*syscall.Stat_t)
+		if strconv.Itoa(int(sys.Gid)) != group.Gid || sys.Uid != uint32(os.Getuid()) || st.Mode().Perm()&0o007 != 0 {
+			t.Errorf("edgerelay.env: uid %d gid %d mode %v, want ours, group %s (%s), nothing for others", sys.Uid, sys.Gid, st.Mode().Perm(), group.Name, group.Gid)
+		}
 	}
-	want, err := os.ReadFile(filepath.Join(dir, "testdata/validate/expected.txt"))
-	if err != nil {
-		t.Fatal(err)
+	unit, _ := os.ReadFile(filepath.Join(dest, "etc/systemd/system/edgerelay.service"))
+	sysusers, _ := os.ReadFile(filepath.Join(dest, "etc/sysusers.d/edgerelay.conf"))
+	if !bytes.Contains(unit, []byte("SupplementaryGroups=video "+group.Name+"\n")) || !bytes.Contains(sysusers, []byte("\ng "+group.Name+" -\n")) {
+		t.Errorf("the unit's supplementary group and the sysusers.d group differ from %s:\n%s\n%s", group.Name, unit, sysusers)
 	}
-	if stdout.String() != string(want) {
-		t.Errorf("report differs:\n--- got\n%s--- want\n%s", stdout.String(), want)
+	// What the unit points at is installed.
+	for _, re := range []string{`(?m)^Documentation=file://(\S+)$`, `(?m)^ExecStart=(\S+) run$`} {
+		m := regexp.MustCompile(re).FindSubmatch(unit)
+		if m == nil {
+			t.Errorf("no %s in the installed unit", re)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dest, string(m[1]))); err != nil {
+			t.Errorf("the unit points at %s, which is not installed", m[1])
+		}
 	}
-	// A valid file alone exits 0 and prints nothing.
-	ok := exec.Command(binPath, "validate", "testdata/validate/valid_array.json")
-	ok.Dir = dir
-	if out, err := ok.CombinedOutput(); err != nil || len(out) != 0 {
-		t.Errorf("valid file: %v %q", err, out)
+	verifyUnit(t, strings.ReplaceAll(string(unit), "/usr/local/bin/edgerelay", filepath.Join(dest, "usr/local/bin/edgerelay")))
+
+	// An edited configuration survives a second install.
+	os.WriteFile(env, []byte("EDGERELAY_ENABLED=true\n"), 0o600)
+	out := install()
+	if b, _ := os.ReadFile(env); string(b) != "EDGERELAY_ENABLED=true\n" || !strings.Contains(out, "kept "+env) {
+		t.Errorf("the second install did not keep the edited configuration: %q\n%s", b, out)
+	}
+	if st, _ := os.Stat(env); st.Mode().Perm() != 0o640 {
+		t.Errorf("the second install left edgerelay.env %v", st.Mode().Perm())
 	}
 }
 
