@@ -29,8 +29,8 @@ test:
 	$(GO) test -race -count=1 ./...
 	$(GO) vet ./...
 
-demo:
-	$(GO) run ./cmd/edgerelay run --demo
+demo: $(BIN)
+	$(BIN) run --demo
 
 # Installs the binary, the unit (its paths follow PREFIX), the group that may
 # read the configuration, the configuration (0640, never overwritten), the

@@ -474,3 +474,62 @@ func TestDeployEnabledUnderSystemd(t *testing.T) {
 	state, result, restart := u.outcome(true, cmd.ProcessState)
 	expect(t, "unit", []any{state, result, restart}, []any{"inactive", "success", false})
 }
+
+// TestDeployDocsCommands checks the shell commands of the README and the
+// operations guide as written: a Go build carries the cgo flags, a make
+// target exists, and an edgerelay command is one the binary has.
+func TestDeployDocsCommands(t *testing.T) {
+	makefile, err := os.ReadFile(repoFile(t, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^([a-z][\w-]*):`).FindAllSubmatch(makefile, -1) {
+		targets[string(m[1])] = true
+	}
+	help, _ := exec.Command(binPath, "help").Output()
+	checked := 0
+	for _, doc := range []string{"README.md", "docs/OPERATIONS.md"} {
+		b, err := os.ReadFile(repoFile(t, doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, block := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllSubmatch(b, -1) {
+			for _, line := range strings.Split(string(block[1]), "\n") {
+				line, _, _ = strings.Cut(line, " #")
+				if strings.HasPrefix(strings.TrimSpace(line), "#") {
+					continue
+				}
+				if regexp.MustCompile(`\bgo (run|build|test)\b`).MatchString(line) && !strings.Contains(line, "CGO_CFLAGS=") {
+					t.Errorf("%s: %q builds without the cgo flags (use make, or set them)", doc, line)
+				}
+				for _, seg := range regexp.MustCompile(`&&|\||;`).Split(line, -1) {
+					f := strings.Fields(seg)
+					if len(f) > 0 && f[0] == "sudo" {
+						f = f[1:]
+					}
+					if len(f) == 0 {
+						continue
+					}
+					switch {
+					case f[0] == "make":
+						for _, a := range f[1:] {
+							if !strings.Contains(a, "=") && !targets[a] {
+								t.Errorf("%s: %q: no make target %q", doc, line, a)
+							}
+						}
+						checked++
+					case filepath.Base(f[0]) == "edgerelay":
+						if len(f) < 2 || !strings.Contains(string(help), "\n  "+f[1]+" ") {
+							t.Errorf("%s: %q: not an edgerelay command", doc, line)
+						}
+						checked++
+					}
+				}
+			}
+		}
+	}
+	if checked < 5 {
+		t.Errorf("only %d commands found in the documents' sh blocks", checked)
+	}
+}
