@@ -309,10 +309,11 @@ func (w *wrapper) startRunner(path string, argv []string) error {
 // grace starts). When a stop signal arrives first, the runner gets it and the
 // agent keeps taking the runner's last events; it is sent its SIGTERM no
 // later than its grace before the deadline (the stop timeout less a margin
-// to close the spool). At the deadline an agent still delivering gets a
-// second SIGTERM (stop now, close the spool), and SIGKILL one margin later.
+// to close the spool), or halfway to the deadline when the grace is longer
+// than that. At the deadline an agent still delivering gets a second SIGTERM
+// (stop now, close the spool), and SIGKILL one margin later.
 func (w *wrapper) loop(sigs, chld <-chan os.Signal) {
-	var deadline time.Time
+	var deadline, agentStopAt time.Time
 	stopAgentTimer := time.NewTimer(time.Hour)
 	stopAgentTimer.Stop()
 	abortTimer := time.NewTimer(time.Hour)
@@ -357,15 +358,20 @@ func (w *wrapper) loop(sigs, chld <-chan os.Signal) {
 			now := time.Now()
 			setDeadline(now.Add(w.stopTimeout - closeMargin))
 			if w.runner.alive() && !w.agent.stopSent {
-				if at := deadline.Add(-w.grace); at.After(now) {
+				// The runner's stop and the agent's grace share the time
+				// left: the agent is told when only its grace is left, but
+				// not before half of the time, so that a runner's last
+				// events still find it taking them.
+				left := deadline.Sub(now)
+				at := now.Add(max(left-w.grace, left/2))
+				if agentStopAt.IsZero() || at.Before(agentStopAt) {
+					agentStopAt = at
 					stopAgentTimer.Reset(at.Sub(now))
-				} else {
-					w.stopAgent()
 				}
 			}
 		case <-stopAgentTimer.C:
 			if w.agent.alive() && !w.agent.stopSent {
-				w.say("the runner is still stopping; the agent's grace (%s) must start now to end within the stop timeout", w.grace)
+				w.say("the runner is still stopping; the agent's grace must start now to end within the stop timeout")
 				w.stopAgent()
 			}
 		case <-abortTimer.C:
