@@ -375,8 +375,12 @@ func (w *wrapper) loop(sigs, chld <-chan os.Signal) {
 				w.stopAgent()
 			}
 		case <-abortTimer.C:
-			if w.agent.alive() {
-				w.say("the stop timeout is nearly over: telling the agent to stop without waiting for its sinks (undelivered events stay in its spool)")
+			switch {
+			case !w.agent.alive():
+			case !w.agent.stopSent: // a zero grace: its deadline is its stop
+				w.stopAgent()
+			default:
+				w.say("the agent is still delivering at its deadline: telling it to stop now (what is undelivered stays in its spool)")
 				w.signal(w.agent, syscall.SIGTERM)
 			}
 		case <-killTimer.C:
