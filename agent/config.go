@@ -367,10 +367,14 @@ func EnvTable() [][3]string {
 
 // Enabled reports whether EDGERELAY_ENABLED switches the agent on, without
 // validating anything else, so that a disabled agent exits cleanly even with
-// other settings unset or wrong.
-func Enabled(getenv func(string) string) bool {
+// other settings unset or wrong. A value that is not a boolean is an error
+// naming the variable: a typo must not pass for "off".
+func Enabled(getenv func(string) string) (bool, error) {
 	on, err := parseBool(getenv("EDGERELAY_ENABLED"))
-	return err == nil && on
+	if err != nil {
+		return false, fmt.Errorf("EDGERELAY_ENABLED: %w", err)
+	}
+	return on, nil
 }
 
 func lookup(getenv func(string) string, k string) (string, bool) {

@@ -19,6 +19,7 @@ usage: edgerelay <command> [flags]
 
 commands:
   run        run the agent (off unless EDGERELAY_ENABLED=true; --demo for a local demo)
+  wrap       a runner container's init: run the runner, and the agent beside it
   tail       print envelopes live as the agent accepts them
   stats      print the agent's counters (/v1/stats)
   spool      inspect a stopped agent's spool: spool stat | spool dump

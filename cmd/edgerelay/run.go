@@ -11,7 +11,12 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 
 	"github.com/livepeer/edgerelay/agent"
 )
@@ -31,6 +36,12 @@ configuration.
 const defaultUsageHeader = "Usage of edgerelay run:\n"
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	// Catch the stop signals first: a SIGTERM while the agent starts (a
+	// runner that exits at once under `edgerelay wrap`) is then a clean stop
+	// after start-up, not a death by signal.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	// agent.Load prints --help and flag errors under the flag package's
 	// header: collect them, to print run's usage text instead, help on
 	// stdout and errors on stderr.
@@ -50,7 +61,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if !cfg.Enabled {
+		// A switch that is not a boolean is a mistake, not "off".
+		if serr := switchError(err); serr != nil {
+			fmt.Fprintf(stderr, "edgerelay: bad configuration:\n%v\n", serr)
+			return 2
+		}
 		fmt.Fprintln(stderr, "edgerelay: not enabled; set EDGERELAY_ENABLED=true to run the agent (or try: edgerelay run --demo)")
+		if err := notifyDisabled(); err != nil {
+			fmt.Fprintf(stderr, "edgerelay: telling systemd that the agent is off: %v\n", err)
+		}
 		return 0
 	}
 	level := new(slog.LevelVar)
@@ -69,9 +88,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -101,6 +117,83 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// switchError returns the error Load reported for the on/off switch itself
+// (EDGERELAY_ENABLED, or --enabled), if any. Load names the variable or flag
+// at the start of each of its errors.
+func switchError(err error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if e == nil {
+			continue
+		}
+		if msg := e.Error(); strings.HasPrefix(msg, "EDGERELAY_ENABLED:") || strings.HasPrefix(msg, "--enabled:") {
+			return e
+		}
+	}
+	return nil
+}
+
+// notifyDisabled ends a disabled start cleanly under systemd (Type=notify):
+// a main process that exits before READY=1 fails the unit with result
+// "protocol", which Restart=on-failure restarts every RestartSec. READY=1
+// then a clean exit leaves the unit inactive, not failed, and not
+// restarted. The barrier waits until systemd has read the message, so that
+// the exit cannot overtake it. Outside systemd (NOTIFY_SOCKET unset) it does
+// nothing.
+func notifyDisabled() error {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return nil
+	}
+	if _, err := daemon.SdNotify(false, "READY=1\nSTATUS=disabled: EDGERELAY_ENABLED is not true; the agent does nothing"); err != nil {
+		return err
+	}
+	return notifyBarrier(5 * time.Second)
+}
+
+// notifyBarrier is sd_notify_barrier(3): it sends BARRIER=1 with the write
+// end of a pipe and waits until the service manager, having processed every
+// earlier message, closes it.
+func notifyBarrier(timeout time.Duration) error {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(p[0])
+	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(p[1])
+		return err
+	}
+	// SockaddrUnix maps a leading '@' to the abstract namespace, as systemd means it.
+	err = unix.Sendmsg(sock, []byte("BARRIER=1"), unix.UnixRights(p[1]), &unix.SockaddrUnix{Name: os.Getenv("NOTIFY_SOCKET")}, 0)
+	unix.Close(p[1])
+	unix.Close(sock)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errors.New("no answer to BARRIER=1 from the service manager")
+		}
+		fds := []unix.PollFd{{Fd: int32(p[0])}} // POLLHUP is always reported
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
 }
 
 func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
