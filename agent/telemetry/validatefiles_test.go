@@ -42,9 +42,9 @@ func TestValidateFilesCorpus(t *testing.T) {
 		mustHave    []string
 	}{
 		{"expected.txt", false, false, 15, []string{
-			"testdata/validate/broken_array.json: invalid JSON array: unexpected end of JSON input\n",
+			"testdata/validate/broken_array.json: invalid JSON array: unexpected end of input, expecting a value at byte 23\n",
 			"testdata/validate/mixed.jsonl:2: missing fields: host; unknown fields: extra_field\n",
-			"testdata/validate/mixed.jsonl:3: invalid JSON: unexpected end of JSON input\n",
+			"testdata/validate/mixed.jsonl:3: invalid JSON: unexpected end of input, expecting a value at byte 33\n",
 			"testdata/validate/mixed.jsonl:6: pid: must be >= -1, got -2\n",
 			"testdata/validate/mixed.jsonl:7: sampling_interval_ms: must be an integer, got a number with a fraction or exponent (1e2)\n",
 			"testdata/validate/mixed.jsonl:8: schema_version: unsupported schema_version 4\n",
@@ -52,7 +52,7 @@ func TestValidateFilesCorpus(t *testing.T) {
 			"testdata/validate/invalid_array.json:4: allocator_allocated_bytes: must be an integer, got a number with a fraction or exponent (1.5)\n",
 			"testdata/validate/invalid_array.json:5: rank: 2 must be < world_size 2\n",
 			"testdata/validate/legacy.jsonl:1: missing fields: schema_version",
-			"testdata/validate/not_json.txt:1: invalid JSON: invalid character 'h' in literal true (expecting 'r')\n",
+			"testdata/validate/not_json.txt:1: invalid JSON: invalid character 't', expecting a value at byte 0\n",
 			"testdata/validate/sinkdir/segment-000002.jsonl:2: world_size: must be >= 1, got 0\n",
 			"testdata/validate/sinkdir/segment-000010.jsonl:1: device_used_bytes: 90000000000 exceeds device_total_bytes 80000000000\n",
 		}},
@@ -60,10 +60,10 @@ func TestValidateFilesCorpus(t *testing.T) {
 			"testdata/validate/legacy.jsonl:3: timestamp_ns: missing (a legacy record needs timestamp_ns or timestamp)\n",
 		}},
 		{"expected.json", true, false, 15, []string{
-			`{"file":"testdata/validate/broken_array.json","line":0,"index":-1,"error":"invalid JSON array: unexpected end of JSON input"}` + "\n",
-			`{"file":"testdata/validate/mixed.jsonl","line":3,"index":2,"error":"invalid JSON: unexpected end of JSON input"}` + "\n",
+			`{"file":"testdata/validate/broken_array.json","line":0,"index":-1,"error":"invalid JSON array: unexpected end of input, expecting a value at byte 23"}` + "\n",
+			`{"file":"testdata/validate/mixed.jsonl","line":3,"index":2,"error":"invalid JSON: unexpected end of input, expecting a value at byte 33"}` + "\n",
 			`{"file":"testdata/validate/invalid_array.json","line":5,"index":3,"error":"rank: 2 must be < world_size 2"}` + "\n",
-			`{"file":"testdata/validate/not_json.txt","line":1,"index":0,"error":"invalid JSON: invalid character 'h' in literal true (expecting 'r')"}` + "\n",
+			`{"file":"testdata/validate/not_json.txt","line":1,"index":0,"error":"invalid JSON: invalid character 't', expecting a value at byte 0"}` + "\n",
 		}},
 	}
 	for _, tc := range cases {
