@@ -186,3 +186,11 @@ func decodeObject(raw []byte) (map[string]any, error) {
 	}
 	return m, nil
 }
+
+// nullableNum is *p as a JSON value: null when p is nil.
+func nullableNum(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return num(*p)
+}

@@ -57,7 +57,7 @@ func TestValidateFilesCorpus(t *testing.T) {
 			"testdata/validate/sinkdir/segment-000010.jsonl:1: device_used_bytes: 90000000000 exceeds device_total_bytes 80000000000\n",
 		}},
 		{"expected_legacy.txt", false, true, 13, []string{
-			"testdata/validate/legacy.jsonl:3: timestamp_ns: missing (a legacy record needs timestamp_ns or timestamp)\n",
+			"testdata/validate/legacy.jsonl:3: timestamp: a legacy record needs timestamp_ns, or timestamp in seconds (got neither)\n",
 		}},
 		{"expected.json", true, false, 15, []string{
 			`{"file":"testdata/validate/broken_array.json","line":0,"index":-1,"error":"invalid JSON array: unexpected end of input, expecting a value at byte 23"}` + "\n",
