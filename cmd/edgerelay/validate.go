@@ -11,8 +11,9 @@ import (
 func init() { extraCommands["validate"] = cmdValidate }
 
 // cmdValidate checks stormlog telemetry files (JSON, JSON lines) and sink
-// directories: exit 0 when every record is valid, 1 when one is not, 2 when
-// a path cannot be read.
+// directories as stormlog's own loader and validator judge them
+// (docs/STORMLOG.md): exit 0 when every record is valid, 1 when one is not,
+// 2 when a path cannot be read.
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("edgerelay validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -20,6 +21,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	legacy := fs.Bool("legacy", false, "convert legacy (pre-v2) records instead of rejecting them")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: edgerelay validate [--json] [--legacy] FILE|DIR...")
+		fmt.Fprint(stderr, `
+Checks files as stormlog loads them: *.jsonl as JSON lines (a truncated last line is
+ignored), any other file as one JSON document, a directory as a sink directory; and each
+record as stormlog's validator does (or its legacy conversion, with --legacy).
+
+`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
