@@ -17,7 +17,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/livepeer/edgerelay/agent"
+	"github.com/google/uuid"
+
 	"github.com/livepeer/edgerelay/agent/sampler"
 	"github.com/livepeer/edgerelay/agent/telemetry"
 	"github.com/livepeer/edgerelay/nvml"
@@ -110,10 +111,9 @@ func simulateNode(t *testing.T, warmUp, steady time.Duration, push bool) []byte 
 		if err != nil {
 			t.Fatal(err)
 		}
-		stamper := agent.NewStamper(agent.Identity{"host": "node-1", "node_id": "node-1", "region": "test"}, "", nil)
 		var mu sync.Mutex
 		emit := func(typ string, data map[string]any) {
-			env, err := stamper.Stamp(typ, data, nil)
+			env, err := stampEnvelope(typ, data)
 			if err != nil {
 				t.Error(err)
 				return
@@ -165,6 +165,22 @@ func simulateNode(t *testing.T, warmUp, steady time.Duration, push bool) []byte 
 		wg.Wait()
 	})
 	return out.Bytes()
+}
+
+// stampEnvelope stamps an event as the agent does (spec/envelope.md): a
+// UUIDv7 id, the time in epoch milliseconds as a string, data.type,
+// data.client_source, and the node's identity where data has none.
+func stampEnvelope(typ string, data map[string]any) ([]byte, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range map[string]string{"host": "node-1", "node_id": "node-1", "region": "test", "type": typ, "client_source": "edgerelay"} {
+		if _, ok := data[k]; !ok {
+			data[k] = v
+		}
+	}
+	return json.Marshal(map[string]any{"id": id.String(), "type": typ, "timestamp": fmt.Sprint(time.Now().UnixMilli()), "gateway": "", "data": data})
 }
 
 // exportLines runs `edgerelay export --stormlog dir` on envelopes.
