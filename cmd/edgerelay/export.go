@@ -137,9 +137,9 @@ func (x *exporter) read(in io.Reader) error {
 	}
 }
 
-// envelope is what the export reads of an envelope, or of a trickle frame
+// inEnvelope is what the export reads of an envelope, or of a trickle frame
 // around one.
-type envelope struct {
+type inEnvelope struct {
 	ID    string          `json:"id"`
 	Type  string          `json:"type"`
 	Data  json.RawMessage `json:"data"`
@@ -147,12 +147,12 @@ type envelope struct {
 }
 
 func (x *exporter) line(line []byte) error {
-	var env envelope
+	var env inEnvelope
 	if err := json.Unmarshal(line, &env); err != nil {
 		return fmt.Errorf("not an envelope: %v", err)
 	}
 	if env.Type == "telemetry" && len(env.Event) > 0 { // a trickle frame
-		var inner envelope
+		var inner inEnvelope
 		if err := json.Unmarshal(env.Event, &inner); err != nil {
 			return fmt.Errorf("event: not an envelope: %v", err)
 		}
@@ -184,7 +184,7 @@ func (x *exporter) line(line []byte) error {
 // v3 fields as they are, every other key of data into metadata (the
 // record's own metadata keys win), the envelope id as metadata.envelope_id.
 // placeholder reports a gpu_memory_sample without allocator figures.
-func recordOf(env envelope) (rec telemetry.Record, placeholder bool, err error) {
+func recordOf(env inEnvelope) (rec telemetry.Record, placeholder bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(env.Data))
 	dec.UseNumber()
 	var data map[string]any
