@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 )
 
 // Item is one record found in a body by DecodeRecords.
@@ -23,7 +22,8 @@ var ErrEmpty = errors.New("empty body: no records")
 
 // DecodeRecords splits a body into items, in this order of shapes
 // (spec/stormlog.md, "Files"): a JSON array, an object with an "events"
-// array, a single JSON value, else JSON lines.
+// array, a single JSON value, else JSON lines. JSON is read as Python's json
+// module reads it (pyjson.go: NaN, Infinity, integers of any length).
 //
 // In JSON lines a malformed final line without a trailing newline is a
 // truncated write and is ignored; a malformed line anywhere else becomes an
@@ -38,23 +38,20 @@ func DecodeRecords(body []byte) ([]Item, error) {
 	}
 	start := len(body) - len(trimmed)
 	if trimmed[0] == '[' {
-		if !json.Valid(trimmed) {
-			return nil, fmt.Errorf("invalid JSON array: %w", syntaxErr(trimmed))
+		p := pyParser{b: body, i: start}
+		items, err := p.elements()
+		if err == nil {
+			err = p.end()
 		}
-		items, err := arrayItems(body, start)
 		if err != nil {
 			return nil, fmt.Errorf("invalid JSON array: %w", err)
 		}
 		return items, nil
 	}
-	if json.Valid(trimmed) {
-		if trimmed[0] == '{' {
-			var top map[string]json.RawMessage
-			if err := json.Unmarshal(trimmed, &top); err != nil {
-				return nil, fmt.Errorf("invalid JSON object: %w", err)
-			}
-			if ev, ok := top["events"]; ok {
-				if t := bytes.TrimLeft(ev, " \t\r\n"); len(t) == 0 || t[0] != '[' {
+	if v, err := decodePy(trimmed); err == nil {
+		if obj, ok := v.(map[string]any); ok {
+			if ev, ok := obj["events"]; ok {
+				if _, isArr := ev.([]any); !isArr {
 					return nil, errors.New("events: must be an array")
 				}
 				return eventsItems(body, start)
@@ -65,79 +62,79 @@ func DecodeRecords(body []byte) ([]Item, error) {
 	return lineItems(body)
 }
 
-// arrayItems reads the elements of the array that starts at body[start],
-// remembering where each begins.
-func arrayItems(body []byte, start int) ([]Item, error) {
-	dec := json.NewDecoder(bytes.NewReader(body[start:]))
-	if _, err := dec.Token(); err != nil { // '['
-		return nil, err
+// elements reads the array at the cursor, remembering where each element
+// begins. The body is known to hold a value there, or the error says why not.
+func (p *pyParser) elements() ([]Item, error) {
+	p.ws()
+	if p.i >= len(p.b) || p.b[p.i] != '[' {
+		return nil, p.unexpected("'['")
 	}
-	items, err := elements(dec, body, start)
-	if err != nil {
-		return nil, err
+	p.i++
+	items := []Item{}
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		p.i++
+		return items, nil
 	}
-	if _, err := dec.Token(); err != nil { // ']'
-		return nil, err
+	for {
+		p.ws()
+		off := p.i
+		if _, err := p.value(); err != nil {
+			return nil, err
+		}
+		items = append(items, Item{Index: len(items), Offset: off, Raw: json.RawMessage(p.b[off:p.i])})
+		p.ws()
+		if p.i < len(p.b) && p.b[p.i] == ',' {
+			p.i++
+			continue
+		}
+		if p.i < len(p.b) && p.b[p.i] == ']' {
+			p.i++
+			return items, nil
+		}
+		return nil, p.unexpected("',' or ']'")
 	}
-	if _, err := dec.Token(); err == nil {
-		return nil, errors.New("data after the array")
-	} else if !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return items, nil
 }
 
-// eventsItems reads the "events" array of the object at body[start]; other
-// keys are ignored (a batch may carry "app", "host"…).
-func eventsItems(body []byte, start int) ([]Item, error) {
-	dec := json.NewDecoder(bytes.NewReader(body[start:]))
-	if _, err := dec.Token(); err != nil { // '{'
-		return nil, err
+// end checks only whitespace follows the cursor.
+func (p *pyParser) end() error {
+	p.ws()
+	if p.i < len(p.b) {
+		return p.errf("invalid character %s after the value", p.show())
 	}
+	return nil
+}
+
+// eventsItems reads the "events" array of the object at body[start] (the
+// last one, as a JSON reader keeps the last of duplicate keys); other keys
+// are ignored (a batch may carry "app", "host"…). The object is known to be
+// valid.
+func eventsItems(body []byte, start int) ([]Item, error) {
+	p := pyParser{b: body, i: start + 1} // past '{'
 	var items []Item
-	for dec.More() {
-		tok, err := dec.Token()
+	for {
+		p.ws()
+		if p.b[p.i] == '}' {
+			break
+		}
+		k, err := p.str()
 		if err != nil {
 			return nil, err
 		}
-		if key, _ := tok.(string); key == "events" && items == nil {
-			if _, err := dec.Token(); err != nil { // '['
+		p.ws()
+		p.i++ // ':'
+		p.ws()
+		if k == "events" {
+			if items, err = p.elements(); err != nil {
 				return nil, err
 			}
-			if items, err = elements(dec, body, start); err != nil {
-				return nil, err
-			}
-			if items == nil {
-				items = []Item{}
-			}
-			if _, err := dec.Token(); err != nil { // ']'
-				return nil, err
-			}
-			continue
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
+		} else if _, err := p.value(); err != nil {
 			return nil, err
 		}
-	}
-	return items, nil
-}
-
-// elements decodes array elements until the closing bracket (not consumed).
-func elements(dec *json.Decoder, body []byte, base int) ([]Item, error) {
-	var items []Item
-	for dec.More() {
-		off := base + int(dec.InputOffset())
-		// InputOffset is just past the previous token; the element starts
-		// after the separator and whitespace.
-		for off < len(body) && (body[off] == ',' || body[off] == ' ' || body[off] == '\t' || body[off] == '\r' || body[off] == '\n') {
-			off++
+		p.ws()
+		if p.b[p.i] == ',' {
+			p.i++
 		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, err
-		}
-		items = append(items, Item{Index: len(items), Offset: off, Raw: raw})
 	}
 	return items, nil
 }
@@ -161,7 +158,7 @@ func lineItems(body []byte) ([]Item, error) {
 		if len(text) > 0 {
 			nonBlank++
 			switch {
-			case json.Valid(text):
+			case validPy(text):
 				items = append(items, Item{Index: len(items), Line: line, Offset: start, Raw: json.RawMessage(text)})
 			case last:
 				// A truncated write: the writer will finish or never did.
@@ -184,12 +181,10 @@ func lineItems(body []byte) ([]Item, error) {
 
 // syntaxErr says why text is not JSON.
 func syntaxErr(text []byte) error {
-	var v any
-	err := json.Unmarshal(text, &v)
-	if err == nil {
-		return errors.New("not a single JSON value")
+	if _, err := decodePy(text); err != nil {
+		return err
 	}
-	return err
+	return errors.New("not a single JSON value")
 }
 
 // lineError is a JSON-lines line that is not JSON.

@@ -30,17 +30,21 @@ func TestDecodeRecords(t *testing.T) {
 		{name: "truncated last line ignored", body: "{\"a\":1}\n{\"b\":2}\n{\"c\":", want: []wantItem{{0, 1, `{"a":1}`, ""}, {1, 2, `{"b":2}`, ""}}},
 		{name: "complete last line without newline", body: "{\"a\":1}\n{\"b\":2}", want: []wantItem{{0, 1, `{"a":1}`, ""}, {1, 2, `{"b":2}`, ""}}},
 		{name: "bad middle line reported", body: "{\"a\":1}\n{\"b\":\n{\"c\":3}\n", want: []wantItem{
-			{0, 1, `{"a":1}`, ""}, {1, 2, "", "line 2: invalid JSON: unexpected end of JSON input"}, {2, 3, `{"c":3}`, ""}}},
+			{0, 1, `{"a":1}`, ""}, {1, 2, "", "line 2: invalid JSON: unexpected end of input, expecting a value at byte 5"}, {2, 3, `{"c":3}`, ""}}},
 		{name: "bad last line with newline reported", body: "{\"a\":1}\n{\"b\"\n", want: []wantItem{
-			{0, 1, `{"a":1}`, ""}, {1, 2, "", "line 2: invalid JSON: unexpected end of JSON input"}}},
+			{0, 1, `{"a":1}`, ""}, {1, 2, "", "line 2: invalid JSON: unexpected end of input, expecting ':' at byte 4"}}},
 		{name: "two values on a line", body: "{\"a\":1} {\"b\":2}\n{\"c\":3}\n", want: []wantItem{
-			{0, 1, "", "line 1: invalid JSON: invalid character '{' after top-level value"}, {1, 2, `{"c":3}`, ""}}},
+			{0, 1, "", "line 1: invalid JSON: invalid character '{' after the value at byte 8"}, {1, 2, `{"c":3}`, ""}}},
 		{name: "empty", body: " \n\t", err: "empty body: no records"},
-		{name: "single truncated line", body: `{"a":`, err: "line 1: invalid JSON: unexpected end of JSON input"},
-		{name: "single truncated line after blanks", body: "\n\n{\"a\":", err: "line 3: invalid JSON: unexpected end of JSON input"},
-		{name: "bad array", body: `[{"a":1},`, err: "invalid JSON array: unexpected end of JSON input"},
-		{name: "array then data", body: `[{"a":1}] x`, err: "invalid JSON array: invalid character 'x' after top-level value"},
+		{name: "single truncated line", body: `{"a":`, err: "line 1: invalid JSON: unexpected end of input, expecting a value at byte 5"},
+		{name: "single truncated line after blanks", body: "\n\n{\"a\":", err: "line 3: invalid JSON: unexpected end of input, expecting a value at byte 5"},
+		{name: "bad array", body: `[{"a":1},`, err: "invalid JSON array: unexpected end of input, expecting a value at byte 9"},
+		{name: "array then data", body: `[{"a":1}] x`, err: "invalid JSON array: invalid character 'x' after the value at byte 10"},
 		{name: "events not array", body: `{"events":{"a":1}}`, err: "events: must be an array"},
+		// Python's json, as stormlog reads and writes records.
+		{name: "NaN and Infinity", body: `[{"a":NaN},{"b":-Infinity}]`, want: []wantItem{{0, 0, `{"a":NaN}`, ""}, {1, 0, `{"b":-Infinity}`, ""}}},
+		{name: "NaN in JSON lines", body: "{\"a\":NaN}\n{\"b\":Infinity}\n", want: []wantItem{{0, 1, `{"a":NaN}`, ""}, {1, 2, `{"b":Infinity}`, ""}}},
+		{name: "last duplicate events wins", body: `{"events":[{"a":1}],"events":[{"b":2}]}`, want: []wantItem{{0, 0, `{"b":2}`, ""}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,7 +29,7 @@ func FuzzDecodeRecords(f *testing.F) {
 				t.Fatalf("item %d: offset %d of %d", i, it.Offset, len(body))
 			}
 			if it.Raw != nil {
-				if !json.Valid(it.Raw) {
+				if !validPy(it.Raw) {
 					t.Fatalf("item %d not JSON: %q", i, it.Raw)
 				}
 				if !bytes.HasPrefix(body[it.Offset:], it.Raw) {

@@ -9,10 +9,8 @@ import (
 // identity is a resolved distributed identity (spec/stormlog.md,
 // "Distributed identity").
 type identity struct {
-	jobID     string // "" = null
-	rank      int64
-	localRank int64
-	worldSize int64
+	jobID                      string // "" = null
+	rank, localRank, worldSize pyInt
 }
 
 // rankEnvGroups are tried in order; the first whose rank and size variables
@@ -26,37 +24,39 @@ var rankEnvGroups = [][3]string{ // rank, local rank, size
 // jobIDEnv: the job id is the first non-blank of these.
 var jobIDEnv = []string{"TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"}
 
-// resolveIdentity resolves job_id, rank, local_rank and world_size: the
-// explicit field of m, then meta's key, then the environment (getenv; nil
-// means none), then the defaults (null, rank 0, local_rank = rank,
-// world_size 1). It returns every problem, each naming the field, metadata
-// key or variable it came from, including the combination rules
+// resolveIdentity resolves job_id, rank, local_rank and world_size as
+// stormlog does: the explicit field of m unless it is null, then meta's key
+// unless null (meta is nil except for legacy records: stormlog reads
+// metadata for those only), then the environment (getenv; nil means none,
+// as in stormlog's loader), then the defaults (null, rank 0, local_rank =
+// rank, world_size 1). It returns every problem, each naming the field,
+// metadata key or variable it came from, including the combination rules
 // (rank < world_size, local_rank < world_size, both 0 when world_size is 1).
 func resolveIdentity(m, meta map[string]any, getenv func(string) string) (identity, []string) {
 	var probs []string
 	id := identity{}
 
-	// job_id: an explicit null falls through to metadata, as a missing one.
-	jobSet := false
-	for _, src := range []struct {
-		name string
+	type source struct {
+		name string // field or "metadata.<key>"
 		v    any
-		ok   bool
-	}{
-		{fieldJobID, m[fieldJobID], m[fieldJobID] != nil},
-		{"metadata.job_id", meta[fieldJobID], meta[fieldJobID] != nil},
-	} {
-		if !src.ok {
-			continue
-		}
-		s, isStr := src.v.(string)
-		if !isStr || strings.TrimSpace(s) == "" {
-			probs = append(probs, fmt.Sprintf("%s: must be null or a non-empty string, got %s", src.name, literal(src.v)))
-		}
-		id.jobID, jobSet = s, true
-		break
 	}
-	if !jobSet && getenv != nil {
+	pick := func(f string) (source, bool) {
+		if v := m[f]; v != nil {
+			return source{f, v}, true
+		}
+		if v := meta[f]; v != nil {
+			return source{"metadata." + f, v}, true
+		}
+		return source{}, false
+	}
+
+	if src, ok := pick(fieldJobID); ok {
+		if nonEmptyStringProblem(src.v) != "" {
+			probs = append(probs, src.name+": must be null or a non-empty string, got "+literal(src.v))
+		} else {
+			id.jobID = src.v.(string)
+		}
+	} else if getenv != nil {
 		for _, k := range jobIDEnv {
 			if v := strings.TrimSpace(getenv(k)); v != "" {
 				id.jobID = v
@@ -65,44 +65,33 @@ func resolveIdentity(m, meta map[string]any, getenv func(string) string) (identi
 		}
 	}
 
-	// The environment group is chosen once, for the keys that need it.
-	var env *envIdentity
-	envLookup := func() *envIdentity {
+	var env *envIdentity // looked up once, for the keys that need it
+	resolveInt := func(f string) (v pyInt, found bool) {
+		if src, ok := pick(f); ok {
+			n, prob := pyIntValue(src.v)
+			if prob != "" {
+				probs = append(probs, fmt.Sprintf("%s: must be an integer, %s", src.name, prob))
+			}
+			return n, true
+		}
+		if getenv == nil {
+			return v, false
+		}
 		if env == nil {
 			env = lookupEnvIdentity(getenv)
 			probs = append(probs, env.probs...)
 		}
-		return env
-	}
-
-	resolveInt := func(f string) (v int64, found bool) {
-		if raw, ok := m[f]; ok {
-			// An explicit rank, local_rank or world_size is an integer, never
-			// null (the writer's defaults are 0, 0, 1).
-			n, prob := intValue(raw)
-			if prob != "" {
-				probs = append(probs, fmt.Sprintf("%s: must be an integer, %s", f, prob))
-			}
-			return n, true
+		if !env.found {
+			return v, false
 		}
-		if raw, ok := meta[f]; ok && raw != nil {
-			n, prob := intValue(raw)
-			if prob != "" {
-				probs = append(probs, fmt.Sprintf("metadata.%s: must be an integer, %s", f, prob))
-			}
-			return n, true
+		switch f {
+		case fieldRank:
+			return int64Py(env.rank), true
+		case fieldLocalRank:
+			return int64Py(env.localRank), true
+		default:
+			return int64Py(env.worldSize), true
 		}
-		if e := envLookup(); e.found {
-			switch f {
-			case fieldRank:
-				return e.rank, true
-			case fieldLocalRank:
-				return e.localRank, true
-			case fieldWorldSize:
-				return e.worldSize, true
-			}
-		}
-		return 0, false
 	}
 
 	rank, _ := resolveInt(fieldRank)
@@ -112,41 +101,41 @@ func resolveIdentity(m, meta map[string]any, getenv func(string) string) (identi
 		localRank = rank
 	}
 	if !okSize {
-		worldSize = 1
+		worldSize = int64Py(1)
 	}
 	id.rank, id.localRank, id.worldSize = rank, localRank, worldSize
 	if len(probs) > 0 {
 		return id, probs // combinations of ill-typed values say nothing more
 	}
 
-	if rank < 0 {
-		probs = append(probs, fmt.Sprintf("rank: must be >= 0, got %d", rank))
+	if rank.cmp64(0) < 0 {
+		probs = append(probs, fmt.Sprintf("rank: must be >= 0, got %s", rank))
 	}
 	// A local rank that defaulted to the rank adds nothing to the rank's
 	// problems, so only a resolved one is checked.
-	if okLocal && localRank < 0 {
-		probs = append(probs, fmt.Sprintf("local_rank: must be >= 0, got %d", localRank))
+	if okLocal && localRank.cmp64(0) < 0 {
+		probs = append(probs, fmt.Sprintf("local_rank: must be >= 0, got %s", localRank))
 	}
-	if worldSize < 1 {
-		probs = append(probs, fmt.Sprintf("world_size: must be >= 1, got %d", worldSize))
+	if worldSize.cmp64(1) < 0 {
+		probs = append(probs, fmt.Sprintf("world_size: must be >= 1, got %s", worldSize))
 	}
 	if len(probs) > 0 {
 		return id, probs
 	}
-	if worldSize == 1 {
-		if rank != 0 {
-			probs = append(probs, fmt.Sprintf("rank: must be 0 when world_size is 1, got %d", rank))
+	if worldSize.cmp64(1) == 0 {
+		if rank.cmp64(0) != 0 {
+			probs = append(probs, fmt.Sprintf("rank: must be 0 when world_size is 1, got %s", rank))
 		}
-		if okLocal && localRank != 0 {
-			probs = append(probs, fmt.Sprintf("local_rank: must be 0 when world_size is 1, got %d", localRank))
+		if okLocal && localRank.cmp64(0) != 0 {
+			probs = append(probs, fmt.Sprintf("local_rank: must be 0 when world_size is 1, got %s", localRank))
 		}
 		return id, probs
 	}
-	if rank >= worldSize {
-		probs = append(probs, fmt.Sprintf("rank: %d must be < world_size %d", rank, worldSize))
+	if rank.cmp(worldSize) >= 0 {
+		probs = append(probs, fmt.Sprintf("rank: %s must be < world_size %s", rank, worldSize))
 	}
-	if okLocal && localRank >= worldSize {
-		probs = append(probs, fmt.Sprintf("local_rank: %d must be < world_size %d", localRank, worldSize))
+	if okLocal && localRank.cmp(worldSize) >= 0 {
+		probs = append(probs, fmt.Sprintf("local_rank: %s must be < world_size %s", localRank, worldSize))
 	}
 	return id, probs
 }

@@ -1,7 +1,10 @@
 package telemetry
 
 import (
+	"bytes"
 	"encoding/json"
+	"maps"
+	"slices"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -17,7 +20,9 @@ const baseV3 = `{"schema_version":3,"session_id":"sess-1","timestamp_ns":1767908
 "device_used_bytes":3145728,"device_free_bytes":1000000,"device_total_bytes":80000000000,
 "context":null,"metadata":{}}`
 
-// edit returns base with fields set to raw JSON values and fields deleted.
+// edit returns base with fields set to raw JSON values and fields deleted,
+// keys sorted. The values are written as given, so they may be what only
+// Python's json reads (NaN, Infinity).
 func edit(t testing.TB, base string, set map[string]string, del ...string) json.RawMessage {
 	t.Helper()
 	var m map[string]json.RawMessage
@@ -30,11 +35,20 @@ func edit(t testing.TB, base string, set map[string]string, del ...string) json.
 	for _, k := range del {
 		delete(m, k)
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatalf("edit: %v", err)
+	keys := slices.Sorted(maps.Keys(m))
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(m[k])
 	}
-	return b
+	b.WriteByte('}')
+	return b.Bytes()
 }
 
 // v2 is baseV3 as a v2 record.

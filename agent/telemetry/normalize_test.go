@@ -3,7 +3,6 @@ package telemetry
 import (
 	"encoding/json"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -33,15 +32,16 @@ func identityOf(t *testing.T, rec Record) wantID {
 	return w
 }
 
-// Distributed identity: explicit, metadata, each environment group in order,
-// job id variables, trimming, defaults.
+// Distributed identity: explicit, metadata (legacy records only), each
+// environment group in order, job id variables, trimming, defaults.
 func TestNormalizeIdentity(t *testing.T) {
 	cases := []struct {
-		name string
-		set  map[string]string // fields of the record (raw JSON)
-		env  map[string]string
-		want wantID
-		err  string
+		name   string
+		set    map[string]string // fields of the record (raw JSON)
+		legacy bool              // a legacy record of set's fields, else baseV3 with them
+		env    map[string]string
+		want   wantID
+		err    string
 	}{
 		{name: "defaults, no environment", want: wantID{nil, 0, 0, 1}},
 		{name: "defaults, empty environment", env: map[string]string{}, want: wantID{nil, 0, 0, 1}},
@@ -68,12 +68,18 @@ func TestNormalizeIdentity(t *testing.T) {
 			env: map[string]string{"RANK": "1", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "te"}, want: wantID{"mine", 0, 0, 1}},
 		{name: "explicit null job_id falls through to environment", set: map[string]string{"job_id": "null"},
 			env: map[string]string{"SLURM_JOB_ID": "9"}, want: wantID{"9", 0, 0, 1}},
-		{name: "metadata beats environment", set: map[string]string{"metadata": `{"rank":1,"world_size":4,"job_id":"meta-job","keep":true}`},
+		{name: "legacy: metadata beats environment", legacy: true, set: map[string]string{"metadata": `{"rank":1,"world_size":4,"job_id":"meta-job","keep":true}`},
 			env: map[string]string{"RANK": "3", "LOCAL_RANK": "2", "WORLD_SIZE": "8", "SLURM_JOB_ID": "9"}, want: wantID{"meta-job", 1, 2, 4}},
-		{name: "explicit beats metadata", set: map[string]string{"rank": "1", "world_size": "2", "metadata": `{"rank":0,"local_rank":1,"world_size":9}`},
+		{name: "legacy: explicit beats metadata", legacy: true, set: map[string]string{"rank": "1", "world_size": "2", "metadata": `{"rank":0,"local_rank":1,"world_size":9}`},
 			want: wantID{nil, 1, 1, 2}},
-		{name: "metadata null falls through", set: map[string]string{"metadata": `{"rank":null,"world_size":null,"job_id":null}`},
+		{name: "legacy: explicit null falls to metadata", legacy: true, set: map[string]string{"rank": "null", "world_size": "null", "metadata_rank": "1", "metadata_world_size": "2"},
+			want: wantID{nil, 1, 1, 2}},
+		{name: "legacy: metadata null falls through", legacy: true, set: map[string]string{"metadata": `{"rank":null,"world_size":null,"job_id":null}`},
 			env: map[string]string{"RANK": "1", "WORLD_SIZE": "2"}, want: wantID{nil, 1, 1, 2}},
+		{name: "legacy: bad metadata rank", legacy: true, set: map[string]string{"metadata": `{"rank":"1"}`}, err: "metadata.rank: must be an integer, got a string"},
+		{name: "v3: metadata not read, the environment is", set: map[string]string{"metadata": `{"rank":1,"world_size":4,"job_id":"meta-job","keep":true}`},
+			env: map[string]string{"RANK": "3", "LOCAL_RANK": "2", "WORLD_SIZE": "8"}, want: wantID{nil, 3, 2, 8}},
+		{name: "v3: bad metadata identity ignored", set: map[string]string{"metadata": `{"rank":"x","world_size":0,"job_id":""}`}, want: wantID{nil, 0, 0, 1}},
 		{name: "bad env rank", env: map[string]string{"RANK": "one", "WORLD_SIZE": "2"}, err: `environment RANK: must be an integer, got "one"`},
 		{name: "bad env local rank", env: map[string]string{"RANK": "1", "LOCAL_RANK": "1.0", "WORLD_SIZE": "2"}, err: `environment LOCAL_RANK: must be an integer, got "1.0"`},
 		{name: "bad env size", env: map[string]string{"SLURM_PROCID": "1", "SLURM_NTASKS": "x"}, err: `environment SLURM_NTASKS: must be an integer, got "x"`},
@@ -83,7 +89,11 @@ func TestNormalizeIdentity(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rec, err := Normalize(edit(t, baseV3, tc.set), NormalizeOptions{Getenv: envOf(tc.env)})
+			raw := edit(t, baseV3, tc.set)
+			if tc.legacy {
+				raw = edit(t, `{"timestamp_ns":5}`, tc.set)
+			}
+			rec, err := Normalize(raw, NormalizeOptions{Getenv: envOf(tc.env), AllowLegacy: tc.legacy})
 			if tc.err != "" {
 				if err == nil || err.Error() != tc.err {
 					t.Fatalf("err = %v, want %q", err, tc.err)
@@ -96,18 +106,36 @@ func TestNormalizeIdentity(t *testing.T) {
 			if got := identityOf(t, rec); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("identity = %+v, want %+v", got, tc.want)
 			}
+			// Legacy conversion removes identity keys from metadata; a v3
+			// record's metadata is left as it is.
 			meta := rec["metadata"].(map[string]any)
-			for _, k := range []string{"job_id", "rank", "local_rank", "world_size"} {
-				if _, ok := meta[k]; ok {
-					t.Errorf("metadata still holds %s: %v", k, meta)
+			want := map[string]any{}
+			if in, ok := decodeMeta(t, tc.set["metadata"]); ok {
+				want = in
+			}
+			if tc.legacy {
+				for _, k := range []string{"job_id", "rank", "local_rank", "world_size"} {
+					delete(want, k)
 				}
 			}
-			if strings.Contains(tc.name, "metadata beats") && meta["keep"] != true {
-				t.Errorf("other metadata lost: %v", meta)
+			if !reflect.DeepEqual(meta, want) {
+				t.Errorf("metadata = %v, want %v", meta, want)
 			}
 			revalidate(t, rec)
 		})
 	}
+}
+
+func decodeMeta(t *testing.T, raw string) (map[string]any, bool) {
+	t.Helper()
+	if raw == "" {
+		return nil, false
+	}
+	m, err := decodeObject([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, true
 }
 
 // revalidate checks a normalized record is a valid v3 record once encoded.
@@ -151,7 +179,8 @@ func TestNormalizeV2Upgrade(t *testing.T) {
 		if c.SessionID() == a.SessionID() || d.SessionID() == a.SessionID() {
 			t.Fatal("different (timestamp, host, pid) gave the same id")
 		}
-		if want := derivedSessionID(1767908945298000000, "node-a", 4242); a.SessionID() != want {
+		// Stormlog's own id for this record (its stable_legacy_session_id).
+		if want := "legacy-de286aaa-328e-50ba-8191-38089c99c094"; a.SessionID() != want || LegacySessionID("1767908945298000000", "node-a", "4242") != want {
 			t.Fatalf("session %q, want %q", a.SessionID(), want)
 		}
 		revalidate(t, a)
@@ -161,11 +190,36 @@ func TestNormalizeV2Upgrade(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.SessionID() != "meta-sess" {
+		if r.SessionID() != "  meta-sess " { // as written, as stormlog keeps it
 			t.Fatalf("session %q", r.SessionID())
 		}
-		if meta := r["metadata"].(map[string]any); meta["session_id"] != nil || meta["x"] == nil {
-			t.Fatalf("metadata %v", meta)
+		if meta := r["metadata"].(map[string]any); meta["session_id"] != "  meta-sess " || meta["x"] == nil {
+			t.Fatalf("metadata %v, want it left as it is", meta)
+		}
+	})
+	t.Run("session ids stormlog's loader replaces", func(t *testing.T) {
+		derived := "legacy-de286aaa-328e-50ba-8191-38089c99c094"
+		for name, raw := range map[string]json.RawMessage{
+			"v3 blank":               edit(t, baseV3, map[string]string{"session_id": `"\u001f "`}),
+			"v3 number":              edit(t, baseV3, map[string]string{"session_id": "5"}),
+			"v3 missing":             edit(t, baseV3, nil, "session_id"),
+			"v2 with a session_id":   v2(t, map[string]string{"session_id": `""`}),
+			"v3 null, blank in meta": edit(t, baseV3, map[string]string{"session_id": "null", "metadata": `{"session_id":" "}`}),
+		} {
+			r, err := Normalize(raw, NormalizeOptions{})
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if r.SessionID() != derived {
+				t.Errorf("%s: session %q, want %q", name, r.SessionID(), derived)
+			}
+			if _, err := Validate(raw); err == nil {
+				t.Errorf("%s: Validate accepted it; stormlog's validator does not", name)
+			}
+		}
+		r, err := Normalize(edit(t, baseV3, nil, "session_id"), NormalizeOptions{DefaultSessionID: "file-sess"})
+		if err != nil || r.SessionID() != "file-sess" {
+			t.Fatalf("default session: %v %v", r.SessionID(), err)
 		}
 	})
 	t.Run("invalid v2 rejected before upgrade", func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,11 +12,12 @@ import (
 
 // Record is one decoded telemetry record: field name to value, where values
 // are nil, bool, string, json.Number (numbers keep their literal text, so
-// counters beyond 2^53 stay exact), []any or map[string]any.
+// counters beyond 64 bits stay exact, as stormlog's Python integers do),
+// NonFinite (NaN, Infinity, -Infinity), []any or map[string]any.
 //
 // Records returned by Validate, Normalize and Allocators.Apply hold only
-// json.Number for numbers. A Record is a plain map: not safe for concurrent
-// mutation; reading it from several goroutines is fine.
+// json.Number and NonFinite for numbers. A Record is a plain map: not safe
+// for concurrent mutation; reading it from several goroutines is fine.
 type Record map[string]any
 
 // MarshalJSON writes the record with sorted keys (at every depth) and
@@ -45,8 +45,8 @@ func (r Record) PID() int64 { return r.intOr(fieldPID, -1) }
 // TimestampNS is the record's timestamp_ns (0 when absent).
 func (r Record) TimestampNS() int64 { return r.intOr(fieldTimestampNS, 0) }
 
-// Int returns an integer field. ok is false when the field is absent, null or
-// not an integer.
+// Int returns an integer field. ok is false when the field is absent, null,
+// not an integer, or beyond the 64-bit range.
 func (r Record) Int(name string) (v int64, ok bool) {
 	v, prob := intValue(r[name])
 	return v, prob == ""
@@ -152,7 +152,7 @@ func intValue(v any) (n int64, prob string) {
 
 // kind names a decoded JSON value's type for messages.
 func kind(v any) string {
-	switch v.(type) {
+	switch v := v.(type) {
 	case nil:
 		return "null"
 	case bool:
@@ -161,6 +161,8 @@ func kind(v any) string {
 		return "a string"
 	case json.Number, float64, int, int64:
 		return "a number"
+	case NonFinite:
+		return v.String()
 	case []any:
 		return "an array"
 	case map[string]any:
@@ -170,21 +172,25 @@ func kind(v any) string {
 	}
 }
 
-// decodeObject decodes one JSON object with UseNumber, so integers are not
-// rounded through float64.
+// decodeObject decodes one JSON object as Python's json module reads it
+// (pyjson.go): integers stay exact json.Numbers, NaN and Infinity are
+// NonFinite.
 func decodeObject(raw []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := decodePy(raw)
+	if err != nil {
 		return nil, fmt.Errorf("invalid JSON: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("invalid JSON: data after the record")
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("record must be a JSON object, got %s", kind(v))
 	}
 	return m, nil
+}
+
+// nullableNum is *p as a JSON value: null when p is nil.
+func nullableNum(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return num(*p)
 }

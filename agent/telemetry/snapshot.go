@@ -59,12 +59,12 @@ func DecodeSnapshot(body []byte) (Snapshot, error) {
 	}
 
 	if v, ok := m["pid"]; ok && v != nil {
-		if n, ok := c.integer("pid", 1, false); ok {
+		if n, ok := c.integer64("pid", 1); ok {
 			s.PID = &n
 		}
 	}
 	if v, ok := m["device_index"]; ok && v != nil {
-		if n, ok := c.integer("device_index", 0, false); ok {
+		if n, ok := c.integer64("device_index", 0); ok {
 			s.DeviceIndex = &n
 		}
 	}

@@ -46,7 +46,7 @@ func TestDecodeSnapshot(t *testing.T) {
 		{"env not strings", `{"gpu_uuid":"g",` + stats + `,"env":{"WORLD_SIZE":2,"RANK":true}}`, "env.RANK: must be a string, got a boolean; env.WORLD_SIZE: must be a string, got a number"},
 		{"env array", `{"gpu_uuid":"g",` + stats + `,"env":[]}`, "env: must be an object of strings, got an array"},
 		{"not an object", `[1]`, "snapshot: record must be a JSON object, got an array"},
-		{"trailing data", `{"gpu_uuid":"g",` + stats + `} 1`, "snapshot: invalid JSON: data after the record"},
+		{"trailing data", `{"gpu_uuid":"g",` + stats + `} 1`, "snapshot: invalid JSON: invalid character '1' after the value at byte 90"},
 		{"several", `{"pid":-3,"stats":{},"x":1}`, "unknown fields: x; pid: must be >= 1, got -3; gpu_uuid, device_index: one of them is required; stats.allocated_bytes.all.current: required; stats.reserved_bytes.all.current: required"},
 	}
 	for _, tc := range cases {

@@ -93,7 +93,8 @@ func TestValidateIntegers(t *testing.T) {
 			{`"5"`, "got a string"},
 			{"[]", "got an array"},
 			{"{}", "got an object"},
-			{"18446744073709551616", "got 18446744073709551616, beyond the 64-bit range"},
+			{"NaN", "got NaN"},
+			{"-Infinity", "got -Infinity"},
 		} {
 			cases = append(cases, ruleCase{f + "=" + bad.val, edit(t, baseV3, map[string]string{f: bad.val}), f + ": " + must + ", " + bad.why})
 		}
@@ -106,9 +107,10 @@ func TestValidateIntegers(t *testing.T) {
 	runRules(t, cases)
 }
 
-// Values beyond 2^53 are kept exact through Validate and MarshalJSON.
+// Values beyond 2^53, and beyond 64 bits (Python's integers have no
+// bound), are kept exact through Validate and MarshalJSON.
 func TestValidateBigIntegersExact(t *testing.T) {
-	for _, v := range []string{"9007199254740993", "9223372036854775807", "18014398509481985"} {
+	for _, v := range []string{"9007199254740993", "9223372036854775807", "18014398509481985", "18446744073709551616", "1" + strings.Repeat("0", 60)} {
 		t.Run(v, func(t *testing.T) {
 			raw := edit(t, baseV3, map[string]string{
 				"timestamp_ns": v, "allocator_allocated_bytes": v, "allocator_reserved_bytes": v,
@@ -127,8 +129,9 @@ func TestValidateBigIntegersExact(t *testing.T) {
 					t.Errorf("%s not exact in %s", f, out)
 				}
 			}
-			if n, ok := rec.Int("allocator_allocated_bytes"); !ok || fmt.Sprint(n) != v {
-				t.Errorf("Int = %d, %v; want %s", n, ok, v)
+			n, ok := rec.Int("allocator_allocated_bytes")
+			if fits := len(v) < 19 || v == "9223372036854775807"; ok != fits || (ok && fmt.Sprint(n) != v) {
+				t.Errorf("Int = %d, %v; want %s (64-bit: %v)", n, ok, v, fits)
 			}
 		})
 	}
@@ -143,6 +146,9 @@ func TestValidateStrings(t *testing.T) {
 			ruleCase{f + " number", edit(t, baseV3, map[string]string{f: `5`}), f + `: must be a non-empty string, got a number`},
 			ruleCase{f + " null", edit(t, baseV3, map[string]string{f: `null`}), f + `: must be a non-empty string, got null`},
 			ruleCase{f + " padded ok", edit(t, baseV3, map[string]string{f: `" x "`}), ""},
+			// Python's str.strip() also strips U+001C–U+001F.
+			ruleCase{f + " separators", edit(t, baseV3, map[string]string{f: `"\u001c\u001d\u001e\u001f"`}), f + `: must be a non-empty string, got "\x1c\x1d\x1e\x1f"`},
+			ruleCase{f + " zero width space ok", edit(t, baseV3, map[string]string{f: `"\u200b"`}), ""},
 		)
 	}
 	runRules(t, cases)
@@ -214,18 +220,21 @@ func TestValidateIdentity(t *testing.T) {
 		{"rank boolean", id(map[string]string{"rank": "true", "world_size": "2"}), "rank: must be an integer, got a boolean"},
 		{"world_size fraction", id(map[string]string{"world_size": "2.0"}), "world_size: must be an integer, got a number with a fraction or exponent (2.0)"},
 		{"rank null", id(map[string]string{"rank": "null"}), "rank: must be an integer, got null"},
-		{"metadata identity valid", id(map[string]string{"metadata": `{"rank":1,"world_size":2,"job_id":"j"}`}), ""},
-		{"metadata rank beyond", id(map[string]string{"metadata": `{"rank":3,"world_size":2}`}), "rank: 3 must be < world_size 2"},
-		{"metadata local_rank beyond", id(map[string]string{"rank": "1", "metadata": `{"local_rank":3,"world_size":2}`}), "local_rank: 3 must be < world_size 2"},
-		{"metadata rank string", id(map[string]string{"metadata": `{"rank":"1"}`}), "metadata.rank: must be an integer, got a string"},
-		{"metadata job_id blank", id(map[string]string{"metadata": `{"job_id":""}`}), `metadata.job_id: must be null or a non-empty string, got ""`},
-		{"explicit beats metadata", id(map[string]string{"rank": "0", "world_size": "2", "metadata": `{"rank":7}`}), ""},
-		{"explicit world_size with metadata rank", id(map[string]string{"world_size": "8", "metadata": `{"rank":7,"local_rank":3}`}), ""},
+		{"job_id U+001F only", id(map[string]string{"job_id": `"\u001f"`}), `job_id: must be null or a non-empty string, got "\x1f"`},
+		{"identity beyond 64 bits", id(map[string]string{"rank": "5" + strings.Repeat("0", 24), "local_rank": "3", "world_size": "1" + strings.Repeat("0", 25)}), ""},
+		{"rank beyond 64 bits, world_size 2", id(map[string]string{"rank": "18446744073709551616", "world_size": "2"}), "rank: 18446744073709551616 must be < world_size 2"},
+		// Stormlog reads identity from metadata for legacy records only: a
+		// v2/v3 record's metadata is left as it is, whatever it holds.
+		{"metadata identity ignored", id(map[string]string{"metadata": `{"rank":1,"world_size":2,"job_id":"j"}`}), ""},
+		{"metadata rank beyond ignored", id(map[string]string{"metadata": `{"rank":3,"world_size":2}`}), ""},
+		{"metadata rank string ignored", id(map[string]string{"metadata": `{"rank":"1"}`}), ""},
+		{"metadata job_id blank ignored", id(map[string]string{"metadata": `{"job_id":""}`}), ""},
+		{"metadata does not rescue explicit", id(map[string]string{"rank": "1", "metadata": `{"world_size":2}`}), "rank: must be 0 when world_size is 1, got 1"},
 	})
 }
 
 func TestValidateNotAnObject(t *testing.T) {
-	for _, raw := range []string{`[]`, `5`, `"x"`, `null`, `{"a":`, `{} {}`, ``} {
+	for _, raw := range []string{`[]`, `5`, `"x"`, `null`, `{"a":`, `{} {}`, ``, "{\"a\":\"\xff\"}", `{"a":1` + strings.Repeat("0", 4300) + `}`} {
 		if _, err := Validate(json.RawMessage(raw)); err == nil {
 			t.Errorf("Validate(%q) accepted", raw)
 		}

@@ -10,17 +10,20 @@ import (
 	"path/filepath"
 )
 
-// ValidateFiles checks telemetry files for `edgerelay validate`: each path is
-// a JSON or JSON-lines file (any shape DecodeRecords accepts) or a stormlog
-// sink directory (its segment-*.jsonl files in number order; manifest.json
-// is not needed). Each record is checked with Validate, or with Normalize
-// and legacy conversion when allowLegacy.
+// ValidateFiles checks telemetry files for `edgerelay validate` the way
+// stormlog loads them (stormlogfiles.go): a *.jsonl file is JSON lines
+// (empty is fine, a truncated final line is ignored); any other file is one
+// JSON document (an array, an object with an "events" array, or a single
+// record); a directory, or its manifest.json, is a stormlog sink directory
+// (the segments its manifest lists plus every segment-*.jsonl). Each record
+// must pass Validate and load in stormlog without legacy conversion, or with
+// allowLegacy, load with legacy conversion (Normalize).
 //
 // Each invalid record is written to w as "path:line: reason", or with
 // jsonOut as one JSON object per line: {"file","line","index","error"}
-// (index is the 0-based item index in its file, -1 for a file that is not
-// JSON at all; line is where the record starts, 0 when unknown). A file that
-// is not JSON counts as one invalid record. invalid counts them; the CLI
+// (index is the 0-based item index in its file, -1 for a file that cannot be
+// read as records at all; line is where the record starts, 0 when unknown).
+// Such a file counts as one invalid record. invalid counts them; the CLI
 // exits 1 when it is above 0. err joins the paths that could not be read
 // (the others are still checked) and write errors on w.
 func ValidateFiles(paths []string, w io.Writer, jsonOut bool, allowLegacy bool) (invalid int, err error) {
@@ -35,21 +38,34 @@ func ValidateFiles(paths []string, w io.Writer, jsonOut bool, allowLegacy bool) 
 			v.errs = append(v.errs, err)
 			continue
 		}
-		if !info.IsDir() {
-			v.file(p, false)
-			continue
+		dir := ""
+		switch {
+		case info.IsDir():
+			dir = p
+		case filepath.Base(p) == "manifest.json":
+			dir = filepath.Dir(p)
 		}
-		segs, err := listSegments(p)
-		if err != nil {
-			v.errs = append(v.errs, err)
-			continue
+		if dir != "" {
+			segs, err := sinkSegments(dir, p)
+			if err != nil {
+				v.errs = append(v.errs, err)
+				continue
+			}
+			if len(segs) > 0 {
+				for _, s := range segs {
+					v.file(s.path, true, s.defaultSession)
+				}
+				continue
+			}
+			if info.IsDir() {
+				v.errs = append(v.errs, fmt.Errorf("%s: no segment-*.jsonl files: not a stormlog sink directory", p))
+				continue
+			}
 		}
-		if len(segs) == 0 {
-			v.errs = append(v.errs, fmt.Errorf("%s: no segment-*.jsonl files: not a stormlog sink directory", p))
-			continue
-		}
-		for _, s := range segs {
-			v.file(filepath.Join(p, s.name), true)
+		if pySuffix(filepath.Base(p)) == ".jsonl" {
+			v.file(p, true, segmentSession(p))
+		} else {
+			v.file(p, false, LegacySessionID(resolvedPath(p), "json"))
 		}
 	}
 	return v.invalid, errors.Join(v.errs...)
@@ -65,15 +81,19 @@ type fileValidator struct {
 	writeFailed bool
 }
 
-func (v *fileValidator) file(path string, segment bool) {
+// file checks one file, as JSON lines or as one JSON document. session is
+// the id stormlog's loader gives the file's records that carry none.
+func (v *fileValidator) file(path string, lines bool, session string) {
 	body, err := os.ReadFile(path)
 	if err != nil {
 		v.errs = append(v.errs, err)
 		return
 	}
-	items, err := DecodeRecords(body)
-	if errors.Is(err, ErrEmpty) && segment {
-		return // a segment just opened by the writer
+	var items []Item
+	if lines {
+		items, err = jsonLines(body)
+	} else {
+		items, err = jsonDocument(body)
 	}
 	if err != nil {
 		v.report(path, 0, -1, err.Error())
@@ -89,10 +109,15 @@ func (v *fileValidator) file(path string, segment bool) {
 			v.report(path, it.Line, it.Index, reason)
 			continue
 		}
-		if v.allowLegacy {
-			_, err = Normalize(it.Raw, NormalizeOptions{AllowLegacy: true})
-		} else {
+		opts := NormalizeOptions{AllowLegacy: v.allowLegacy, DefaultSessionID: session}
+		var err error
+		if !v.allowLegacy {
+			// Stormlog's validator, then its loader (which also forgives
+			// nothing the validator rejects).
 			_, err = Validate(it.Raw)
+		}
+		if err == nil {
+			_, err = Normalize(it.Raw, opts)
 		}
 		if err != nil {
 			line := it.Line

@@ -24,6 +24,7 @@ commands:
   stats      print the agent's counters (/v1/stats)
   spool      inspect a stopped agent's spool: spool stat | spool dump
   validate   validate stormlog telemetry files or sink directories
+  export     write envelopes' memory telemetry as a stormlog sink directory
   bench      run the in-process benchmarks
   version    print the version
 
@@ -81,4 +82,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // extraCommands are registered by the files that implement them.
-var extraCommands = map[string]func(args []string, stdout, stderr io.Writer) int{}
+var extraCommands = map[string]func(args []string, stdout, stderr io.Writer) int{"export": cmdExport}
