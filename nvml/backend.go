@@ -10,6 +10,8 @@ import (
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 )
 
 // xidWait is how long one event-set wait blocks in the driver; it bounds how
@@ -53,9 +55,9 @@ type slot struct {
 	lostOp      string // the call that found the device lost
 	lostCode    int
 	lostAt      time.Time
-	retryAt     time.Time     // next inventory attempt while lost
-	retryDelay  time.Duration // current backoff; reset by a whole successful Sample
-	lastWarn    time.Time     // throttles transient-error warnings
+	retryAt     time.Time             // next inventory attempt while lost
+	retryDelay  time.Duration         // current backoff; reset by a whole successful Sample
+	warn        *logthrottle.Throttle // transient-error warnings, one per warnEvery
 }
 
 // newBackend inventories the devices of an initialised library.
@@ -88,6 +90,7 @@ func newBackend(lib gonvml.Interface, opts Options, source, path string, sim *Si
 	for i := range b.slots {
 		sl := &b.slots[i]
 		sl.dev.Index = i
+		sl.warn = logthrottle.New(warnEvery, 1)
 		if err := b.inventoryLocked(i, sl); err != nil {
 			// Known by index only; retried with backoff by Sample.
 			b.markLostLocked(i, sl, err.Op, err.Code, now)
@@ -254,8 +257,7 @@ func (b *Backend) check(i int, sl *slot, op string, f Field, ret gonvml.Return, 
 		b.log.Debug("gpu reading not supported; omitting it", "index", i, "uuid", sl.dev.UUID, "call", op)
 		return false, nil
 	default:
-		if now.Sub(sl.lastWarn) >= warnEvery {
-			sl.lastWarn = now
+		if sl.warn.AllowAt(now) {
 			b.log.Warn("gpu reading failed; omitting it this time", "index", i, "uuid", sl.dev.UUID, "call", op, "error", codeName(c), "next_warning_after", warnEvery)
 		}
 		return false, nil
@@ -501,7 +503,7 @@ func (b *Backend) WatchXid(ctx context.Context, fn func(XidEvent)) error {
 		return fmt.Errorf("xid events: no device accepts them: %w", ErrNotSupported)
 	}
 
-	var lastWarn time.Time
+	warn := logthrottle.New(warnEvery, 1)
 	for ctx.Err() == nil {
 		data, ret := set.Wait(uint32(xidWait / time.Millisecond))
 		switch int(ret) {
@@ -511,8 +513,7 @@ func (b *Backend) WatchXid(ctx context.Context, fn func(XidEvent)) error {
 			}
 		case codeTimeout:
 		default:
-			if now := time.Now(); now.Sub(lastWarn) >= warnEvery {
-				lastWarn = now
+			if warn.Allow() {
 				b.log.Warn("xid event wait failed; waiting 1s and going on", "error", codeName(int(ret)), "next_warning_after", warnEvery)
 			}
 			t := time.NewTimer(time.Second)

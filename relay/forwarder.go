@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 	"github.com/livepeer/edgerelay/spool"
 )
 
@@ -156,7 +157,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		paused       string    // pause reason while paused
 		resumed      bool      // the pause was ended by Resume: try a full batch
 		retrying     bool      // the last Send failed: its records go after the wait, without lingering again
-		transientLog = NewLogThrottle(time.Minute, 1)
+		transientLog = logthrottle.New(time.Minute, 1)
 		lastActive   = time.Now() // last Send or Idle, for IdleAfter
 	)
 	for {

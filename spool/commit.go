@@ -262,8 +262,7 @@ func (s *Spool) enforceCapLocked() {
 	}
 	s.advanceFirstLocked(newFirst, freed)
 	s.mu.Unlock()
-	if now := s.opts.Now(); now.Sub(s.evictLog) >= evictLogEvery {
-		s.evictLog = now
+	if s.evictLog.AllowAt(s.opts.Now()) {
 		s.log.Warn("spool full; evicting the oldest records (spool_full)", "records", newFirst-oldFirst,
 			"max_bytes", s.opts.MaxBytes, "next", "evicting on every append until the sinks catch up")
 	}

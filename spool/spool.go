@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 )
 
 // Spool is the durable spool: records in one bbolt file, appended in fsynced
@@ -57,8 +59,8 @@ type Spool struct {
 	degradedAt  time.Time
 	lastTry     time.Time // last failed write, for retryInterval
 	quarantined int
-	compactFail time.Time // last failed compaction, for compactRetry
-	evictLog    time.Time // last "spool full" log line, for throttling
+	compactFail time.Time             // last failed compaction, for compactRetry
+	evictLog    *logthrottle.Throttle // the "spool full" line, once per evictLogEvery
 
 	failWrites atomic.Bool // test seam: every write transaction fails with ENOSPC
 }
@@ -91,10 +93,11 @@ func Open(opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: create state directory: %w", err)
 	}
 	s := &Spool{
-		opts:    o,
-		log:     o.Logger.With("path", o.Path),
-		sinks:   make(map[string]*diskSink),
-		removed: make(map[string]bool),
+		opts:     o,
+		log:      o.Logger.With("path", o.Path),
+		sinks:    make(map[string]*diskSink),
+		removed:  make(map[string]bool),
+		evictLog: logthrottle.New(evictLogEvery, 1),
 	}
 	start := time.Now()
 	db, ld, release, err := openChecked(o.Path, false, o.LockTimeout, true, o.noSync)

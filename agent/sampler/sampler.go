@@ -17,6 +17,7 @@ import (
 
 	"github.com/livepeer/edgerelay/agent/hostnet"
 	"github.com/livepeer/edgerelay/agent/telemetry"
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 	"github.com/livepeer/edgerelay/nvml"
 )
 
@@ -198,10 +199,10 @@ type Sampler struct {
 	// Owned by the NVML goroutine (the rounds it runs).
 	smp       nvml.Sample
 	procBuf   []nvml.Process
-	slotUUID  []string    // UUID last seen at each slot
-	boxes     []slotBoxes // per slot
-	unsupProc []bool      // slots whose process list is unsupported (logged once)
-	lastWarn  map[string]time.Time
+	slotUUID  []string           // UUID last seen at each slot
+	boxes     []slotBoxes        // per slot
+	unsupProc []bool             // slots whose process list is unsupported (logged once)
+	warns     *logthrottle.Keyed // one line per key per warnEvery
 
 	mu   sync.RWMutex // guards gpus
 	gpus map[string]*gpuState
@@ -227,12 +228,12 @@ func New(opts Options) (*Sampler, error) {
 	}
 	opts = opts.withDefaults()
 	s := &Sampler{
-		opts:     opts,
-		log:      opts.Logger,
-		attr:     nvml.NewAttributor(opts.ProcRoot),
-		runID:    "edgerelay-" + uuid.NewString(),
-		gpus:     make(map[string]*gpuState),
-		lastWarn: make(map[string]time.Time),
+		opts:  opts,
+		log:   opts.Logger,
+		attr:  nvml.NewAttributor(opts.ProcRoot),
+		runID: "edgerelay-" + uuid.NewString(),
+		gpus:  make(map[string]*gpuState),
+		warns: logthrottle.NewKeyed(warnEvery),
 	}
 	if opts.GPUs != nil {
 		n := opts.GPUs.Count()
@@ -365,13 +366,11 @@ func (s *Sampler) emit(typ string, data map[string]any) {
 	s.opts.Emit(typ, data)
 }
 
-// warn logs at most once per warnEvery per key (Run's goroutine only).
+// warn logs at most once per warnEvery per key (the NVML goroutine only).
 func (s *Sampler) warn(key, msg string, args ...any) {
-	now := time.Now()
-	if now.Sub(s.lastWarn[key]) < warnEvery {
+	if !s.warns.Allow(key) {
 		return
 	}
-	s.lastWarn[key] = now
 	s.log.Warn(msg, append(args, "next_warning_after", warnEvery)...)
 }
 

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 )
 
 // Tailer defaults.
@@ -129,9 +131,9 @@ type Tailer struct {
 	fnum     int64    // its number
 	pos      Position // resume point in it
 	skipping bool     // inside an oversize line: drop bytes up to the next newline
-	emitLog  throttle
-	listLog  throttle
-	stateLog throttle
+	emitLog  *logthrottle.Throttle
+	listLog  *logthrottle.Throttle
+	stateLog *logthrottle.Throttle
 	failing  int // consecutive Emit failures
 }
 
@@ -140,7 +142,12 @@ func NewTailer(opts TailerOptions) (*Tailer, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	return &Tailer{opts: opts.withDefaults()}, nil
+	return &Tailer{
+		opts:     opts.withDefaults(),
+		emitLog:  logthrottle.New(time.Minute, 1),
+		listLog:  logthrottle.New(time.Minute, 1),
+		stateLog: logthrottle.New(time.Minute, 1),
+	}, nil
 }
 
 // Stats returns the counters so far.
@@ -228,7 +235,7 @@ func (t *Tailer) step(ctx context.Context) {
 		}
 		segs, err := listSegments(t.opts.Dir)
 		if err != nil {
-			if t.listLog.ok() {
+			if t.listLog.Allow() {
 				t.opts.Logger.Warn("stormlog directory unreadable", "dir", t.opts.Dir, "err", err,
 					"next", "retry every poll")
 			}
@@ -316,7 +323,7 @@ func (t *Tailer) open(segs []segment) bool {
 		return t.open(segs)
 	}
 	if err != nil {
-		if t.listLog.ok() {
+		if t.listLog.Allow() {
 			t.opts.Logger.Warn("stormlog segment unreadable", "file", t.pos.File, "err", err, "next", "retry every poll")
 		}
 		return false
@@ -403,7 +410,7 @@ func (t *Tailer) drain(ctx context.Context) error {
 			}
 			return nil // a partial line waits for its newline
 		case err != nil:
-			if t.emitLog.ok() {
+			if t.emitLog.Allow() {
 				t.opts.Logger.Warn("stormlog segment read failed", "file", t.pos.File, "offset", t.pos.Offset,
 					"err", err, "next", "retry at the next poll")
 			}
@@ -440,7 +447,7 @@ func (t *Tailer) drain(ctx context.Context) error {
 		}
 		if err := t.opts.Emit(ctx, bytes.Clone(body), next); err != nil {
 			t.failing++
-			if t.emitLog.ok() {
+			if t.emitLog.Allow() {
 				t.opts.Logger.Warn("stormlog line not accepted", "file", next.File, "line", next.Line,
 					"failures", t.failing, "err", err, "next", "offer it again at the next poll")
 			}
@@ -504,7 +511,7 @@ func (t *Tailer) loadState() {
 // save writes the position, logging failures (throttled): the tailer goes
 // on, and a restart would repeat lines since the last saved position.
 func (t *Tailer) save() {
-	if err := t.saveState(false); err != nil && t.stateLog.ok() {
+	if err := t.saveState(false); err != nil && t.stateLog.Allow() {
 		t.opts.Logger.Warn("stormlog tail position not saved", "path", t.opts.StatePath, "err", err,
 			"next", "keep tailing; a restart would repeat lines")
 	}
@@ -539,16 +546,4 @@ func (t *Tailer) saveState(durable bool) error {
 		}
 	}
 	return err
-}
-
-// throttle lets a repeated log line through at most once a minute.
-type throttle struct{ last time.Time }
-
-func (th *throttle) ok() bool {
-	now := time.Now()
-	if !th.last.IsZero() && now.Sub(th.last) < time.Minute {
-		return false
-	}
-	th.last = now
-	return true
 }

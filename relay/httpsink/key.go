@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 )
 
 // errBadKey stands in for a key that cannot be sent in a header; it never
@@ -25,14 +25,14 @@ type keySource struct {
 	log    *slog.Logger
 	resume chan struct{} // capacity 1; a value means "the key may be better now"
 
-	mu      sync.Mutex         // guards the fields below
-	key     string             // current key, trimmed; never logged
-	info    os.FileInfo        // the file as last read; nil before the first read
-	failLog *relay.LogThrottle // read failures are logged at most once a minute
+	mu      sync.Mutex            // guards the fields below
+	key     string                // current key, trimmed; never logged
+	info    os.FileInfo           // the file as last read; nil before the first read
+	failLog *logthrottle.Throttle // read failures are logged at most once a minute
 }
 
 func newKeySource(literal, path string, log *slog.Logger) (*keySource, error) {
-	k := &keySource{path: path, log: log, resume: make(chan struct{}, 1), failLog: relay.NewLogThrottle(time.Minute, 1), key: literal}
+	k := &keySource{path: path, log: log, resume: make(chan struct{}, 1), failLog: logthrottle.New(time.Minute, 1), key: literal}
 	if path == "" {
 		return k, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
 )
@@ -57,7 +58,7 @@ type Sink struct {
 	zbuf          bytes.Buffer // the last gzipped body; reused
 	zw            *gzip.Writer
 	snip          [snippetLen]byte
-	dropLog       *relay.LogThrottle
+	dropLog       *logthrottle.Throttle
 	misconfLogged bool   // the URL was logged for this run of 404/405s
 	alive         func() // Options.Alive
 }
@@ -90,7 +91,7 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
-		dropLog:   relay.NewLogThrottle(time.Minute, dropLogPerMin),
+		dropLog:   logthrottle.New(time.Minute, dropLogPerMin),
 		alive:     o.Alive,
 	}
 	if s.gzip {

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
 )
@@ -64,7 +65,7 @@ type Sink struct {
 	// Send's own state, touched only by the forwarder goroutine.
 	krecs   []kgo.Record
 	errs    []error
-	dropLog *relay.LogThrottle
+	dropLog *logthrottle.Throttle
 }
 
 // New connects to the brokers and checks that the topic exists, creating it
@@ -90,7 +91,7 @@ func newSink(ctx context.Context, opts Options, extra ...kgo.Opt) (*Sink, error)
 		log:     o.Logger.With("sink", "kafka", "topic", o.Topic),
 		extra:   extra,
 		resume:  make(chan struct{}, 1),
-		dropLog: relay.NewLogThrottle(time.Minute, 1),
+		dropLog: logthrottle.New(time.Minute, 1),
 	}
 	s.batchMax.Store(defaultBatchMax)
 	cl, err := s.newClient()

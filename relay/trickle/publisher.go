@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
 )
@@ -49,7 +50,7 @@ type Publisher struct {
 	body    []byte       // the segment being built; reused
 	compact bytes.Buffer // scratch for records that span lines
 	failing bool         // the last segment failed, to log the recovery once
-	warn    *relay.LogThrottle
+	warn    *logthrottle.Throttle
 }
 
 // NewPublisher checks opts and returns a publisher; nothing is sent before
@@ -64,7 +65,7 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 		client: relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.Insecure, Dial: o.DialContext}),
 		log:    o.Logger.With("channel", relay.RedactURL(o.URL), "framing", o.Framing),
 		seq:    -1,
-		warn:   relay.NewLogThrottle(time.Minute, 1),
+		warn:   logthrottle.New(time.Minute, 1),
 	}
 	if o.Insecure && strings.HasPrefix(o.URL, "https:") {
 		p.log.Warn("TLS certificate verification is off for this trickle channel (EDGERELAY_TRICKLE_INSECURE)")

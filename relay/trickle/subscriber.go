@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 
 	"github.com/cenkalti/backoff/v4"
 
@@ -141,8 +142,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		bo:         s.opts.NewBackOff(),
 		buf:        make([]byte, 32<<10),
 		dedupe:     newDedupe(s.opts.DedupeWindow),
-		warnNet:    relay.NewLogThrottle(time.Minute, 1),
-		warnFrame:  relay.NewLogThrottle(time.Minute, 1),
+		warnNet:    logthrottle.New(time.Minute, 1),
+		warnFrame:  logthrottle.New(time.Minute, 1),
 	}
 	s.log.Info("trickle subscriber started", "seq", "live edge")
 	for {
@@ -193,8 +194,8 @@ type subRun struct {
 	doc      []byte // a frame spanning lines (a pretty-printed segment document)
 
 	dedupe    *dedupe
-	warnNet   *relay.LogThrottle
-	warnFrame *relay.LogThrottle
+	warnNet   *logthrottle.Throttle
+	warnFrame *logthrottle.Throttle
 }
 
 // segment reads one segment (or learns where to jump). nil means the

@@ -1,16 +1,16 @@
-package relay_test
+package logthrottle_test
 
 import (
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/internal/logthrottle"
 )
 
-func TestLogThrottle(t *testing.T) {
+func TestThrottle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := relay.NewLogThrottle(time.Minute, 3)
+		l := logthrottle.New(time.Minute, 3)
 		allowed := 0
 		for range 10 {
 			if l.Allow() {
@@ -32,6 +32,19 @@ func TestLogThrottle(t *testing.T) {
 		l.Reset()
 		if !l.Allow() {
 			t.Error("not allowed after Reset")
+		}
+	})
+}
+
+func TestKeyed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		k := logthrottle.NewKeyed(time.Minute)
+		if !k.Allow("gpu-0") || !k.Allow("gpu-1") || k.Allow("gpu-0") {
+			t.Fatal("one line per key per interval")
+		}
+		time.Sleep(time.Minute)
+		if !k.Allow("gpu-0") {
+			t.Fatal("not allowed after the interval")
 		}
 	})
 }
