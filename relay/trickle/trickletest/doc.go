@@ -16,7 +16,13 @@
 // (every channel lost, every connection cut, same address).
 //
 // Fault hooks: CutPost closes a POST's connection after N body bytes;
-// CutReaders closes the connections of a channel's GETs.
+// CutReaders closes the connections of a channel's GETs; SetLatency slows
+// every request of a method.
+//
+// Readers (Server.NewReader) behave as the real readers of an events
+// channel do: go-livepeer's gateway, and livepeer-python-gateway's
+// JSONLReader and ChannelReader, with their limits and their reasons to
+// give up (spec/trickle.md, "Readers, as they really behave").
 //
 // What it does not do: the 100 Continue keep-alive of a preconnected POST
 // (the edgerelay publisher does not preconnect), and the changefeed channel.

@@ -1,6 +1,7 @@
 package trickletest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -107,6 +108,7 @@ type Server struct {
 	logOverflow int
 	cuts        map[string]int // channel -> cut the next POST after this many bytes
 	readersWake chan struct{}  // closed and replaced when a reader count changes
+	latency     map[string]time.Duration
 }
 
 type channel struct {
@@ -115,7 +117,7 @@ type channel struct {
 	next      int        // the next write position
 	writeTime time.Time  // creation or last segment write, for the idle sweep
 	closed    bool       // closed (DELETE, CloseChannel, sweep); removed from the map
-	gone      bool       // lost in Restart/Stop: handlers end without answering
+	gone      bool       // lost in Restart/Stop: handlers drop their connection without answering
 	readers   map[net.Conn]int
 	posts     map[*http.ResponseController]struct{} // POSTs reading a body
 }
@@ -168,6 +170,7 @@ func NewServer(opts Options) (*Server, error) {
 		received:    make(map[string]map[int][]byte),
 		cuts:        make(map[string]int),
 		readersWake: make(chan struct{}),
+		latency:     make(map[string]time.Duration),
 	}
 	s.mux.HandleFunc("POST "+BasePath+"{chan}", s.handleCreate)
 	s.mux.HandleFunc("GET "+BasePath+"{chan}/next", s.handleNext)
@@ -242,9 +245,33 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.handlers.Add(1)
+	delay := s.latency[r.Method]
 	s.mu.Unlock()
 	defer s.handlers.Done()
+	if delay > 0 {
+		// A slow server: the answer comes delay later. A POST's body is
+		// read first, as a slow server still takes it.
+		if r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// SetLatency makes every request of method wait d before it is handled (a
+// slow server); 0 ends that.
+func (s *Server) SetLatency(method string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency[method] = d
 }
 
 func (s *Server) connState(c net.Conn, st http.ConnState) {
@@ -678,7 +705,8 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 			s.mu.Unlock()
 			switch {
 			case gone:
-				rec.Cut = true
+				rec.Cut = true // recorded by the deferred record
+				panic(http.ErrAbortHandler)
 			case closed:
 				w.Header().Set(HeaderClosed, "terminated")
 				rec.Closed = true
@@ -786,8 +814,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		closed, gone, latest := ch.closed, ch.gone, ch.next
 		s.mu.Unlock()
 		if gone {
-			rec.Cut = true
-			return
+			// The process "died": the connection drops without an answer
+			// (returning would make net/http answer 200 with no body).
+			rec.Cut = true // recorded by the deferred record
+			panic(http.ErrAbortHandler)
 		}
 		if len(data) > 0 {
 			if pos == 0 {
