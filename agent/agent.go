@@ -39,6 +39,7 @@ type Agent struct {
 	tail     *ingest.TailHub
 	sinks    *relay.Group
 	sessions *session.Registry
+	subs     *subscribers       // the trickle subscribers, for the reports
 	pipe     *pipeline.Pipeline // set by start
 	api      *ingest.Server     // set by start
 
@@ -115,26 +116,28 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		counters: &pipeline.Counters{},
 		tail:     ingest.NewTailHub(),
 		sinks:    relay.NewGroup(opts.Logger),
+		subs:     newSubscribers(),
 		ready:    make(chan struct{}),
 		abort:    make(chan struct{}),
 	}
 	a.intakeCtx, a.stopIntake = context.WithCancel(context.Background())
 	a.sinkCtx, a.stopSinks = context.WithCancel(context.Background())
 	a.sessions = session.New(session.Options{
-		Sinks:        a.sinks,
-		SinkCtx:      a.sinkCtx,
-		SourceCtx:    a.intakeCtx,
-		NewForwarder: a.newForwarder,
-		Subscribe:    a.startSubscriber,
-		Dropped:      func(reason string, n uint64) { a.counters.AddDropped("session", reason, n) },
-		Framing:      cfg.TrickleFraming,
-		Insecure:     cfg.TrickleInsecure,
-		Grace:        cfg.ShutdownGrace,
-		Logger:       opts.Logger,
+		Sinks:          a.sinks,
+		SinkCtx:        a.sinkCtx,
+		SourceCtx:      a.intakeCtx,
+		NewForwarder:   a.newForwarder,
+		Subscribe:      a.startSubscriber,
+		Dropped:        func(reason string, n uint64) { a.counters.AddDropped("session", reason, n) },
+		KeepAliveEvent: a.keepAliveEvent,
+		Framing:        cfg.TrickleFraming,
+		Insecure:       cfg.TrickleInsecure,
+		Grace:          cfg.ShutdownGrace,
+		Logger:         opts.Logger,
 	})
 	a.stamper = envelope.NewStamper(envelope.StamperOptions{
 		Node: cfg.Identity, Gateway: cfg.Gateway, Now: opts.Now,
-		Session: a.sessions.Identity, MaxBytes: cfg.MaxEventBytes,
+		Session: a.sessions.Identity, MaxBytes: cfg.MaxEventBytes, LimitBy: cfg.MaxEventBy,
 	})
 	return a, nil
 }
@@ -370,4 +373,15 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// keepAliveEvent is the envelope of a trickle channel's keep-alive frame:
+// the agent's status, stamped for the channel alone (it is not spooled:
+// other sinks get agent_status on its own cadence).
+func (a *Agent) keepAliveEvent() []byte {
+	env, err := a.stamper.Stamp("agent_status", a.statusData("keepalive"), nil)
+	if err != nil {
+		return nil
+	}
+	return env
 }

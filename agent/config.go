@@ -17,6 +17,7 @@ import (
 	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay/httpsink"
 	"github.com/livepeer/edgerelay/relay/kafkasink"
+	"github.com/livepeer/edgerelay/relay/trickle"
 )
 
 // Config is every setting of `edgerelay run`. Load fills it from the
@@ -36,7 +37,8 @@ type Config struct {
 	Socket            string // "" when off
 	IngestToken       string
 	MaxBodyBytes      int64
-	MaxEventBytes     int
+	MaxEventBytes     int    // the largest event accepted: EDGERELAY_MAX_EVENT_BYTES, lowered to what every sink can carry
+	MaxEventBy        string // what set MaxEventBytes: the variable, or the sink whose limit is lower
 	ShutdownGrace     time.Duration
 	StatusInterval    time.Duration
 	Identity          envelope.Identity // host, node_id, region, orchestrator_address
@@ -128,7 +130,15 @@ func settings() []setting {
 		{env: "EDGERELAY_HTTP_TIMEOUT", def: "30s", usage: "timeout of one request to the metrics API", apply: durTo(func(c *Config) *time.Duration { return &c.HTTPTimeout }, 100*time.Millisecond)},
 		{env: "EDGERELAY_HTTP_INSECURE", def: "false", usage: "skip TLS verification for the HTTP sink (explicit opt-in)", apply: boolTo(func(c *Config) *bool { return &c.HTTPInsecure })},
 		{env: "EDGERELAY_TRICKLE_URL", def: "", usage: "static trickle events channel to publish to", apply: urlTo(func(c *Config) *string { return &c.TrickleURL })},
-		{env: "EDGERELAY_TRICKLE_FRAMING", def: "jsonl", usage: "jsonl (line readers) or segment (go-livepeer gateway)", apply: oneOf(func(c *Config) *string { return &c.TrickleFraming }, "jsonl", "segment")},
+		{env: "EDGERELAY_TRICKLE_FRAMING", def: "jsonl", usage: "jsonl (line readers: Scope, python gateway) or gateway (go-livepeer's gateway: one paced document a segment; \"segment\" is its old name)", apply: func(c *Config, v string) error {
+			if err := oneOf(func(c *Config) *string { return &c.TrickleFraming }, "jsonl", "gateway", "segment")(c, v); err != nil {
+				return err
+			}
+			if c.TrickleFraming == "segment" {
+				c.TrickleFraming = "gateway"
+			}
+			return nil
+		}},
 		{env: "EDGERELAY_TRICKLE_INSECURE", def: "false", usage: "skip TLS verification for trickle (self-signed orchestrators; explicit opt-in)", apply: boolTo(func(c *Config) *bool { return &c.TrickleInsecure })},
 		{env: "EDGERELAY_TRICKLE_SUBSCRIBE", def: "", usage: "comma-separated events channel URLs to read telemetry from and relay", apply: func(c *Config, v string) error {
 			c.TrickleSubscribe = splitList(v)
@@ -316,10 +326,28 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 			errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_MAX_BODY: %d is above the metrics API's 1 MiB limit", c.HTTPMaxBody))
 		}
 	}
+	c.limitEventSize()
 	if c.HTTPURL != "" && c.HTTPBatch > 500 {
 		errs = append(errs, fmt.Errorf("EDGERELAY_HTTP_BATCH: %d is above the metrics API's limit of 500 events per request", c.HTTPBatch))
 	}
 	return c, errors.Join(errs...)
+}
+
+// limitEventSize lowers MaxEventBytes to the largest event every sink can
+// carry, so that an event the agent acknowledges is never dropped later as
+// oversize: the HTTP sink's request limit when it is on, and a trickle
+// segment always (session channels may attach at any time).
+func (c *Config) limitEventSize() {
+	c.MaxEventBy = "EDGERELAY_MAX_EVENT_BYTES"
+	lower := func(n int, by string) {
+		if n < c.MaxEventBytes {
+			c.MaxEventBytes, c.MaxEventBy = n, by
+		}
+	}
+	if c.HTTPURL != "" {
+		lower(httpsink.MaxEventBytes(httpOptions(*c)), "the HTTP sink's request limit (EDGERELAY_HTTP_MAX_BODY)")
+	}
+	lower(trickle.MaxEventBytes(c.TrickleFraming, 0), "a trickle segment (1 MiB, frame included)")
 }
 
 // sinkOptionErrors names the variable behind each field a sink's Validate

@@ -19,8 +19,32 @@ func TestConfigDefaults(t *testing.T) {
 		c.Listen != "127.0.0.1:7781" || c.SampleInterval != time.Second || c.ProcessInterval != 5*time.Second ||
 		c.HTTPRate != 30 || c.HTTPBatch != 500 || c.HTTPMaxBody != 1000000 || c.TrickleFraming != "jsonl" ||
 		!c.Stdout || c.StateDir != ".edgerelay" || c.Socket != ".edgerelay/ingest.sock" || c.NVML != "auto" ||
-		c.MaxBodyBytes != 4<<20 || c.MaxEventBytes != 1<<20 || c.ShutdownGrace != 5*time.Second {
+		c.MaxBodyBytes != 4<<20 || c.ShutdownGrace != 5*time.Second {
 		t.Errorf("defaults: %+v", c)
+	}
+	// 1 MiB asked, lowered to what a trickle segment carries with its frame.
+	if c.MaxEventBytes != 1<<20-30 || !strings.Contains(c.MaxEventBy, "trickle") {
+		t.Errorf("event limit %d set by %q", c.MaxEventBytes, c.MaxEventBy)
+	}
+}
+
+// The event limit is the lowest of what is asked and what each sink can
+// carry, so an acknowledged event is never dropped later as oversize.
+func TestConfigEventLimit(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		max  int
+		want string
+	}{
+		{map[string]string{"EDGERELAY_MAX_EVENT_BYTES": "4096"}, 4096, "EDGERELAY_MAX_EVENT_BYTES"},
+		{map[string]string{"EDGERELAY_HTTP_URL": "https://m/v1/metrics", "EDGERELAY_HTTP_API_KEY": "k", "EDGERELAY_HOST": "h"}, 1000000 - len(`{"app":"edgerelay","host":"h","events":[]}`), "HTTP sink"},
+		{map[string]string{"EDGERELAY_TRICKLE_FRAMING": "segment"}, 1<<20 - len(`{"queue_event_type":"ai_stream_events","event":{"type":"`) - 64 - len(`","client_source":"edgerelay","envelopes":[]}}`) - 1, "trickle"},
+	} {
+		tc.env["EDGERELAY_ENABLED"] = "true"
+		c := loadConfig(t, tc.env)
+		if c.MaxEventBytes != tc.max || !strings.Contains(c.MaxEventBy, tc.want) {
+			t.Errorf("%v: limit %d by %q, want %d by %s", tc.env, c.MaxEventBytes, c.MaxEventBy, tc.max, tc.want)
+		}
 	}
 }
 

@@ -44,11 +44,18 @@ var (
 	descPaused      = prometheus.NewDesc("edgerelay_sink_paused", "1 while a sink is paused, with the reason.", []string{"sink", "reason"}, nil)
 	descLastSuccess = prometheus.NewDesc("edgerelay_sink_last_success_timestamp_seconds", "When a sink last delivered.", []string{"sink"}, nil)
 	descSessions    = prometheus.NewDesc("edgerelay_sessions", "Attached sessions.", nil, nil)
+	descSubRelayed  = prometheus.NewDesc("edgerelay_subscriber_relayed_total", "Envelopes relayed from a followed trickle channel (session channels under channel=\"sessions\").", []string{"channel"}, nil)
+	descSubDup      = prometheus.NewDesc("edgerelay_subscriber_duplicates_total", "Envelopes a subscriber skipped as already seen.", []string{"channel"}, nil)
+	descSubBad      = prometheus.NewDesc("edgerelay_subscriber_malformed_total", "Frames a subscriber rejected, by reason.", []string{"channel", "reason"}, nil)
+	descSubReconn   = prometheus.NewDesc("edgerelay_subscriber_reconnects_total", "Reads a subscriber retried after a transport error.", []string{"channel"}, nil)
+	descSubJumps    = prometheus.NewDesc("edgerelay_subscriber_jumps_total", "Jumps to the live edge after a 470.", []string{"channel"}, nil)
+	descSubSkipped  = prometheus.NewDesc("edgerelay_subscriber_skipped_segments_total", "Segments a subscriber skipped (lost to it).", []string{"channel"}, nil)
+	descSubGone     = prometheus.NewDesc("edgerelay_subscriber_gone_total", "Times a followed channel answered 404 or was closed and was probed until back.", []string{"channel"}, nil)
 	descTailDropped = prometheus.NewDesc("edgerelay_tail_dropped_total", "Envelopes a slow /v1/tail watcher missed (the pipeline is not affected).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descRejected, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped} {
+	for _, d := range []*prometheus.Desc{descReceived, descRejected, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped, descSubRelayed, descSubDup, descSubBad, descSubReconn, descSubJumps, descSubSkipped, descSubGone} {
 		ch <- d
 	}
 }
@@ -90,6 +97,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if s.LastSuccess != nil {
 			gauge(descLastSuccess, float64(s.LastSuccess.UnixNano())/1e9, name)
+		}
+	}
+	for ch, sr := range r.Subscribers {
+		counter(descSubRelayed, sr.Relayed, ch)
+		counter(descSubDup, sr.Duplicates, ch)
+		counter(descSubReconn, sr.Reconnects, ch)
+		counter(descSubJumps, sr.Jumps, ch)
+		counter(descSubSkipped, sr.Skipped, ch)
+		counter(descSubGone, sr.Gone, ch)
+		for reason, n := range sr.Malformed {
+			counter(descSubBad, n, ch, reason)
 		}
 	}
 	gauge(descRing, float64(r.RingEvents))

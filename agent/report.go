@@ -27,6 +27,7 @@ type Report struct {
 	Sessions    int                          `json:"sessions"`
 	TailDropped uint64                       `json:"tail_dropped"`
 	Sinks       map[string]SinkReport        `json:"sinks"`
+	Subscribers map[string]SubscriberReport  `json:"subscribers"` // followed trickle channels; session ones under "sessions"
 }
 
 // Report returns the agent's counters: the pipeline's, the spool's and
@@ -41,6 +42,7 @@ func (a *Agent) Report() Report {
 		Sessions:    a.sessions.Count(),
 		TailDropped: a.tail.Dropped(),
 		Sinks:       a.sinks.Reports(),
+		Subscribers: a.subs.reports(),
 	}
 	addDrop := func(stage, reason string, n uint64) {
 		if n == 0 {

@@ -138,6 +138,7 @@ func (a *Agent) startStaticTrickle() error {
 	}
 	pub, err := trickle.NewPublisher(trickle.PublisherOptions{
 		URL: a.cfg.TrickleURL, Framing: a.cfg.TrickleFraming, Insecure: a.cfg.TrickleInsecure,
+		Persistent: true, KeepAliveEvent: a.keepAliveEvent,
 		Wrap: true, Stats: f.Stats, Alive: f.Alive, Logger: a.log.With("sink", "trickle"),
 	})
 	if err != nil {
@@ -153,11 +154,7 @@ func (a *Agent) startStaticTrickle() error {
 		Name: "trickle", Kind: "trickle", Fwd: f,
 		Stat:   func() (spool.SinkStat, error) { return a.spool.SinkStat("trickle") },
 		Remove: func() (spool.SinkStat, error) { return a.spool.RemoveSink("trickle") },
-		Closed: func() bool {
-			a.log.Error("trickle channel ended (404 or closed); the static trickle sink stops until restart", "url", relay.RedactURL(a.cfg.TrickleURL))
-			return true
-		},
-		Done: pub.Close,
+		Done:   pub.Close,
 	})
 	return nil
 }

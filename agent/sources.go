@@ -24,7 +24,7 @@ func (a *Agent) startSources() error {
 	a.goSource(a.statusLoop)
 	a.startSampler()
 	for _, u := range a.cfg.TrickleSubscribe {
-		if err := a.startSubscriber(a.intakeCtx, u); err != nil {
+		if err := a.startSubscriber(a.intakeCtx, u, ""); err != nil {
 			return fmt.Errorf("EDGERELAY_TRICKLE_SUBSCRIBE: %w", err)
 		}
 	}
@@ -54,12 +54,19 @@ func (a *Agent) emitStatus(reason string) {
 	a.emit("agent", "agent_status", a.statusData(reason), nil)
 }
 
-// startSubscriber follows a channel and relays its telemetry frames into the
-// pipeline (source "trickle"), until ctx ends or the channel does. The
-// subscriber checked each envelope already (envelope.AnnotateRelay).
-func (a *Agent) startSubscriber(ctx context.Context, u string) error {
+// startSubscriber follows a channel and relays its telemetry into the
+// pipeline (source "trickle"), until ctx ends (or, for a session's channel,
+// the channel does). A static channel (session "") survives 404 and
+// DELETE: it is probed until it comes back. The subscriber checked each
+// envelope already (envelope.AnnotateRelay).
+func (a *Agent) startSubscriber(ctx context.Context, u, session string) error {
+	name := relay.RedactURL(u)
+	if session != "" {
+		name = sessionPrefix + session
+	}
 	sub, err := trickle.NewSubscriber(trickle.SubscriberOptions{
-		URL: u, Insecure: a.cfg.TrickleInsecure, Logger: a.log.With("source", "trickle", "url", relay.RedactURL(u)),
+		URL: u, Insecure: a.cfg.TrickleInsecure, Persistent: session == "",
+		Logger: a.log.With("source", "trickle", "url", relay.RedactURL(u)),
 		OnEnvelope: func(env []byte, ce envelope.Checked) {
 			if len(env) > a.cfg.MaxEventBytes {
 				a.counters.AddRejected("trickle", 1)
@@ -71,7 +78,9 @@ func (a *Agent) startSubscriber(ctx context.Context, u string) error {
 	if err != nil {
 		return err
 	}
+	a.subs.add(name, sub)
 	a.sources.Go(func() {
+		defer a.subs.end(name, session != "")
 		if err := sub.Run(ctx); errors.Is(err, relay.ErrClosed) {
 			a.log.Info("subscribed channel ended", "url", relay.RedactURL(u), "why", sub.Stats().Ended)
 		}

@@ -9,7 +9,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/agent/session"
 	"github.com/livepeer/edgerelay/relay/trickle/trickletest"
 )
 
@@ -242,43 +246,153 @@ func TestSessionChannelSingleWriter(t *testing.T) {
 	if !deleted["own-events"] || deleted["shared-events"] {
 		t.Errorf("channel deletes: %v (only the owned channel may be deleted)", deleted)
 	}
+	// Retired session channels are kept as one report (and one set of
+	// metric series), however many sessions came and went.
 	rep := r.a.Report()
+	if s, ok := rep.Sinks["sessions"]; !ok || !s.Balanced || s.Pending != 0 || s.DroppedTotal != 0 || s.Delivered != 60 {
+		t.Errorf("sessions: %+v (want the 40 lines of own and the 20 of shared delivered)", s)
+	}
 	for _, name := range []string{"session:own", "session:shared"} {
-		if s, ok := rep.Sinks[name]; !ok || !s.Balanced || s.Pending != 0 || s.DroppedTotal != 0 {
-			t.Errorf("%s: %+v", name, s)
+		if _, ok := rep.Sinks[name]; ok {
+			t.Errorf("a report of its own for the retired %s", name)
 		}
 	}
 }
 
-// TestStaticTrickleChannelEnds: a static channel that the server loses (404)
-// stops the trickle sink without spinning; its undelivered events are
-// counted as channel_closed and the other sinks are not affected.
-func TestStaticTrickleChannelEnds(t *testing.T) {
-	ts := newTrickleServer(t, trickletest.Options{})
+// TestStaticTrickleChannelGone: a static channel that the server loses (an
+// orchestrator restart: 404 until the channel is created again) pauses the
+// trickle sink with reason channel_gone; what it holds stays pending and
+// counted, the other sinks go on, and once the channel is back everything
+// held is delivered, from seq 0 with Lp-Trickle-Reset.
+func TestStaticTrickleChannelGone(t *testing.T) {
+	ts := newTrickleServer(t, trickletest.Options{KeepSegments: 100})
 	ts.CreateChannel("static-events")
 	r := startAgent(t, testEnv(t, map[string]string{"EDGERELAY_TRICKLE_URL": ts.ChannelURL("static-events"), "EDGERELAY_STDOUT": "on"}))
 	postIDs(t, r, "s", 0, 10)
 	waitUntil(t, "the first events on the channel", func() bool { return len(channelLines(ts, "static-events")) >= 10 })
-	ts.Restart() // all channels lost: the next POST answers 404
+	ts.Restart() // all channels lost: POSTs answer 404
 	postIDs(t, r, "s", 10, 10)
-	waitUntil(t, "the trickle sink to retire", func() bool {
-		s, ok := r.a.Report().Sinks["trickle"]
-		return ok && s.Dropped["channel_closed"] > 0 && s.Pending == 0
+	waitUntil(t, "the trickle sink to pause", func() bool {
+		s := r.a.Report().Sinks["trickle"]
+		return s.Paused == "channel_gone" && s.Pending == 10
 	})
-	before := len(ts.Requests())
-	postIDs(t, r, "s", 20, 10)
-	r.waitLines(t, 30)
-	// Absence has no event to wait for: 300 ms are many forwarder rounds
-	// for a sink that (wrongly) went on sending.
-	time.Sleep(300 * time.Millisecond)
-	if after := len(ts.Requests()); after != before {
-		t.Errorf("the retired sink kept requesting: %d -> %d requests", before, after)
+	resp, err := testClient.Get(r.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`edgerelay_sink_paused{reason="channel_gone",sink="trickle"} 1`, `edgerelay_events_pending{sink="trickle"} 10`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	postIDs(t, r, "s", 20, 10)
+	r.waitLines(t, 30) // stdout goes on
+	logged := len(ts.Requests())
+	ts.CreateChannel("static-events")
+	waitUntil(t, "the held events on the channel again", func() bool {
+		s := r.a.Report().Sinks["trickle"]
+		return s.Delivered == 30 && s.Pending == 0 && s.Paused == ""
+	})
 	rep := r.a.Report()
-	if s := rep.Sinks["trickle"]; !s.Balanced {
+	if s := rep.Sinks["trickle"]; !s.Balanced || s.DroppedTotal != 0 {
 		t.Errorf("trickle: %+v", s)
 	}
-	if s := rep.Sinks["stdout"]; s.Delivered != 30 || !s.Balanced {
-		t.Errorf("stdout: %+v", s)
+	var first trickletest.Request
+	for _, q := range ts.Requests()[logged:] {
+		if q.Method == http.MethodPost && q.Seq != "" && q.Status == http.StatusOK {
+			first = q
+			break
+		}
 	}
+	if first.Seq != "0" || !first.Reset {
+		t.Errorf("first POST on the channel created again: %+v, want seq 0 with Lp-Trickle-Reset", first)
+	}
+}
+
+// TestManySessions attaches and detaches 10,000 sessions, each with an
+// events channel and a subscription: goroutines, memory, the reports and
+// the metric series stay bounded (retired session sinks and subscribers are
+// folded into one "sessions" entry each).
+func TestManySessions(t *testing.T) {
+	ts := newTrickleServer(t, trickletest.Options{AutoCreate: true})
+	ts.CreateChannel("sub-events")
+	r := startAgent(t, testEnv(t, nil))
+	a := r.a
+	cycle := func(i int) {
+		s := &session.Session{
+			SessionID: fmt.Sprintf("s-%05d", i), StreamID: "st", GPUID: "GPU-1",
+			EventsURL: ts.ChannelURL("pub-events"), SubscribeURL: ts.ChannelURL("sub-events"),
+		}
+		if err := a.sessions.Attach(s); err != nil {
+			t.Fatal(err)
+		}
+		if !a.sessions.Detach(s.SessionID) {
+			t.Fatal("detach: not attached")
+		}
+	}
+	series := func() int {
+		resp, err := testClient.Get(r.base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		n := 0
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "edgerelay_") {
+				n++
+			}
+		}
+		return n
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	for i := range 100 { // warm up: the aggregates exist
+		cycle(i)
+	}
+	live := func() int {
+		a.subs.mu.Lock()
+		defer a.subs.mu.Unlock()
+		return len(a.subs.live)
+	}
+	waitUntil(t, "the warm-up subscribers to end", func() bool { return live() == 0 })
+	s0 := series() // its keep-alive connection counts in g0 too
+	g0, h0 := runtime.NumGoroutine(), heap()
+	const n = 10000
+	for i := 100; i < 100+n; i++ {
+		cycle(i)
+	}
+	waitUntil(t, "the subscribers to end", func() bool { return live() == 0 })
+	if !eventually(func() bool { return runtime.NumGoroutine() <= g0+2 }) {
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		t.Fatalf("goroutines %d, were %d", runtime.NumGoroutine(), g0)
+	}
+	g1, h1, s1 := runtime.NumGoroutine(), heap(), series()
+	rep := a.Report()
+	if len(rep.Sinks) != 2 || len(rep.Subscribers) != 1 || s1 != s0 {
+		t.Errorf("after %d sessions: %d sink reports, %d subscriber reports, %d metric series (%d before)", n, len(rep.Sinks), len(rep.Subscribers), s1, s0)
+	}
+	if h1 > h0+8<<20 {
+		t.Errorf("heap grew from %d to %d bytes over %d sessions", h0, h1, n)
+	}
+	t.Logf("%d sessions attached and detached: goroutines %d -> %d, heap in use %.1f -> %.1f MiB, metric series %d -> %d, sink reports %v",
+		n, g0, g1, float64(h0)/(1<<20), float64(h1)/(1<<20), s0, s1, len(rep.Sinks))
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(cond func() bool) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }

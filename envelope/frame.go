@@ -190,3 +190,86 @@ func prefixFields(err error, prefix string) error {
 	}
 	return err
 }
+
+// QueueEventType is the family the go-livepeer gateway gives the Kafka
+// record of a gateway frame: ai_stream_events, which the analytics pipeline
+// keeps whatever the event's own type (spec/naap.md).
+const QueueEventType = "ai_stream_events"
+
+// AppendGatewayFrame appends to dst one document in the go-livepeer
+// gateway's shape (spec/trickle.md, "Readers"):
+//
+//	{"queue_event_type":"ai_stream_events","event":{"type":"<family>","client_source":"edgerelay","envelopes":[<env>,...]}}
+//
+// The gateway re-stamps the event (a new id and timestamp) and adds the
+// stream's identity to it; the envelopes inside keep their own id, type and
+// timestamp, so the Kafka record can be traced to ours, and the event's type
+// is the family of the envelopes it carries. envs must be JSON objects; they
+// are copied verbatim.
+func AppendGatewayFrame(dst []byte, family string, envs [][]byte) []byte {
+	dst = append(dst, `{"queue_event_type":"`+QueueEventType+`","event":{"type":`...)
+	dst = appendJSONString(dst, family)
+	dst = append(dst, `,"client_source":"`+ClientSource+`","envelopes":[`...)
+	for i, e := range envs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, e...)
+	}
+	return append(dst, "]}}"...)
+}
+
+// GatewayFrameLen is len(AppendGatewayFrame(nil, family, envs)) for envs
+// holding n envelopes of envBytes bytes in all.
+func GatewayFrameLen(family string, n, envBytes int) int {
+	return len(AppendGatewayFrame(nil, family, nil)) + envBytes + max(n-1, 0)
+}
+
+// ParseGatewayFrame reads a document in the gateway's shape and returns the
+// envelopes of its event (aliasing doc), or ok false when doc is not a
+// gateway frame of ours (no queue_event_type, or an event without an
+// envelopes array). doc must be valid JSON.
+func ParseGatewayFrame(doc []byte) (envs [][]byte, ok bool) {
+	var buf [8]member
+	ms, isObj := members(doc, buf[:0])
+	if !isObj {
+		return nil, false
+	}
+	var qet, ev []byte
+	for _, m := range ms {
+		switch {
+		case m.is("queue_event_type"):
+			qet = doc[m.valStart:m.end]
+		case m.is("event"):
+			ev = doc[m.valStart:m.end]
+		}
+	}
+	if qet == nil || ev == nil {
+		return nil, false
+	}
+	var ebuf [8]member
+	ems, isObj := members(ev, ebuf[:0])
+	if !isObj {
+		return nil, false
+	}
+	for _, m := range ems {
+		if m.is("envelopes") {
+			envs, ok = elements(ev[m.valStart:m.end], nil)
+			return envs, ok
+		}
+	}
+	return nil, false
+}
+
+// TypeOf returns the top-level "type" of an envelope (or a frame) when it is
+// a string, without decoding the rest.
+func TypeOf(b []byte) (string, bool) {
+	var buf [8]member
+	ms, _ := members(b, buf[:0])
+	for i := len(ms) - 1; i >= 0; i-- {
+		if ms[i].is("type") {
+			return jsonString(b[ms[i].valStart:ms[i].end])
+		}
+	}
+	return "", false
+}

@@ -274,3 +274,37 @@ func FuzzAnnotateRelay(f *testing.F) {
 		checkAnnotated(t, out, again, at)
 	})
 }
+
+func TestGatewayFrame(t *testing.T) {
+	envs := [][]byte{
+		[]byte(`{"id":"a","type":"gpu_memory_sample","timestamp":"1","gateway":"","data":{"gpu_id":"GPU-1"}}`),
+		[]byte(`{"id":"b","type":"gpu_memory_sample","timestamp":"2","gateway":"","data":{"gpu_id":"GPU-2"}}`),
+	}
+	frame := AppendGatewayFrame(nil, "gpu_memory_sample", envs)
+	if len(frame) != GatewayFrameLen("gpu_memory_sample", len(envs), len(envs[0])+len(envs[1])) {
+		t.Fatalf("GatewayFrameLen is %d, the frame %d", GatewayFrameLen("gpu_memory_sample", 2, len(envs[0])+len(envs[1])), len(frame))
+	}
+	// The go-livepeer gateway's parse: {queue_event_type, event} into a map.
+	var w struct {
+		QueueEventType string         `json:"queue_event_type"`
+		Event          map[string]any `json:"event"`
+	}
+	if err := json.Unmarshal(frame, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.QueueEventType != QueueEventType || w.Event["type"] != "gpu_memory_sample" || len(w.Event["envelopes"].([]any)) != 2 {
+		t.Fatalf("gateway reads %+v", w)
+	}
+	got, ok := ParseGatewayFrame(frame)
+	if !ok || len(got) != 2 || !bytes.Equal(got[0], envs[0]) || !bytes.Equal(got[1], envs[1]) {
+		t.Fatalf("ParseGatewayFrame = %q, %v", got, ok)
+	}
+	for _, doc := range []string{`{"type":"telemetry","event":{}}`, `{"queue_event_type":"x","event":{"type":"status"}}`, `[]`} {
+		if _, ok := ParseGatewayFrame([]byte(doc)); ok {
+			t.Errorf("%s taken for a gateway frame", doc)
+		}
+	}
+	if typ, ok := TypeOf(envs[1]); !ok || typ != "gpu_memory_sample" {
+		t.Errorf("TypeOf = %q, %v", typ, ok)
+	}
+}

@@ -37,7 +37,9 @@ type StamperOptions struct {
 	// sessions.
 	Session func(id string) Identity
 	// MaxBytes is the largest envelope Prepare accepts; 0 means no limit.
+	// LimitBy says what set it, for the error of a larger event.
 	MaxBytes int
+	LimitBy  string
 }
 
 // Stamper turns events into envelopes: it is the one place where an envelope
@@ -109,7 +111,7 @@ type Prepared struct {
 // valid JSON. Errors name the field.
 func (s *Stamper) Prepare(raw []byte) (Prepared, error) {
 	if s.o.MaxBytes > 0 && len(raw) > s.o.MaxBytes {
-		return Prepared{}, fmt.Errorf("event: %d bytes is over the limit of %d", len(raw), s.o.MaxBytes)
+		return Prepared{}, fmt.Errorf("event: %d bytes is over the limit of %d%s", len(raw), s.o.MaxBytes, s.by())
 	}
 	var top [8]member
 	ms, ok := members(raw, top[:0])
@@ -190,9 +192,16 @@ func (s *Stamper) prepareSlow(raw []byte, ms []member) (Prepared, error) {
 		return Prepared{}, err
 	}
 	if s.o.MaxBytes > 0 && len(env) > s.o.MaxBytes {
-		return Prepared{}, fmt.Errorf("event: %d bytes once stamped is over the limit of %d", len(env), s.o.MaxBytes)
+		return Prepared{}, fmt.Errorf("event: %d bytes once stamped is over the limit of %d%s", len(env), s.o.MaxBytes, s.by())
 	}
 	return Prepared{Env: env, Type: typ, SessionID: sid}, nil
+}
+
+func (s *Stamper) by() string {
+	if s.o.LimitBy == "" {
+		return ""
+	}
+	return " (" + s.o.LimitBy + ")"
 }
 
 // appendEnvelope writes the envelope in the field order of spec/envelope.md.

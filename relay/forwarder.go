@@ -271,13 +271,17 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		case ClassPaused:
 			var pe *PausedError
 			errors.As(res.Err, &pe)
+			probe := f.ProbeInterval
+			if pe.Probe > 0 {
+				probe = pe.Probe
+			}
 			if paused != pe.Reason {
-				f.Logger.Error("sink paused; events are kept in the spool", "reason", pe.Reason, "err", res.Err, "probe_every", f.ProbeInterval)
+				f.Logger.Error("sink paused; events are kept in the spool", "reason", pe.Reason, "err", res.Err, "probe_in", probe)
 				f.Stats.SetPaused(pe.Reason)
 				paused = pe.Reason
 			}
 			f.Stats.AddRetry("paused")
-			early, ok := sleepEarly(ctx, f.ProbeInterval, f.Resume)
+			early, ok := sleepEarly(ctx, probe, f.Resume)
 			if !ok {
 				return ctx.Err()
 			}

@@ -29,6 +29,11 @@ type Member struct {
 	// Done, when set, runs after the forwarder returned and the member
 	// retired, if it did (closing the sink's own resources).
 	Done func()
+	// Aggregate, when set, is the name under which the sink's final report
+	// is kept once it retires, summed with the others of that name (the
+	// thousands of session channels of a long run keep one report and one
+	// set of metric series, not one each).
+	Aggregate string
 }
 
 // Group runs one forwarder per sink and keeps their accounting, retired
@@ -120,9 +125,14 @@ func (g *Group) Retire(name, reason string) {
 	final.Acked += final.Pending
 	final.Pending = 0
 	rep := Account(r.m.Kind, r.m.Fwd.Stats.Snapshot(), final)
+	key := name
+	if r.m.Aggregate != "" {
+		key = r.m.Aggregate
+		rep = addReports(g.finished[key], rep)
+	}
 	g.mu.Lock()
 	delete(g.members, name)
-	g.finished[name] = rep
+	g.finished[key] = rep
 	g.mu.Unlock()
 }
 
@@ -226,4 +236,34 @@ func (g *Group) Stalled(now time.Time, limit time.Duration) string {
 		}
 	}
 	return ""
+}
+
+// addReports sums two final reports (neither pending).
+func addReports(a, b SinkReport) SinkReport {
+	sum := func(x, y map[string]uint64) map[string]uint64 {
+		out := maps.Clone(x)
+		if out == nil {
+			out = map[string]uint64{}
+		}
+		for k, v := range y {
+			out[k] += v
+		}
+		return out
+	}
+	r := SinkReport{
+		Kind:         b.Kind,
+		Received:     a.Received + b.Received,
+		Delivered:    a.Delivered + b.Delivered,
+		Dropped:      sum(a.Dropped, b.Dropped),
+		DroppedTotal: a.DroppedTotal + b.DroppedTotal,
+		Pending:      a.Pending + b.Pending,
+		Requests:     sum(a.Requests, b.Requests),
+		Retries:      sum(a.Retries, b.Retries),
+		LastSuccess:  a.LastSuccess,
+	}
+	if b.LastSuccess != nil && (r.LastSuccess == nil || b.LastSuccess.After(*r.LastSuccess)) {
+		r.LastSuccess = b.LastSuccess
+	}
+	r.Balanced = r.Received == r.Delivered+r.DroppedTotal+r.Pending
+	return r
 }

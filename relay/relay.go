@@ -102,6 +102,10 @@ func (e *ThrottledError) Unwrap() error { return e.Err }
 type PausedError struct {
 	Reason string
 	Err    error
+	// Probe, when positive, is when to try again instead of the
+	// forwarder's ProbeInterval: a sink that knows its destination comes
+	// back soon (a restarted orchestrator) probes on its own backoff.
+	Probe time.Duration
 }
 
 func (e *PausedError) Error() string { return fmt.Sprintf("paused (%s): %v", e.Reason, e.Err) }

@@ -41,7 +41,10 @@ type Options struct {
 	NewForwarder func(name string, q relay.Queue) *relay.Forwarder
 	// Subscribe follows a channel (a session's subscribe_url) until ctx
 	// ends; it returns once the subscriber runs.
-	Subscribe func(ctx context.Context, url string) error
+	Subscribe func(ctx context.Context, url, session string) error
+	// KeepAliveEvent returns the envelope of the channels' keep-alive
+	// frames (the agent's status); see trickle.PublisherOptions.
+	KeepAliveEvent func() []byte
 	// Dropped counts envelopes that could not go to an ended channel.
 	Dropped  func(reason string, n uint64)
 	Framing  string        // the channels' trickle framing
@@ -136,7 +139,7 @@ func (r *Registry) Attach(s *Session) error {
 	}
 	if s.SubscribeURL != "" {
 		ctx, cancel := context.WithCancel(r.o.SourceCtx)
-		if err := r.o.Subscribe(ctx, s.SubscribeURL); err != nil {
+		if err := r.o.Subscribe(ctx, s.SubscribeURL, s.SessionID); err != nil {
 			cancel()
 			if e.ch != nil {
 				r.stopChannel(s, e.ch, 0, "", false)
@@ -173,7 +176,7 @@ func (r *Registry) startChannel(s *Session) (*channel, error) {
 	}
 	f := r.o.NewForwarder(name, mem)
 	pub, err := trickle.NewPublisher(trickle.PublisherOptions{
-		URL: s.EventsURL, Framing: r.o.Framing, Insecure: r.o.Insecure,
+		URL: s.EventsURL, Framing: r.o.Framing, Insecure: r.o.Insecure, KeepAliveEvent: r.o.KeepAliveEvent,
 		Wrap: false, Stats: f.Stats, Alive: f.Alive, Logger: r.o.Logger.With("sink", name),
 	})
 	if err != nil {
@@ -192,7 +195,8 @@ func (r *Registry) startChannel(s *Session) (*channel, error) {
 			r.o.Logger.Warn("session channel ended; its envelopes still go to the other sinks", "session_id", s.SessionID)
 			return true
 		},
-		Done: pub.Close,
+		Done:      pub.Close,
+		Aggregate: "sessions",
 	})
 	return ch, nil
 }

@@ -61,3 +61,11 @@ func envelopeID(data []byte) string {
 	}
 	return string(id)
 }
+
+// MaxEventBytes is the largest envelope a sink with options o can deliver
+// (one event alone in a request of MaxBody): the agent refuses larger events
+// at ingest, so none it acknowledges is dropped here as oversize.
+func MaxEventBytes(o Options) int {
+	d := o.withDefaults()
+	return d.MaxBody - bodySize(len(bodyPrefix(d.App, d.Host)), 1, 0)
+}

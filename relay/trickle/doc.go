@@ -5,20 +5,26 @@
 //
 // # Framing
 //
-// Every frame is one line: {"type":"telemetry","event":<envelope>} and '\n'
-// (spec/envelope.md). The publisher cuts lines into segments in one of two
-// ways, because the channel's two kinds of readers disagree:
+// The channel's readers disagree on what a segment is (spec/trickle.md,
+// "Readers, as they really behave"), so the publisher has two framings:
 //
-//   - FramingSegment: one frame per segment. go-livepeer's gateway reads a
-//     whole segment and parses it as one JSON document; only this framing
-//     suits it. It costs one POST (and one GET per reader) per envelope.
-//   - FramingJSONL (default): many lines per segment, gathered for up to
-//     SegmentInterval (1 s) or SegmentMaxBytes (1 MiB). Line readers (the
-//     Scope client, livepeer-python-gateway) read it, and requests drop to
-//     about one per second. A gateway's whole-segment parser fails on it.
+//   - FramingJSONL (default): many {"type":"telemetry","event":<envelope>}
+//     lines per segment, gathered for up to SegmentInterval (1 s) or
+//     SegmentMaxBytes (1 MiB). Line readers (the Scope client) read it, and
+//     requests drop to about one per second.
+//   - FramingGateway ("segment" is its old name): one JSON document per
+//     segment in the go-livepeer gateway's {queue_event_type, event} shape
+//     (envelope.AppendGatewayFrame), gathering the envelopes of a family
+//     from each batch, paced at least Pace apart, because that reader keeps
+//     only 5 segments, pauses 300 ms after any error and stops the stream
+//     after more than 5 errors in a row.
 //
-// The subscriber accepts both, and also a segment holding one JSON document
-// spread over several lines.
+// Keep-alives are real frames (KeepAliveEvent), never an empty segment, and
+// no segment is larger than SegmentMaxBytes, frame included: MaxEventBytes
+// tells the agent the largest event it may accept.
+//
+// The subscriber takes both framings, and also a segment holding one JSON
+// document spread over several lines.
 //
 // # Delivery
 //
@@ -40,9 +46,13 @@
 //   - Only the last 5 segments are kept: a reader more than 5 segments
 //     behind gets a 470 and jumps to the live edge, losing what it skipped
 //     (counted in SubscriberStats.Jumps).
-//   - The channel ends (404, Lp-Trickle-Closed) with records unsent: Send
-//     reports relay.ErrClosed and they stay in the spool for the agent to
-//     count (relay.DropChannelClosed) or send elsewhere.
+//   - The channel goes away (404, Lp-Trickle-Closed) with records unsent: a
+//     Persistent publisher (the static channel) pauses and probes until it
+//     is back, keeping them; a session's reports relay.ErrClosed and the
+//     agent counts them (relay.DropChannelClosed).
+//   - A server restart loses what it held and no reader had read yet. The
+//     publisher learns the position again after any fault or new
+//     connection and resets, so readers lose nothing after it.
 //
 // # Shutdown order
 //

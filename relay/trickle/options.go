@@ -17,16 +17,29 @@ import (
 // Framings of the publisher (see the package doc for which reader each
 // suits).
 const (
-	FramingJSONL   = "jsonl"   // many frame lines per segment, rotated by time and size
-	FramingSegment = "segment" // one frame and '\n' per segment
+	FramingJSONL   = "jsonl"   // many frame lines per segment, gathered by time and size
+	FramingGateway = "gateway" // one JSON document per segment in the go-livepeer gateway's shape, paced
+	// FramingSegment is the former name of FramingGateway, still accepted.
+	FramingSegment = "segment"
 )
 
 // Publisher defaults.
 const (
 	DefaultSegmentInterval = time.Second
+	// DefaultSegmentMaxBytes is the largest segment the Scope client's
+	// JSONL reader and livepeer-python-gateway's readers take (1 MiB,
+	// frame wrappers and newlines included): no segment is ever larger.
 	DefaultSegmentMaxBytes = 1 << 20
-	DefaultKeepAlive       = 10 * time.Second
-	DefaultRequestTimeout  = 10 * time.Second
+	// DefaultKeepAlive is well inside the gateway's 30 s liveness rule.
+	DefaultKeepAlive      = 10 * time.Second
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultGatewayPace is the least time between two gateway segments: a
+	// reader that keeps only the last 5 segments and needs a round trip per
+	// segment (plus 300 ms after an error) sustains it.
+	DefaultGatewayPace = 250 * time.Millisecond
+	// ProbeMax is the longest wait between two probes of a channel that is
+	// gone (Persistent).
+	ProbeMax = 10 * time.Second
 )
 
 // Subscriber defaults.
@@ -50,7 +63,8 @@ type PublisherOptions struct {
 	// URL is the channel URL (https://orch:8935/ai/trickle/<name>);
 	// segments go to URL/<seq>. Required.
 	URL string
-	// Framing is FramingJSONL (default) or FramingSegment.
+	// Framing is FramingJSONL (default) or FramingGateway (FramingSegment
+	// is taken as its old name).
 	Framing string
 	// SegmentInterval closes a jsonl segment this long after it opened;
 	// 0 means DefaultSegmentInterval.
@@ -59,10 +73,24 @@ type PublisherOptions struct {
 	// size (a single larger frame goes alone); 0 means
 	// DefaultSegmentMaxBytes.
 	SegmentMaxBytes int
-	// KeepAlive sends an empty segment after this long with nothing sent,
-	// so the server's idle sweep sees a live channel; 0 means
-	// DefaultKeepAlive.
+	// KeepAlive sends a keep-alive frame after this long with nothing sent,
+	// so that readers (the gateway stops a stream after 30 s without a
+	// parsed event) and the server's idle sweep see a live channel; 0
+	// means DefaultKeepAlive.
 	KeepAlive time.Duration
+	// KeepAliveEvent returns the envelope a keep-alive frame carries (the
+	// agent's status): a real event every reader parses, never an empty
+	// segment. nil sends a minimal {"type":"keepalive"} frame.
+	KeepAliveEvent func() []byte
+	// Pace is the least time between two segments; 0 means
+	// DefaultGatewayPace in gateway framing and none in jsonl framing.
+	Pace time.Duration
+	// Persistent is for a channel that may come back (the static channel
+	// of an orchestrator that restarts): a 404 or Lp-Trickle-Closed pauses
+	// the sink (relay.PausedError, reason "channel_gone") and it probes on
+	// a backoff of up to ProbeMax, instead of ending it (relay.ErrClosed,
+	// for a session's channel).
+	Persistent bool
 	// Insecure turns TLS certificate verification off
 	// (EDGERELAY_TRICKLE_INSECURE), for orchestrators with self-signed
 	// certificates. Off by default.
@@ -96,15 +124,18 @@ func (o PublisherOptions) Validate() error {
 		errs = append(errs, err)
 	}
 	switch o.Framing {
-	case "", FramingJSONL, FramingSegment:
+	case "", FramingJSONL, FramingGateway, FramingSegment:
 	default:
-		errs = append(errs, fmt.Errorf("Framing: %q is neither %q nor %q", o.Framing, FramingJSONL, FramingSegment))
+		errs = append(errs, fmt.Errorf("Framing: %q is neither %q nor %q", o.Framing, FramingJSONL, FramingGateway))
+	}
+	if o.Pace < 0 {
+		errs = append(errs, fmt.Errorf("Pace: %s is negative", o.Pace))
 	}
 	if o.SegmentInterval < 0 {
 		errs = append(errs, fmt.Errorf("SegmentInterval: %s is negative", o.SegmentInterval))
 	}
-	if o.SegmentMaxBytes < 0 {
-		errs = append(errs, fmt.Errorf("SegmentMaxBytes: %d is negative", o.SegmentMaxBytes))
+	if o.SegmentMaxBytes < 0 || o.SegmentMaxBytes > DefaultSegmentMaxBytes {
+		errs = append(errs, fmt.Errorf("SegmentMaxBytes: %d is not in 0..%d (the readers' limit)", o.SegmentMaxBytes, DefaultSegmentMaxBytes))
 	}
 	if o.KeepAlive < 0 {
 		errs = append(errs, fmt.Errorf("KeepAlive: %s is negative", o.KeepAlive))
@@ -117,8 +148,14 @@ func (o PublisherOptions) Validate() error {
 
 func (o PublisherOptions) withDefaults() PublisherOptions {
 	o.URL = strings.TrimRight(o.URL, "/")
-	if o.Framing == "" {
+	switch o.Framing {
+	case "":
 		o.Framing = FramingJSONL
+	case FramingSegment:
+		o.Framing = FramingGateway
+	}
+	if o.Pace == 0 && o.Framing == FramingGateway {
+		o.Pace = DefaultGatewayPace
 	}
 	if o.SegmentInterval == 0 {
 		o.SegmentInterval = DefaultSegmentInterval
@@ -170,6 +207,11 @@ type SubscriberOptions struct {
 	// MaxFrameBytes is the longest frame accepted; longer lines are
 	// skipped and counted ("oversize"). 0 means DefaultMaxFrameBytes.
 	MaxFrameBytes int
+	// Persistent is for a channel that may come back (a static
+	// subscription): a 404 or Lp-Trickle-Closed is probed on a backoff of
+	// up to ProbeMax, reading from seq 0 of the channel created again,
+	// instead of ending Run with relay.ErrClosed.
+	Persistent bool
 	// DedupeWindow is how many recent envelope ids are remembered to skip
 	// duplicates (a publisher re-sends a failed segment's envelopes); 0
 	// means DefaultDedupeWindow, negative turns it off.

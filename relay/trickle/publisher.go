@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,16 +28,20 @@ const probeSeq = 1<<31 - 1
 
 // Publisher writes records to a trickle channel. It is a relay.Sink: the
 // one delivery loop (relay.Forwarder) reads batches from the spool and hands
-// them to Send, which writes them as whole segments; the forwarder's linger
-// makes a jsonl segment gather what arrives within SegmentInterval, and its
+// them to Send, which writes them as whole segments, no two closer than
+// Pace; the forwarder's linger gathers a batch for SegmentInterval, and its
 // Idle hook sends the keep-alive (Tune sets both).
 //
 // A record is acknowledged only when the POST of the segment that carried it
 // is answered 200. A failed segment is retried under the same seq only when
 // none of its bytes left; otherwise its seq is DELETEd and its records go
-// again in the next seq (readers de-duplicate by envelope id), so a
-// completed seq is never POSTed twice. 404 or Lp-Trickle-Closed ends the
-// channel: Send reports relay.ErrClosed.
+// again in a later seq (readers de-duplicate by envelope id), so a completed
+// seq is never POSTed twice. After a 404 or a transport failure the
+// publisher learns the write position again (GET <chan>/next) and marks its
+// next POST with Lp-Trickle-Reset, so that readers of a restarted server
+// never wait on a stale seq. A 404 or Lp-Trickle-Closed ends a session's
+// channel (relay.ErrClosed) and pauses a Persistent one, which then probes
+// until the channel is back.
 //
 // Send and KeepAlive are called by one goroutine (the forwarder);
 // DeleteChannel and Stats are safe for concurrent use with them.
@@ -45,12 +51,15 @@ type Publisher struct {
 	log    *slog.Logger
 
 	// Owned by the forwarder's goroutine.
-	seq     int64        // the seq the next segment is POSTed to; -1 until learned
-	reset   bool         // send Lp-Trickle-Reset on the next POST (until one succeeds)
-	body    []byte       // the segment being built; reused
-	compact bytes.Buffer // scratch for records that span lines
-	failing bool         // the last segment failed, to log the recovery once
-	warn    *logthrottle.Throttle
+	seq      int64         // the seq the next segment is POSTed to; -1 until learned
+	reset    bool          // send Lp-Trickle-Reset on the next POST (until one succeeds)
+	lastPost time.Time     // when the last segment's POST began, for Pace
+	probe    time.Duration // the next probe wait of a gone Persistent channel; 0 when not gone
+	learned  bool          // the position was learned since the last POST: any connection may carry the next
+	body     []byte        // the segment being built; reused
+	compact  bytes.Buffer  // scratch for records that span lines
+	failing  bool          // the last segment failed, to log the recovery once
+	warn     *logthrottle.Throttle
 }
 
 // NewPublisher checks opts and returns a publisher; nothing is sent before
@@ -78,8 +87,31 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 // the same Stats.
 func (p *Publisher) Stats() *relay.Stats { return p.opts.Stats }
 
-// Tune sets the forwarder fields the publisher needs: batches that fill one
-// segment, the linger that gathers a jsonl segment, and the keep-alive.
+// MaxEventBytes is the largest envelope this publisher can carry in one
+// segment of SegmentMaxBytes, frame included: the agent refuses larger
+// events at ingest, so nothing it acknowledges is undeliverable here.
+func (p *Publisher) MaxEventBytes() int { return MaxEventBytes(p.opts.Framing, p.opts.SegmentMaxBytes) }
+
+// MaxEventBytes is the largest envelope a publisher of framing carries in a
+// segment of maxSegment bytes (0 means DefaultSegmentMaxBytes).
+func MaxEventBytes(framing string, maxSegment int) int {
+	if maxSegment == 0 {
+		maxSegment = DefaultSegmentMaxBytes
+	}
+	if framing == FramingGateway || framing == FramingSegment {
+		// The longest family name an envelope may carry counts too: the
+		// event's type repeats it.
+		return maxSegment - envelope.GatewayFrameLen(strings.Repeat("x", maxFamilyBytes), 1, 0) - 1
+	}
+	return maxSegment - frameLen(nil, true)
+}
+
+// maxFamilyBytes bounds the event type a gateway frame repeats; envelopes
+// with a longer type travel under a shortened family.
+const maxFamilyBytes = 64
+
+// Tune sets the forwarder fields the publisher needs: batches that fill a
+// segment, the linger that gathers one, and the keep-alive.
 func (p *Publisher) Tune(f *relay.Forwarder) {
 	f.Batch = readBatch
 	f.MaxBytes = p.opts.SegmentMaxBytes * 15 / 16 // room for the frame wrappers
@@ -87,66 +119,218 @@ func (p *Publisher) Tune(f *relay.Forwarder) {
 		// Segments are bounded by bytes: a count bound would cut a backlog
 		// into many small segments, and a reader keeps only the last 5.
 		f.Batch = jsonlBatch
-		f.Linger = p.opts.SegmentInterval
 	}
+	f.Linger = p.opts.SegmentInterval
 	f.Idle, f.IdleAfter = p.KeepAlive, p.opts.KeepAlive
 }
 
-// Send writes recs as whole segments, in order: jsonl packs frame lines into
-// segments of at most SegmentMaxBytes (a larger frame goes alone); segment
-// framing writes one frame per segment. Before its first segment it learns
-// the server's write position (GET <chan>/next; on servers without it, the
-// 470 of a far-ahead seq) and marks that POST with Lp-Trickle-Reset: 1.
-// Records that cannot be one frame line are dropped (relay.DropRejected).
+// planned is one segment Send will write: its body and the batch indexes of
+// the records it carries.
+type planned struct {
+	body []byte
+	recs []int
+}
+
+// Send writes recs as whole segments. jsonl packs frame lines into
+// segments of at most SegmentMaxBytes, in order; gateway framing gathers the
+// envelopes of each family into one document per segment (a sampler tick's
+// GPUs go together) and writes the runner's own frames alone, one per
+// segment. Segments are paced (Pace apart). Before the first segment, and
+// again after a fault, Send learns the server's write position (GET
+// <chan>/next; on servers without it, the 470 of a far-ahead seq) and marks
+// that POST with Lp-Trickle-Reset: 1. Records that cannot be a frame are
+// dropped (relay.DropRejected), and so are frames larger than a segment
+// (relay.DropOversize; the agent refuses such events at ingest).
 func (p *Publisher) Send(ctx context.Context, recs []spool.Record) relay.Result {
 	if err := p.start(ctx); err != nil {
 		return relay.Result{Err: err}
 	}
-	var (
-		settled int
-		drops   []relay.Drop
-	)
-	for settled < len(recs) {
-		body, n, segDrops := p.nextSegment(recs[settled:])
-		if n > len(segDrops) { // at least one frame
-			if err := p.post(ctx, body, n); err != nil {
-				return relay.Result{Settled: settled, Dropped: drops, Err: err}
-			}
-			if p.opts.Alive != nil {
-				p.opts.Alive()
-			}
-		}
-		settled += n
-		drops = append(drops, segDrops...)
+	done := make([]bool, len(recs))
+	var drops []relay.Drop
+	var plan []planned
+	if p.opts.Framing == FramingGateway {
+		plan = p.planGateway(recs, done, &drops)
+	} else {
+		plan = p.planJSONL(recs, done, &drops)
 	}
-	return relay.Result{Settled: settled, Dropped: drops}
+	for _, seg := range plan {
+		if err := p.pace(ctx); err != nil {
+			return p.partial(recs, done, drops, err)
+		}
+		if err := p.post(ctx, seg.body, len(seg.recs)); err != nil {
+			return p.partial(recs, done, drops, err)
+		}
+		for _, i := range seg.recs {
+			done[i] = true
+		}
+		if p.opts.Alive != nil {
+			p.opts.Alive()
+		}
+	}
+	return relay.Result{Settled: len(recs), Dropped: drops}
 }
 
-// nextSegment frames the leading records of recs into p.body: it returns the
-// body, how many records it covers (frames and drops), and the drops.
-func (p *Publisher) nextSegment(recs []spool.Record) (body []byte, n int, drops []relay.Drop) {
-	body = p.body[:0]
-	frames := 0
-	for _, rec := range recs {
-		line, ok := p.line(rec.Data)
-		if !ok {
-			drops = append(drops, relay.Drop{Seq: rec.Seq, Reason: relay.DropRejected})
-			if p.warn.Allow() {
-				p.log.Warn("record dropped: it cannot be written as one frame line", "record_seq", rec.Seq,
-					"reason", relay.DropRejected, "suppressed", p.warn.Suppressed())
-			}
-			n++
-			continue
-		}
-		if frames > 0 && (p.opts.Framing == FramingSegment || len(body)+frameLen(line, p.opts.Wrap) > p.opts.SegmentMaxBytes) {
-			break
-		}
-		body = p.appendFrame(body, line)
-		frames++
+// partial is the result of a Send that failed: the records settled are the
+// leading ones whose segments were accepted (or that were dropped). Records
+// of accepted segments after the first unsettled one go again later, as
+// duplicates, which receivers drop by envelope id.
+func (p *Publisher) partial(recs []spool.Record, done []bool, drops []relay.Drop, err error) relay.Result {
+	n := 0
+	for n < len(done) && done[n] {
 		n++
 	}
+	var settledDrops []relay.Drop
+	for _, d := range drops {
+		if n > 0 && d.Seq <= recs[n-1].Seq {
+			settledDrops = append(settledDrops, d)
+		}
+	}
+	return relay.Result{Settled: n, Dropped: settledDrops, Err: err}
+}
+
+// drop settles record i as dropped for reason, without a segment.
+func (p *Publisher) drop(recs []spool.Record, i int, reason string, done []bool, drops *[]relay.Drop) {
+	done[i] = true
+	*drops = append(*drops, relay.Drop{Seq: recs[i].Seq, Reason: reason})
+	if p.warn.Allow() {
+		p.log.Warn("record dropped: it cannot be sent as a frame", "record_seq", recs[i].Seq, "bytes", len(recs[i].Data),
+			"reason", reason, "max_segment_bytes", p.opts.SegmentMaxBytes, "suppressed", p.warn.Suppressed())
+	}
+}
+
+// planJSONL packs frame lines into segments of at most SegmentMaxBytes,
+// in order.
+func (p *Publisher) planJSONL(recs []spool.Record, done []bool, drops *[]relay.Drop) []planned {
+	// Slices into body stay valid: body is sized for the whole batch first.
+	size := 0
+	for _, r := range recs {
+		size += frameLen(r.Data, p.opts.Wrap)
+	}
+	body := slices.Grow(p.body[:0], size)
+	var plan []planned
+	start := 0 // where the current segment begins in body
+	var cur []int
+	flush := func() {
+		if len(cur) > 0 {
+			plan = append(plan, planned{body: body[start:len(body):len(body)], recs: cur})
+			cur, start = nil, len(body)
+		}
+	}
+	for i, rec := range recs {
+		line, ok := p.line(rec.Data)
+		if !ok {
+			p.drop(recs, i, relay.DropRejected, done, drops)
+			continue
+		}
+		n := frameLen(line, p.opts.Wrap)
+		if n > p.opts.SegmentMaxBytes {
+			p.drop(recs, i, relay.DropOversize, done, drops)
+			continue
+		}
+		if len(cur) > 0 && len(body)-start+n > p.opts.SegmentMaxBytes {
+			flush()
+		}
+		body = p.appendFrame(body, line)
+		cur = append(cur, i)
+	}
+	flush()
 	p.body = body
-	return body, n, drops
+	return plan
+}
+
+// planGateway gathers the envelopes of each family into documents of at
+// most SegmentMaxBytes, in the order the families first appear; records
+// that are frames of the runner's own (a session channel) go alone.
+func (p *Publisher) planGateway(recs []spool.Record, done []bool, drops *[]relay.Drop) []planned {
+	type group struct {
+		family string
+		envs   [][]byte
+		recs   []int
+		bytes  int
+	}
+	var order []*group
+	open := map[string]*group{}
+	var plan []planned
+	// Slices into body stay valid: body is sized for the whole batch first.
+	size := 0
+	for _, r := range recs {
+		size += len(r.Data) + 256
+	}
+	body := slices.Grow(p.body[:0], size)
+	emit := func(g *group) {
+		start := len(body)
+		body = envelope.AppendGatewayFrame(body, g.family, g.envs)
+		plan = append(plan, planned{body: body[start:len(body):len(body)], recs: g.recs})
+	}
+	for i, rec := range recs {
+		env, verbatim := p.gatewayEnvelope(rec.Data)
+		switch {
+		case verbatim != nil:
+			if len(verbatim) > p.opts.SegmentMaxBytes {
+				p.drop(recs, i, relay.DropOversize, done, drops)
+				continue
+			}
+			start := len(body)
+			body = append(body, verbatim...)
+			plan = append(plan, planned{body: body[start:len(body):len(body)], recs: []int{i}})
+			continue
+		case env == nil:
+			p.drop(recs, i, relay.DropRejected, done, drops)
+			continue
+		}
+		family, _ := envelope.TypeOf(env)
+		if len(family) > maxFamilyBytes {
+			family = family[:maxFamilyBytes]
+		}
+		if envelope.GatewayFrameLen(family, 1, len(env)) > p.opts.SegmentMaxBytes {
+			p.drop(recs, i, relay.DropOversize, done, drops)
+			continue
+		}
+		g := open[family]
+		if g != nil && envelope.GatewayFrameLen(family, len(g.envs)+1, g.bytes+len(env)) > p.opts.SegmentMaxBytes {
+			emit(g)
+			delete(open, family)
+			g = nil
+		}
+		if g == nil {
+			g = &group{family: family}
+			open[family] = g
+			order = append(order, g)
+		}
+		g.envs = append(g.envs, env)
+		g.recs = append(g.recs, i)
+		g.bytes += len(env)
+	}
+	for _, g := range order {
+		if open[g.family] == g {
+			emit(g)
+		}
+	}
+	// Segments in the order of their first record, so that a failure
+	// leaves the longest settled prefix.
+	slices.SortStableFunc(plan, func(a, b planned) int { return a.recs[0] - b.recs[0] })
+	p.body = body
+	return plan
+}
+
+// gatewayEnvelope sorts a record for gateway framing: an envelope to gather
+// (a stored envelope, or the event of a telemetry frame in a session's log),
+// or a document of the runner's own to send verbatim. Both nil: the record
+// cannot be sent.
+func (p *Publisher) gatewayEnvelope(data []byte) (env, verbatim []byte) {
+	line, ok := p.line(data)
+	if !ok {
+		return nil, nil
+	}
+	line = append([]byte(nil), line...) // p.line may return its scratch buffer
+	if p.opts.Wrap {
+		return line, nil
+	}
+	typ, ev, err := envelope.ParseFrame(line)
+	if err == nil && typ == envelope.FrameTelemetry {
+		return ev, nil
+	}
+	return nil, line
 }
 
 // line returns a record's bytes as one line: records that span lines are
@@ -166,7 +350,7 @@ func (p *Publisher) line(data []byte) ([]byte, bool) {
 	return p.compact.Bytes(), true
 }
 
-// appendFrame appends a record's frame line.
+// appendFrame appends a record's jsonl frame line.
 func (p *Publisher) appendFrame(dst, data []byte) []byte {
 	if p.opts.Wrap {
 		dst = envelope.WrapTelemetry(dst, data)
@@ -184,16 +368,57 @@ func frameLen(data []byte, wrap bool) int {
 	return n
 }
 
-// KeepAlive sends an empty segment, which advances the seq and shows the
-// server's idle sweep a live channel. It is the forwarder's Idle hook.
+// KeepAlive sends a keep-alive frame: a real event (KeepAliveEvent) in the
+// channel's framing, which every reader parses (an empty segment is not a
+// keep-alive for the gateway and ends livepeer-python-gateway's reader). It
+// is the forwarder's Idle hook.
 func (p *Publisher) KeepAlive(ctx context.Context) error {
 	if err := p.start(ctx); err != nil {
 		return err
 	}
-	return p.post(ctx, nil, 0)
+	var env []byte
+	if p.opts.KeepAliveEvent != nil {
+		env = p.opts.KeepAliveEvent()
+	}
+	var body []byte
+	switch {
+	case env == nil && p.opts.Framing == FramingGateway:
+		body = []byte(`{"queue_event_type":"` + envelope.QueueEventType + `","event":{"type":"keepalive","client_source":"` + envelope.ClientSource + `"}}`)
+	case env == nil:
+		body = []byte("{\"type\":\"keepalive\"}\n")
+	case p.opts.Framing == FramingGateway:
+		family, _ := envelope.TypeOf(env)
+		body = envelope.AppendGatewayFrame(nil, family, [][]byte{env})
+	default:
+		body = append(envelope.WrapTelemetry(nil, env), '\n')
+	}
+	if err := p.pace(ctx); err != nil {
+		return err
+	}
+	return p.post(ctx, body, 0)
 }
 
-// start learns the write position once (again after Reset).
+// pace waits until Pace has passed since the last segment began.
+func (p *Publisher) pace(ctx context.Context) error {
+	if p.opts.Pace <= 0 || p.lastPost.IsZero() {
+		return nil
+	}
+	wait := time.Until(p.lastPost.Add(p.opts.Pace))
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// start learns the write position when it is not known: at the first
+// segment, and after a 404 or a transport failure.
 func (p *Publisher) start(ctx context.Context) error {
 	if p.seq >= 0 {
 		return nil
@@ -202,8 +427,8 @@ func (p *Publisher) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("trickle write position unknown: %w", err)
 	}
-	p.seq, p.reset = seq, true
-	p.log.Info("trickle publisher started", "seq", seq, "legacy_server", legacy)
+	p.seq, p.reset, p.learned = seq, true, true
+	p.log.Info("trickle publisher at the write position", "seq", seq, "legacy_server", legacy)
 	return nil
 }
 
@@ -244,32 +469,48 @@ func (p *Publisher) resolve(ctx context.Context) (seq int64, legacy bool, err er
 	return 0, true, statusError("470 probe", code, h)
 }
 
-// post POSTs one whole segment (records of them; body nil for an empty
-// keep-alive) at p.seq and acts on the answer: 200 moves to the next seq;
-// 404 or Lp-Trickle-Closed is relay.ErrClosed; anything else is an error
-// for the forwarder to classify, after the seq was DELETEd if any byte of
-// it may have left.
+// post POSTs one whole segment (carrying records of the batch; body is
+// never empty) at p.seq and acts on the answer: 200 moves to the next seq;
+// 404 or Lp-Trickle-Closed is the channel gone (gone); anything else is an
+// error for the forwarder to classify, after the seq was DELETEd if any byte
+// of it may have left.
 func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 	seq := p.seq
-	pctx, cancel := context.WithTimeout(ctx, p.opts.RequestTimeout)
-	defer cancel()
-	br := &bodyReader{r: bytes.NewReader(body)}
-	var rb io.Reader = http.NoBody
-	if len(body) > 0 {
-		rb = br
+	p.lastPost = time.Now()
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pctx, cancelT := context.WithTimeout(pctx, p.opts.RequestTimeout)
+	defer cancelT()
+	if !p.learned {
+		// A new connection may mean a restarted server, whose channel
+		// starts again at seq 0: readers waiting there would never see a
+		// segment written at our old seq. The request is given up before
+		// any byte of it left, and the position learned again first.
+		pctx = httptrace.WithClientTrace(pctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
+			if !ci.Reused {
+				cancel(errFreshConn)
+			}
+		}})
 	}
-	req, err := http.NewRequestWithContext(pctx, http.MethodPost, p.opts.URL+"/"+strconv.FormatInt(seq, 10), rb)
+	br := &bodyReader{r: bytes.NewReader(body)}
+	req, err := http.NewRequestWithContext(pctx, http.MethodPost, p.opts.URL+"/"+strconv.FormatInt(seq, 10), br)
 	if err != nil {
 		panic("BUG: trickle: segment request: " + err.Error()) // the URL was validated
 	}
 	req.ContentLength = int64(len(body))
-	if len(body) > 0 {
-		req.Header.Set("Content-Type", "application/jsonl")
-	}
+	req.Header.Set("Content-Type", "application/jsonl")
 	if p.reset {
 		req.Header.Set(headerReset, "1")
 	}
 	resp, err := p.client.Do(req)
+	if err != nil && errors.Is(context.Cause(pctx), errFreshConn) && br.n.Load() == 0 {
+		p.seq = -1
+		if err := p.start(ctx); err != nil {
+			return err
+		}
+		return p.post(ctx, body, records)
+	}
+	p.learned = false
 	if err != nil {
 		p.opts.Stats.AddRequest(relay.RequestCode(ctx, err))
 		return p.failed(ctx, seq, br, records, relay.RedactError(err))
@@ -280,16 +521,15 @@ func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 	p.opts.Stats.AddRequest(statusCode(resp.StatusCode))
 	switch {
 	case closed || resp.StatusCode == http.StatusNotFound:
-		p.log.Info("trickle channel ended", "status", resp.StatusCode, "closed_header", closed, "seq", seq, "records", records)
-		return fmt.Errorf("segment %d answered %d (closed: %v): %w", seq, resp.StatusCode, closed, relay.ErrClosed)
+		return p.gone(seq, resp.StatusCode, closed, records)
 	case resp.StatusCode == http.StatusOK:
 		if records == 0 {
 			p.opts.Stats.MarkSuccess()
 		}
 		p.seq, p.reset = seq+1, false
-		if p.failing {
-			p.log.Info("trickle publishing recovered", "seq", seq)
-			p.failing = false
+		if p.failing || p.probe > 0 {
+			p.log.Info("trickle publishing resumed", "seq", seq)
+			p.failing, p.probe = false, 0
 			p.warn.Reset()
 		}
 		return nil
@@ -297,10 +537,38 @@ func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 	return p.failed(ctx, seq, br, records, statusError(fmt.Sprintf("segment %d", seq), resp.StatusCode, resp.Header))
 }
 
+// errFreshConn gives up a POST about to go out on a new connection.
+var errFreshConn = errors.New("trickle: a new connection: learn the write position first")
+
+// gone handles a channel that answered 404 or Lp-Trickle-Closed: the
+// position must be learned again (a restarted orchestrator starts the
+// channel at seq 0); a session's channel ends (relay.ErrClosed), a
+// Persistent one pauses and is probed on a backoff up to ProbeMax.
+func (p *Publisher) gone(seq int64, status int, closed bool, records int) error {
+	p.seq = -1
+	cause := fmt.Errorf("segment %d answered %d (closed: %v)", seq, status, closed)
+	if !p.opts.Persistent {
+		p.log.Info("trickle channel ended", "status", status, "closed_header", closed, "seq", seq, "records", records)
+		return fmt.Errorf("%w: %w", cause, relay.ErrClosed)
+	}
+	if p.probe == 0 {
+		p.log.Warn("trickle channel gone; holding its events and probing until it is back", "status", status, "closed_header", closed, "seq", seq)
+		p.probe = time.Second
+	} else {
+		p.probe = min(2*p.probe, ProbeMax)
+	}
+	return &relay.PausedError{Reason: PauseChannelGone, Err: cause, Probe: p.probe}
+}
+
+// PauseChannelGone is the edgerelay_sink_paused reason of a Persistent
+// channel that answered 404 or Lp-Trickle-Closed.
+const PauseChannelGone = "channel_gone"
+
 // failed handles a segment that was not accepted. The same seq may be
 // retried only if no byte of it left; once bytes went out the server may
-// hold part of it, and re-POSTing a written seq drops the data. DELETE it
-// and move on.
+// hold part of it, and re-POSTing a written seq drops the data: it is
+// DELETEd. Either way the write position is learned again before the next
+// POST (a transport failure may hide a server restart).
 func (p *Publisher) failed(ctx context.Context, seq int64, br *bodyReader, records int, cause error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -310,12 +578,12 @@ func (p *Publisher) failed(ctx context.Context, seq int64, br *bodyReader, recor
 		if err := p.deleteSeq(ctx, seq); err != nil {
 			return err
 		}
-		p.seq = seq + 1
 	}
+	p.seq = -1
 	p.failing = true
 	if p.warn.Allow() {
 		p.log.Warn("trickle segment failed", "seq", seq, "abandoned", abandon, "records", records,
-			"next_seq", p.seq, "suppressed", p.warn.Suppressed(), "err", cause)
+			"suppressed", p.warn.Suppressed(), "err", cause)
 	}
 	return cause
 }
@@ -330,8 +598,7 @@ func (p *Publisher) deleteSeq(ctx context.Context, seq int64) error {
 	case err != nil:
 		p.log.Debug("DELETE of a failed segment failed", "seq", seq, "err", err)
 	case code == http.StatusNotFound:
-		p.log.Info("trickle channel ended", "status", code, "seq", seq)
-		return fmt.Errorf("DELETE of segment %d answered 404: %w", seq, relay.ErrClosed)
+		return p.gone(seq, code, false, 0)
 	}
 	return nil
 }

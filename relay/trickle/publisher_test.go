@@ -141,10 +141,12 @@ func TestPublisherStartPosition(t *testing.T) {
 	}
 }
 
-// Both framings, read back as a JSON-lines reader does and, for segment
-// framing, as go-livepeer's gateway does (one JSON document per segment).
+// Both framings, read back as their readers read them: jsonl as a
+// JSON-lines reader does, gateway framing as go-livepeer's gateway does (one
+// {queue_event_type, event} document per segment), its envelopes gathered
+// by family and its segments paced.
 func TestPublisherFramings(t *testing.T) {
-	for _, framing := range []string{FramingJSONL, FramingSegment} {
+	for _, framing := range []string{FramingJSONL, FramingGateway} {
 		t.Run(framing, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				srv := newFake(t, trickletest.Options{InMemory: true, KeepSegments: 1000})
@@ -153,10 +155,14 @@ func TestPublisherFramings(t *testing.T) {
 				opts := pipeOpts(srv, "ch")
 				opts.Framing = framing
 				p, run := startPublisher(t, opts, cur)
-				// Bursts over 3.5 s, so jsonl rotates on its 1 s interval.
+				// Bursts over 3.5 s, so segments close on the 1 s interval;
+				// two families, as a sampler tick's GPUs and host network.
 				var envs [][]byte
 				for burst := range 7 {
 					batch := envelopes(10)
+					for i := range 3 {
+						batch[i] = bytes.Replace(batch[i], []byte(`"type":"gpu_memory_sample"`), []byte(`"type":"host_network_sample"`), 1)
+					}
 					envs = append(envs, batch...)
 					cur.append(t, batch...)
 					if burst < 6 {
@@ -167,42 +173,92 @@ func TestPublisherFramings(t *testing.T) {
 				run.stop()
 
 				segs := srv.Received("ch")
-				frames := readLines(t, segs)
-				if len(frames) != len(envs) {
-					t.Fatalf("%d frames, want %d", len(frames), len(envs))
-				}
-				for i, f := range frames {
-					if f.Type != envelope.FrameTelemetry || !bytes.Equal(f.Event, envs[i]) {
-						t.Fatalf("frame %d = %s %s, want envelope %s", i, f.Type, f.Event, envs[i])
+				var got [][]byte
+				switch framing {
+				case FramingJSONL:
+					for _, f := range readLines(t, segs) {
+						if f.Type != envelope.FrameTelemetry {
+							t.Fatalf("frame type %q", f.Type)
+						}
+						got = append(got, f.Event)
 					}
+					if len(segs) < 3 || len(segs) > 6 {
+						t.Fatalf("%d jsonl segments over 3.5 s with a 1 s interval", len(segs))
+					}
+				case FramingGateway:
+					for _, seq := range sortedSeqs(segs) {
+						var w struct {
+							QueueEventType string `json:"queue_event_type"`
+							Event          struct {
+								Type      string            `json:"type"`
+								Envelopes []json.RawMessage `json:"envelopes"`
+							} `json:"event"`
+						}
+						if err := json.Unmarshal(segs[seq], &w); err != nil {
+							t.Fatalf("segment %d is not one JSON document: %v", seq, err)
+						}
+						if w.QueueEventType != envelope.QueueEventType || len(w.Event.Envelopes) == 0 {
+							t.Fatalf("segment %d: %s", seq, segs[seq])
+						}
+						for _, e := range w.Event.Envelopes {
+							if typ, _ := envelope.TypeOf(e); typ != w.Event.Type {
+								t.Fatalf("segment %d of family %s holds a %s", seq, w.Event.Type, typ)
+							}
+							got = append(got, e)
+						}
+					}
+					// Two families a batch: far fewer segments than envelopes.
+					if len(segs) > 10 {
+						t.Fatalf("%d gateway segments for %d envelopes in 2 families", len(segs), len(envs))
+					}
+				}
+				if len(got) != len(envs) {
+					t.Fatalf("%d envelopes back, want %d", len(got), len(envs))
+				}
+				want := map[string]bool{}
+				for _, e := range envs {
+					want[string(e)] = true
+				}
+				for _, e := range got {
+					if !want[string(e)] {
+						t.Fatalf("envelope %s was not sent, or changed", e)
+					}
+					delete(want, string(e))
 				}
 				st := p.Stats().Snapshot()
 				if st.Delivered != uint64(len(envs)) || cur.pending(t) != 0 {
 					t.Fatalf("delivered %d, pending %d", st.Delivered, cur.pending(t))
 				}
-				switch framing {
-				case FramingJSONL:
-					if len(segs) < 3 || len(segs) > 6 {
-						t.Fatalf("%d jsonl segments over 3.5 s with a 1 s interval", len(segs))
-					}
-				case FramingSegment:
-					if len(segs) != len(envs) {
-						t.Fatalf("%d segments for %d frames", len(segs), len(envs))
-					}
-					for seq, body := range segs {
-						var f frame
-						if err := json.Unmarshal(body, &f); err != nil {
-							t.Fatalf("segment %d is not one JSON document: %v", seq, err)
-						}
-						if !bytes.HasSuffix(body, []byte("}\n")) || bytes.Count(body, []byte("\n")) != 1 {
-							t.Fatalf("segment %d is not one frame and a newline: %q", seq, body)
-						}
-					}
-				}
 				checkNoRePost(t, srv.Requests())
 			})
 		})
 	}
+}
+
+// Gateway segments are never closer than Pace, however large the backlog.
+func TestPublisherGatewayPace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFake(t, trickletest.Options{InMemory: true, KeepSegments: 1000})
+		srv.CreateChannel("ch")
+		cur := newSpool(t)
+		opts := pipeOpts(srv, "ch")
+		opts.Framing = FramingGateway
+		opts.SegmentMaxBytes = 4096 // a backlog of many segments
+		_, run := startPublisher(t, opts, cur)
+		cur.append(t, envelopes(200)...)
+		began := time.Now()
+		cur.waitAcked(t, t.Context(), 200)
+		took := time.Since(began)
+		run.stop()
+		n := len(srv.Received("ch"))
+		if n < 10 {
+			t.Fatalf("%d segments: the backlog did not need many", n)
+		}
+		// n segments, Pace apart.
+		if min := time.Duration(n-1) * DefaultGatewayPace; took < min {
+			t.Fatalf("%d segments in %s: closer than %s apart", n, took, DefaultGatewayPace)
+		}
+	})
 }
 
 func TestPublisherRotatesAtMaxBytes(t *testing.T) {
@@ -216,7 +272,7 @@ func TestPublisherRotatesAtMaxBytes(t *testing.T) {
 		big := append(testEnvelope(0)[:0:0], `{"id":"big","type":"t","timestamp":"1","data":{"pad":"`+strings.Repeat("x", 3000)+`"}}`...)
 		envs := append(envelopes(40), big)
 		cur.append(t, envs...)
-		startPublisher(t, opts, cur)
+		p, _ := startPublisher(t, opts, cur)
 		cur.waitAcked(t, t.Context(), uint64(len(envs)))
 
 		segs := srv.Received("ch")
@@ -225,8 +281,13 @@ func TestPublisherRotatesAtMaxBytes(t *testing.T) {
 				t.Fatalf("segment %d has %d bytes in %d frames", seq, len(body), bytes.Count(body, []byte("\n")))
 			}
 		}
-		if frames := readLines(t, segs); len(frames) != len(envs) || !bytes.Equal(frames[len(frames)-1].Event, big) {
-			t.Fatalf("%d frames back, want %d ending with the big one", len(frames), len(envs))
+		// A frame larger than a segment cannot be sent: it is dropped and
+		// counted (the agent refuses such events at ingest).
+		if frames := readLines(t, segs); len(frames) != len(envs)-1 {
+			t.Fatalf("%d frames back, want the %d that fit", len(frames), len(envs)-1)
+		}
+		if st := p.Stats().Snapshot(); st.Dropped[relay.DropOversize] != 1 {
+			t.Fatalf("dropped %v, want 1 oversize", st.Dropped)
 		}
 	})
 }
@@ -389,31 +450,59 @@ func TestPublisherStopsOnClosedChannel(t *testing.T) {
 
 // With nothing to send, an empty segment goes every KeepAlive.
 func TestPublisherKeepAlive(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		srv := newFake(t, trickletest.Options{InMemory: true})
-		srv.CreateChannel("ch")
-		cur := newSpool(t)
-		p, _ := startPublisher(t, pipeOpts(srv, "ch"), cur)
-		time.Sleep(35 * time.Second)
-		synctest.Wait()
-		posts := postsOf(srv.Requests())
-		if len(posts) != 3 {
-			t.Fatalf("%d POSTs in 35 s, want 3 keep-alives: %+v", len(posts), posts)
-		}
-		for i, r := range posts {
-			if r.Seq != strconv.Itoa(i) || r.Bytes != 0 || r.Status != http.StatusOK {
-				t.Fatalf("keep-alive %d: %+v", i, r)
-			}
-		}
-		if st := p.Stats().Snapshot(); st.LastSuccess.IsZero() || st.Delivered != 0 {
-			t.Fatalf("stats %+v", st)
-		}
-		cur.append(t, testEnvelope(0))
-		cur.waitAcked(t, t.Context(), 1)
-		if last := postsOf(srv.Requests())[3]; last.Seq != "3" || last.Bytes == 0 {
-			t.Fatalf("first data segment %+v, want seq 3", last)
-		}
-	})
+	status := []byte(`{"id":"ka","type":"agent_status","timestamp":"1","gateway":"","data":{"reason":"keepalive"}}`)
+	for _, framing := range []string{FramingJSONL, FramingGateway} {
+		t.Run(framing, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := newFake(t, trickletest.Options{InMemory: true})
+				srv.CreateChannel("ch")
+				cur := newSpool(t)
+				opts := pipeOpts(srv, "ch")
+				opts.Framing = framing
+				opts.KeepAliveEvent = func() []byte { return status }
+				p, _ := startPublisher(t, opts, cur)
+				time.Sleep(35 * time.Second)
+				synctest.Wait()
+				posts := postsOf(srv.Requests())
+				if len(posts) != 3 {
+					t.Fatalf("%d POSTs in 35 s, want 3 keep-alives: %+v", len(posts), posts)
+				}
+				for i, r := range posts {
+					if r.Seq != strconv.Itoa(i) || r.Status != http.StatusOK {
+						t.Fatalf("keep-alive %d: %+v", i, r)
+					}
+				}
+				// Every reader parses a keep-alive: never an empty segment.
+				for seq, body := range srv.Received("ch") {
+					var env []byte
+					if framing == FramingGateway {
+						envs, ok := envelope.ParseGatewayFrame(body)
+						if !ok || len(envs) != 1 {
+							t.Fatalf("keep-alive %d is not a gateway document: %q", seq, body)
+						}
+						env = envs[0]
+					} else {
+						typ, ev, err := envelope.ParseFrame(body)
+						if err != nil || typ != envelope.FrameTelemetry {
+							t.Fatalf("keep-alive %d is not a telemetry frame: %q (%v)", seq, body, err)
+						}
+						env = ev
+					}
+					if !bytes.Equal(env, status) {
+						t.Fatalf("keep-alive %d carries %s, want the status envelope", seq, env)
+					}
+				}
+				if st := p.Stats().Snapshot(); st.LastSuccess.IsZero() || st.Delivered != 0 {
+					t.Fatalf("stats %+v", st)
+				}
+				cur.append(t, testEnvelope(0))
+				cur.waitAcked(t, t.Context(), 1)
+				if last := postsOf(srv.Requests())[3]; last.Seq != "3" || last.Bytes == 0 {
+					t.Fatalf("first data segment %+v, want seq 3", last)
+				}
+			})
+		})
+	}
 }
 
 // A draining forwarder (shutdown, session detach) sends a partial jsonl

@@ -42,6 +42,10 @@ const maxFrameTypes = 32
 // errIdle cancels a GET that brought nothing for IdleTimeout.
 var errIdle = errors.New("trickle: no byte for the idle timeout")
 
+// heldSegments is how many segments a go-livepeer server keeps per
+// channel (spec/trickle.md).
+const heldSegments = 5
+
 // jumpsBeforeBackoff is how many 470 jumps in a row are taken at once;
 // more means the server keeps pointing at seqs it does not hold, and the
 // subscriber backs off instead of spinning.
@@ -57,6 +61,8 @@ type SubscriberStats struct {
 	Malformed  map[string]uint64 // rejected frames by reason: a FrameError field, "truncated", "oversize"
 	Reconnects uint64            // GETs retried after a transient error
 	Jumps      uint64            // jumps to Lp-Trickle-Latest after a 470 that skip segments
+	Skipped    uint64            // segments those jumps skipped: lost to this reader
+	Gone       uint64            // times a Persistent channel answered 404 or Lp-Trickle-Closed and was probed until back
 	Ended      string            // why Run returned relay.ErrClosed (EndedNotFound, EndedClosed); "" before
 }
 
@@ -153,6 +159,25 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		err := r.segment(ctx)
 		switch {
 		case err == nil:
+		case errors.Is(err, relay.ErrClosed) && s.opts.Persistent:
+			// A static channel comes back (a restarted orchestrator creates
+			// it again at seq 0): probe until it does.
+			if r.probe == 0 {
+				s.log.Warn("trickle channel gone; probing until it is back", "reason", s.Stats().Ended, "seq", r.seq)
+				r.probe = time.Second
+			} else {
+				r.probe = min(2*r.probe, ProbeMax)
+			}
+			s.count(func(st *SubscriberStats) { st.Gone++ })
+			r.endSegment()
+			r.seq, r.partialSeq, r.partialBytes, r.dead = 0, -1, 0, -1
+			t := time.NewTimer(r.probe)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
 		case errors.Is(err, relay.ErrClosed):
 			s.log.Info("trickle channel ended; subscriber stops", "reason", s.Stats().Ended, "seq", r.seq)
 			return err
@@ -187,6 +212,7 @@ type subRun struct {
 	partialSeq   int64 // seq read partly before a transient error, -1 when none
 	partialBytes int64 // bytes of partialSeq already consumed
 	jumpsInRow   int
+	probe        time.Duration // the next probe wait of a gone Persistent channel; 0 when not gone
 	failing      bool
 
 	line     []byte // the current line, carried within one segment
@@ -291,6 +317,10 @@ func (r *subRun) segment(ctx context.Context) error {
 		r.seq = -1
 	}
 	r.bo.Reset()
+	if r.probe > 0 {
+		r.probe = 0
+		s.log.Info("trickle channel back; reading again", "seq", served)
+	}
 	if r.failing {
 		r.failing = false
 		r.warnNet.Reset()
@@ -331,12 +361,27 @@ func (r *subRun) jump(from, latest int64) error {
 	case from < 0:
 		r.seq = latest // not anywhere yet: nothing skipped
 		return nil
+	case from >= 0 && latest < from:
+		// The write position went back: a restarted server (its channel
+		// starts again at 0) or a publisher that reset. Read what it holds
+		// from the oldest segment it keeps.
+		r.seq = max(0, latest-heldSegments+1)
+		skipped := uint64(max(0, latest-heldSegments+1))
+		r.s.count(func(st *SubscriberStats) { st.Skipped += skipped })
+		r.s.log.Info("trickle write position went back (a restarted server?); reading the channel again from its oldest held segment",
+			"from_seq", from, "latest", latest, "to_seq", r.seq)
+		return nil
 	}
 	r.seq = latest
 	r.jumpsInRow++
-	r.s.count(func(st *SubscriberStats) { st.Jumps++ })
+	skipped := uint64(0)
+	if from >= 0 && latest > from {
+		skipped = uint64(latest - from)
+	}
+	r.s.count(func(st *SubscriberStats) { st.Jumps++; st.Skipped += skipped })
 	if r.warnNet.Allow() {
-		r.s.log.Warn("trickle reader not at a held segment; jumping to the live edge", "from_seq", from, "to_seq", latest, "suppressed", r.warnNet.Suppressed())
+		r.s.log.Warn("trickle reader fell behind; segments skipped are lost", "channel", relay.RedactURL(r.s.opts.URL),
+			"from_seq", from, "to_seq", latest, "skipped", skipped, "suppressed", r.warnNet.Suppressed())
 	}
 	if r.jumpsInRow > jumpsBeforeBackoff {
 		return fmt.Errorf("%d jumps in a row (last to %d)", r.jumpsInRow, latest)
@@ -428,6 +473,9 @@ func (r *subRun) handleLine(line []byte) {
 		r.doc = append(r.doc[:0], t...)
 		return
 	}
+	if errors.As(err, &fe) && fe.Field == "type" && r.gatewayFrame(t) {
+		return
+	}
 	r.take(typ, event, err)
 }
 
@@ -442,8 +490,32 @@ func unfinished(b []byte) bool {
 // frame takes one complete frame.
 func (r *subRun) frame(b []byte) {
 	typ, event, err := envelope.ParseFrame(b)
+	var fe *envelope.FieldError
+	if errors.As(err, &fe) && fe.Field == "type" && r.gatewayFrame(b) {
+		return
+	}
 	r.take(typ, event, err)
 }
+
+// gatewayFrame takes a document in the gateway's shape, when b is one of
+// ours, and reports whether it was.
+func (r *subRun) gatewayFrame(b []byte) bool {
+	if !json.Valid(b) {
+		return false
+	}
+	envs, ok := envelope.ParseGatewayFrame(b)
+	if !ok {
+		return false
+	}
+	r.countFrame(FrameGateway)
+	for _, e := range envs {
+		r.relay(e)
+	}
+	return true
+}
+
+// FrameGateway is the Frames key of documents in the gateway's shape.
+const FrameGateway = "gateway"
 
 // take acts on a parsed frame: counts it, relays telemetry.
 func (r *subRun) take(typ string, event json.RawMessage, err error) {
@@ -451,6 +523,15 @@ func (r *subRun) take(typ string, event json.RawMessage, err error) {
 		r.malformed("", err)
 		return
 	}
+	r.countFrame(typ)
+	if typ != envelope.FrameTelemetry {
+		return
+	}
+	r.relay(event)
+}
+
+// countFrame counts a frame by type (at most maxFrameTypes keys).
+func (r *subRun) countFrame(typ string) {
 	key := typ
 	if len(key) > 64 {
 		key = "other"
@@ -461,9 +542,11 @@ func (r *subRun) take(typ string, event json.RawMessage, err error) {
 		}
 		st.Frames[key]++
 	})
-	if typ != envelope.FrameTelemetry {
-		return
-	}
+}
+
+// relay checks and annotates one envelope and hands it on, unless it is a
+// duplicate.
+func (r *subRun) relay(event []byte) {
 	env, checked, err := envelope.AnnotateRelay(event, r.s.opts.Now())
 	if err != nil {
 		r.malformed("", err)
