@@ -42,6 +42,7 @@ type commitPlan struct {
 	recs    []Record // held records, in order
 	lastSeq uint64
 	cursors map[string]uint64
+	acked   map[string]uint64 // each written cursor's sink's acked count (ack.go)
 	removed []string
 }
 
@@ -49,6 +50,8 @@ func (s *Spool) needsCommitLocked() bool {
 	if len(s.held) > 0 || s.metaLast < s.lastSeq || len(s.removed) > 0 || s.diskFirst < min(s.first, s.diskLast+1) {
 		return true
 	}
+	s.mu.Lock() // AckFrom sets dirty without wmu
+	defer s.mu.Unlock()
 	for _, sk := range s.sinks {
 		if sk.dirty {
 			return true
@@ -112,11 +115,15 @@ func (s *Spool) writeLocked() error {
 		}
 		if p.final {
 			p.cursors = make(map[string]uint64)
+			p.acked = make(map[string]uint64)
+			s.mu.Lock() // AckFrom moves cursors without wmu
 			for name, sk := range s.sinks {
 				if sk.dirty {
 					p.cursors[name] = sk.cursor
+					p.acked[name] = sk.acked
 				}
 			}
+			s.mu.Unlock()
 			for name := range s.removed {
 				p.removed = append(p.removed, name)
 			}
@@ -133,8 +140,9 @@ func (s *Spool) writeLocked() error {
 		s.diskFirst = to
 		if p.final {
 			for name, c := range p.cursors {
-				if sk := s.sinks[name]; sk != nil && sk.cursor == c {
-					sk.dirty = false
+				if sk := s.sinks[name]; sk != nil {
+					sk.syncedAcked = max(sk.syncedAcked, p.acked[name])
+					sk.dirty = sk.cursor != c
 				}
 			}
 			for _, name := range p.removed {
@@ -144,6 +152,7 @@ func (s *Spool) writeLocked() error {
 			s.diskFirst = s.first
 			s.held, s.heldCost = nil, 0
 			s.usedCost = s.cost // everything live is on disk now
+			s.notifySyncedLocked()
 		}
 		s.mu.Unlock()
 		if p.final {
@@ -215,9 +224,11 @@ func (s *Spool) txLocked(delFrom, delTo uint64, p commitPlan) (int64, error) {
 // there is no sink).
 func (s *Spool) collectLocked() {
 	newFirst := s.lastSeq + 1
+	s.mu.Lock() // AckFrom moves cursors without wmu
 	for _, sk := range s.sinks {
 		newFirst = min(newFirst, sk.cursor+1)
 	}
+	s.mu.Unlock()
 	if newFirst <= s.first {
 		return
 	}

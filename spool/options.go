@@ -11,6 +11,8 @@ const (
 	DefaultMaxBytes        = 1 << 30 // EDGERELAY_SPOOL_MAX_BYTES
 	DefaultLockTimeout     = 2 * time.Second
 	DefaultCompactMinBytes = 8 << 20
+	DefaultAckDelay        = 5 * time.Millisecond
+	DefaultAckMaxUnsynced  = 4096
 
 	// MinMaxBytes is the smallest cap Validate accepts: below it bbolt's own
 	// pages (two meta pages, the freelist, the roots) are a large part of the
@@ -38,6 +40,14 @@ type Options struct {
 	// at most an eighth of it, so a drained backlog leaves a file of at most
 	// about this size.
 	CompactMinBytes int64
+	// AckDelay is how long an acknowledgement may wait for the spool
+	// writer's next group commit to carry its cursor to disk before the ack
+	// flusher commits it (default DefaultAckDelay).
+	AckDelay time.Duration
+	// AckMaxUnsynced bounds, per sink, the records acknowledged whose cursor
+	// is not yet on disk (default DefaultAckMaxUnsynced): AckFrom waits for
+	// a commit beyond it. A crash sends those records again.
+	AckMaxUnsynced int
 	// Logger receives the spool's few log lines (default: discarded).
 	Logger *slog.Logger
 	// Now is the clock, for quarantine names and the write-retry interval
@@ -62,6 +72,9 @@ func (o Options) Validate() error {
 	if o.CompactMinBytes < 0 {
 		errs = append(errs, errors.New("spool: Options.CompactMinBytes must not be negative"))
 	}
+	if o.AckDelay < 0 || o.AckMaxUnsynced < 0 {
+		errs = append(errs, errors.New("spool: Options.AckDelay and AckMaxUnsynced must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -75,6 +88,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CompactMinBytes == 0 {
 		o.CompactMinBytes = DefaultCompactMinBytes
+	}
+	if o.AckDelay == 0 {
+		o.AckDelay = DefaultAckDelay
+	}
+	if o.AckMaxUnsynced == 0 {
+		o.AckMaxUnsynced = DefaultAckMaxUnsynced
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
