@@ -124,6 +124,7 @@ func (a *Agent) startHTTP() error {
 	f.Sink = sink
 	f.Batch, f.MaxBytes = sink.Limits()
 	f.Linger, f.ProbeInterval, f.Resume = a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
+	f.Inflight = a.cfg.HTTPInflight
 	a.run("http", f, nil)
 	return nil
 }

@@ -36,7 +36,8 @@ const (
 // Sink posts batches to the metrics API. It implements relay.Sink.
 //
 // Send is called from one goroutine (the forwarder's); it is not safe for
-// concurrent Sends. Reload, Resume, WatchKey, Limits and Close are safe to
+// concurrent Sends. For several requests in flight, each lane (see Lane)
+// has its own goroutine. Reload, Resume, WatchKey, Limits and Close are safe to
 // call from any goroutine at any time.
 type Sink struct {
 	url       string // the configured endpoint
@@ -52,8 +53,9 @@ type Sink struct {
 	log       *slog.Logger
 	keys      *keySource
 
+	rate *bucket // shared by the lanes (lane.go); safe for concurrent use
+
 	// Owned by the Send goroutine.
-	rate          bucket
 	buf           []byte       // the last body built; reused
 	zbuf          bytes.Buffer // the last gzipped body; reused
 	zw            *gzip.Writer
