@@ -83,6 +83,11 @@ type Answer struct {
 	Rejected []Rejection `json:"rejected"`
 	Durable  *bool       `json:"durable,omitempty"` // false when accepted items are held in memory only
 	Error    string      `json:"error,omitempty"`   // why nothing was accepted, when it is not per item
+	// Refused is how many items an overloaded agent refused as a whole
+	// (429 or 503): none was accepted, send them again after RetryAfter
+	// seconds (also the Retry-After header).
+	Refused    int `json:"refused,omitempty"`
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // readBody reads a request body up to limit bytes. It reports errTooLarge

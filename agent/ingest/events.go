@@ -29,7 +29,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status, ans := s.ingestBody(r.Context(), "api", body, s.prepareEvent)
-	writeJSON(w, status, ans)
+	writeAnswer(w, status, ans)
 }
 
 // ingestBody splits a body into items and ingests them.
@@ -44,6 +44,16 @@ func (s *Server) ingestBody(ctx context.Context, source string, body []byte, pre
 // ingest validates items with prepare, submits the good ones, waits until
 // they are in the spool (or the request ends), and builds the answer.
 func (s *Server) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
+	ok, status, refusal := s.admit(ctx, source, len(items))
+	if !ok {
+		return status, refusal
+	}
+	entered := true
+	defer func() {
+		if entered {
+			s.admission.leave()
+		}
+	}()
 	ans := Answer{Rejected: []Rejection{}}
 	good := make([]pipeline.Entry, 0, len(items))
 	index := make([]int, 0, len(items))
@@ -70,6 +80,8 @@ func (s *Server) ingest(ctx context.Context, source string, items []item, prepar
 		return http.StatusBadRequest, ans
 	}
 	w, err := s.Submit(source, good)
+	s.admission.leave() // the wait for the spool holds no slot
+	entered = false
 	if err != nil {
 		ans.Error = err.Error()
 		return http.StatusServiceUnavailable, ans

@@ -28,6 +28,11 @@ type Options struct {
 	MaxBodyBytes    int64
 	MaxEventBytes   int
 	TelemetryLegacy bool // accept legacy stormlog records on /v1/telemetry
+	// IngestSlots bounds the requests parsed and stamped at once; 0 means
+	// the number of CPUs (at least 2). QueueWait is how long a request
+	// waits for a slot before a 429; 0 means DefaultQueueWait.
+	IngestSlots int
+	QueueWait   time.Duration
 }
 
 // Server is the local API (see the package doc for its routes). Set the
@@ -40,12 +45,19 @@ type Server struct {
 	// Durable reports whether accepted events survive a crash now.
 	Durable func() bool
 	// Rejected counts items refused at ingest, by source.
-	Rejected  func(source string, n uint64)
-	Stamper   *envelope.Stamper
-	Sessions  *session.Registry
-	Allocs    *telemetry.Allocators
-	Envelopes *telemetry.Envelopes // stamps allocator_sample envelopes
-	Tail      *TailHub
+	Rejected func(source string, n uint64)
+	// Refused counts items an overloaded agent refused as a whole (429 or
+	// 503 with Retry-After), by source and reason (admit.go). May be nil.
+	Refused func(source, reason string, n uint64)
+	// Backlogged reports whether the spool writer is so far behind that
+	// requests are refused (503) rather than pushing events out of the
+	// ring. May be nil.
+	Backlogged func() bool
+	Stamper    *envelope.Stamper
+	Sessions   *session.Registry
+	Allocs     *telemetry.Allocators
+	Envelopes  *telemetry.Envelopes // stamps allocator_sample envelopes
+	Tail       *TailHub
 	// Running reports whether the agent accepts events, and its state name.
 	Running func() (bool, string)
 	// Stopping ends when intake stops; open WebSockets then close.
@@ -54,6 +66,7 @@ type Server struct {
 	Metrics  http.Handler // GET /metrics
 	Logger   *slog.Logger
 
+	admission *admission
 	srv       *http.Server
 	tcpAddr   net.Addr
 	listeners []net.Listener
@@ -63,6 +76,7 @@ type Server struct {
 // Start listens on the unix socket and the TCP address (either may be off)
 // and serves on both.
 func (s *Server) Start() error {
+	s.admission = newAdmission(s.IngestSlots, s.QueueWait)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", s.intake(s.handleEvents))
 	mux.HandleFunc("GET /v1/stream", s.intake(s.handleStream))

@@ -97,6 +97,11 @@ func (p *Pipeline) Ring() (events int, bytes int64, dropped uint64) {
 	return events, bytes, p.ring.Dropped()
 }
 
+// Backlogged reports whether the ring holds more than half its caps: the
+// spool writer is behind, and the local API refuses new requests (503 with
+// Retry-After) instead of letting them push accepted events out.
+func (p *Pipeline) Backlogged() bool { return p.ring.OverHalf() }
+
 // Submit hands entries to the ring with one waiter for all of them. It
 // fails only when the pipeline is not accepting entries.
 func (p *Pipeline) Submit(source string, entries []Entry) (*Waiter, error) {

@@ -134,6 +134,13 @@ func (r *Ring) Len() (events int, bytes int64) {
 	return r.n, r.bytes
 }
 
+// OverHalf reports whether the ring holds more than half of either cap.
+func (r *Ring) OverHalf() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n > len(r.slots)/2 || (r.maxBytes > 0 && r.bytes > r.maxBytes/2)
+}
+
 // Dropped returns how many entries were dropped as ring_full since start.
 func (r *Ring) Dropped() uint64 { return r.dropped.Load() }
 
