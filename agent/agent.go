@@ -337,7 +337,7 @@ func (a *Agent) newAPI() *ingest.Server {
 		Durable:    func() bool { return a.durable },
 		Rejected:   a.counters.AddRejected,
 		Refused:    a.counters.AddRefused,
-		Backlogged: a.pipe.Backlogged,
+		Room:       a.pipe.WaitRoom,
 		Stamper:    a.stamper,
 		Sessions:   a.sessions,
 		Allocs:     a.alloc,

@@ -15,26 +15,29 @@ import (
 // alternative, taking them and then dropping older events from the ring,
 // would lose events already on their way.
 const (
-	// RefusedBusy: every parsing slot stayed taken for QueueWait (429). The
+	// RefusedBusy: every ingest slot stayed taken for QueueWait (429). The
 	// agent's CPU is saturated by ingest; waiting longer would only grow the
 	// queue of requests and their memory.
 	RefusedBusy = "busy"
-	// RefusedBacklog: the ring holds more than half its caps (503): the spool
-	// writer is behind (a slow or stalled disk), and more would push events
-	// out of the ring.
+	// RefusedBacklog: the ring stayed over half its caps for QueueWait
+	// (503): the spool writer is behind (a slow or stalled disk), and more
+	// would push events out of the ring.
 	RefusedBacklog = "ring_backlog"
 
-	// DefaultQueueWait is how long a request waits for a parsing slot.
-	DefaultQueueWait = time.Second
+	// DefaultQueueWait is how long a request waits for an ingest slot. It
+	// is long enough for a thousand clients each with a 500-event request
+	// outstanding to queue on two cores without being refused.
+	DefaultQueueWait = 5 * time.Second
 	// retryAfterSeconds is the Retry-After of a refusal.
 	retryAfterSeconds = 1
 )
 
-// admission bounds the ingest requests being parsed and stamped at once to
-// about the number of CPUs: more would not go faster, and each holds its
-// body in memory. A request waits for a slot at most wait; waiting for its
-// events to reach the spool does not hold one, so group commits still
-// gather many requests.
+// admission bounds the ingest requests being read, parsed and stamped at
+// once to twice the number of CPUs: more would not go faster, each holds
+// its body in memory, and a thousand requests parsing at once would starve
+// the spool writer and the forwarders of the CPU. A request waits for a
+// slot, its body unread, at most wait; waiting for its events to reach the
+// spool does not hold one, so group commits still gather many requests.
 type admission struct {
 	slots chan struct{}
 	wait  time.Duration
@@ -42,7 +45,7 @@ type admission struct {
 
 func newAdmission(slots int, wait time.Duration) *admission {
 	if slots <= 0 {
-		slots = max(2, runtime.GOMAXPROCS(0))
+		slots = max(4, 2*runtime.GOMAXPROCS(0))
 	}
 	if wait <= 0 {
 		wait = DefaultQueueWait
@@ -50,23 +53,13 @@ func newAdmission(slots int, wait time.Duration) *admission {
 	return &admission{slots: make(chan struct{}, slots), wait: wait}
 }
 
-// enter takes a slot, or reports why not: RefusedBusy after wait, "" with
-// ok false when ctx ended first.
+// enter takes a slot, or reports RefusedBusy when ctx ends first.
 func (a *admission) enter(ctx context.Context) (ok bool, reason string) {
 	select {
 	case a.slots <- struct{}{}:
 		return true, ""
-	default:
-	}
-	t := time.NewTimer(a.wait)
-	defer t.Stop()
-	select {
-	case a.slots <- struct{}{}:
-		return true, ""
-	case <-t.C:
-		return false, RefusedBusy
 	case <-ctx.Done():
-		return false, ""
+		return false, RefusedBusy
 	}
 }
 
@@ -76,29 +69,54 @@ func (a *admission) leave() {
 	}
 }
 
-// admit takes a parsing slot for n items from source, or builds the refusal
-// answer (already counted).
-func (s *Server) admit(ctx context.Context, source string, n int) (ok bool, status int, ans Answer) {
-	refuse := func(code int, reason, msg string) (bool, int, Answer) {
-		if s.Refused != nil {
-			s.Refused(source, reason, uint64(n))
-		}
-		return false, code, Answer{Rejected: []Rejection{}, Refused: n, RetryAfter: retryAfterSeconds, Error: msg}
-	}
-	if s.Backlogged != nil && s.Backlogged() {
-		return refuse(http.StatusServiceUnavailable, RefusedBacklog, "overloaded: the spool writer is behind; retry after the Retry-After delay")
-	}
+// enter admits one request before its body is read: it takes an ingest
+// slot and waits for room in the ring, together at most QueueWait, or
+// reports the reason the request is refused: RefusedBusy when no slot came,
+// RefusedBacklog when the ring stayed over half full (the spool writer is
+// behind). reason is "" with ok false when ctx ended first. The slot is
+// released by ingestHeld once the request's events are submitted.
+func (s *Server) enter(ctx context.Context) (ok bool, reason string) {
 	if s.admission == nil { // not started: handlers called directly
-		return true, 0, Answer{}
+		return true, ""
 	}
-	ok, reason := s.admission.enter(ctx)
-	if ok {
-		return true, 0, Answer{}
+	wctx, cancel := context.WithTimeout(ctx, s.admission.wait)
+	defer cancel()
+	if ok, reason = s.admission.enter(wctx); !ok {
+		if ctx.Err() != nil {
+			return false, ""
+		}
+		return false, reason
 	}
-	if reason == "" {
-		return false, http.StatusServiceUnavailable, Answer{Rejected: []Rejection{}, Error: "request ended"}
+	if s.Room != nil && !s.Room(wctx) {
+		s.admission.leave()
+		if ctx.Err() != nil {
+			return false, ""
+		}
+		return false, RefusedBacklog
 	}
-	return refuse(http.StatusTooManyRequests, reason, "overloaded: every ingest slot stayed busy; retry after the Retry-After delay")
+	return true, ""
+}
+
+// refusal counts n items of source refused for reason and builds the
+// answer: 503 while the writer is behind, 429 when busy.
+func (s *Server) refusal(source, reason string, n int) (int, Answer) {
+	if s.Refused != nil {
+		s.Refused(source, reason, uint64(n))
+	}
+	code, msg := http.StatusTooManyRequests, "overloaded: every ingest slot stayed busy; send again after Retry-After"
+	if reason == RefusedBacklog {
+		code, msg = http.StatusServiceUnavailable, "overloaded: the spool writer is behind; send again after Retry-After"
+	}
+	return code, Answer{Rejected: []Rejection{}, Refused: n, RetryAfter: retryAfterSeconds, Error: msg}
+}
+
+// refuseBody is refusal for a /v1/events body, its items counted.
+func (s *Server) refuseBody(source, reason string, body []byte) (int, Answer) {
+	n := 0
+	if items, err := splitItems(body); err == nil {
+		n = len(items)
+	}
+	return s.refusal(source, reason, n)
 }
 
 // writeAnswer writes an ingest answer, with a Retry-After header when it

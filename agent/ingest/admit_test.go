@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -37,7 +38,7 @@ func (r *refusals) get(key string) uint64 {
 
 // admitServer is a server over a real pipeline into a memory spool, with
 // one ingest slot; submitGate, when set, holds Submit until it is closed.
-func admitServer(t *testing.T, backlogged func() bool) (*Server, *refusals, chan struct{}, chan struct{}) {
+func admitServer(t *testing.T, room func(context.Context) bool) (*Server, *refusals, chan struct{}, chan struct{}) {
 	t.Helper()
 	mem := spool.NewMemory(0)
 	if err := mem.AddSink("s"); err != nil {
@@ -55,11 +56,11 @@ func admitServer(t *testing.T, backlogged func() bool) (*Server, *refusals, chan
 			<-release
 			return p.Submit(source, e)
 		},
-		Durable:    func() bool { return true },
-		Rejected:   func(string, uint64) {},
-		Refused:    ref.add,
-		Backlogged: backlogged,
-		Stamper:    envelope.NewStamper(envelope.StamperOptions{Node: envelope.Identity{"host": "h"}}),
+		Durable:  func() bool { return true },
+		Rejected: func(string, uint64) {},
+		Refused:  ref.add,
+		Room:     room,
+		Stamper:  envelope.NewStamper(envelope.StamperOptions{Node: envelope.Identity{"host": "h"}}),
 	}
 	s.admission = newAdmission(1, time.Millisecond)
 	return s, ref, entered, release
@@ -104,10 +105,11 @@ func TestIngestRefusesWhenBusy(t *testing.T) {
 	}
 }
 
-// With the spool writer behind (the ring over half full), requests are
-// refused with 503 and Retry-After before any work.
+// With the spool writer behind (the ring over half full) for the whole
+// queue wait, requests are refused with 503 and Retry-After, their items
+// counted.
 func TestIngestRefusesWhenBacklogged(t *testing.T) {
-	s, ref, _, _ := admitServer(t, func() bool { return true })
+	s, ref, _, _ := admitServer(t, func(ctx context.Context) bool { <-ctx.Done(); return false })
 	w := post(s, threeEvents)
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), `"refused":3`) {
 		t.Fatalf("backlogged: %d Retry-After %q %s; want 503, 1, refused 3", w.Code, w.Header().Get("Retry-After"), w.Body)

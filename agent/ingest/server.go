@@ -49,15 +49,16 @@ type Server struct {
 	// Refused counts items an overloaded agent refused as a whole (429 or
 	// 503 with Retry-After), by source and reason (admit.go). May be nil.
 	Refused func(source, reason string, n uint64)
-	// Backlogged reports whether the spool writer is so far behind that
-	// requests are refused (503) rather than pushing events out of the
-	// ring. May be nil.
-	Backlogged func() bool
-	Stamper    *envelope.Stamper
-	Sessions   *session.Registry
-	Allocs     *telemetry.Allocators
-	Envelopes  *telemetry.Envelopes // stamps allocator_sample envelopes
-	Tail       *TailHub
+	// Room waits until the ring has room for more (the spool writer is not
+	// far behind) or ctx ends, and reports whether it has; a request that
+	// found none within QueueWait is refused (503) rather than pushing
+	// events out of the ring. May be nil.
+	Room      func(ctx context.Context) bool
+	Stamper   *envelope.Stamper
+	Sessions  *session.Registry
+	Allocs    *telemetry.Allocators
+	Envelopes *telemetry.Envelopes // stamps allocator_sample envelopes
+	Tail      *TailHub
 	// Running reports whether the agent accepts events, and its state name.
 	Running func() (bool, string)
 	// Stopping ends when intake stops; open WebSockets then close.
