@@ -2,12 +2,15 @@ package envelope
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,7 +48,9 @@ type StamperOptions struct {
 // Stamper turns events into envelopes: it is the one place where an envelope
 // is stamped. It is safe for concurrent use.
 type Stamper struct {
-	o StamperOptions
+	o    StamperOptions
+	node [maxIdentityKeys]string // o.Node by IdentityKeys position, for the fast path
+	rand randReader              // UUID randomness, read from crypto/rand in blocks
 }
 
 // NewStamper returns a stamper.
@@ -56,7 +61,34 @@ func NewStamper(o StamperOptions) *Stamper {
 	if o.Session == nil {
 		o.Session = func(string) Identity { return nil }
 	}
-	return &Stamper{o: o}
+	st := &Stamper{o: o}
+	for i, k := range IdentityKeys {
+		st.node[i] = o.Node[k]
+	}
+	return st
+}
+
+// randReader is crypto/rand read a block at a time: a UUID per event would
+// otherwise cost a getrandom call each. Safe for concurrent use.
+type randReader struct {
+	mu  sync.Mutex
+	buf [4096]byte
+	n   int // unread bytes at the end of buf
+}
+
+func (r *randReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n < len(p) {
+		if _, err := io.ReadFull(rand.Reader, r.buf[:]); err != nil {
+			return 0, err
+		}
+		r.n = len(r.buf)
+	}
+	n := copy(p, r.buf[len(r.buf)-r.n:])
+	clear(r.buf[len(r.buf)-r.n : len(r.buf)-r.n+n]) // used randomness does not linger
+	r.n -= n
+	return n, nil
 }
 
 // Stamp builds an envelope for an event of the agent's own sources: a fresh
@@ -69,7 +101,7 @@ func (s *Stamper) Stamp(typ string, data map[string]any, session Identity) ([]by
 	if strings.TrimSpace(typ) == "" {
 		return nil, fieldErr("type", "must be a non-empty string")
 	}
-	id, err := uuid.NewV7()
+	id, err := uuid.NewV7FromReader(&s.rand)
 	if err != nil {
 		return nil, fmt.Errorf("stamp: uuid: %w", err)
 	}
@@ -206,6 +238,14 @@ func (s *Stamper) by() string {
 
 // appendEnvelope writes the envelope in the field order of spec/envelope.md.
 func (s *Stamper) appendEnvelope(b []byte, id uuid.UUID, typ string, data []byte) []byte {
+	b = s.appendEnvelopeHead(b, id, typ)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// appendEnvelopeHead appends the envelope up to its data: the caller
+// appends data and the closing brace.
+func (s *Stamper) appendEnvelopeHead(b []byte, id uuid.UUID, typ string) []byte {
 	b = append(b, `{"id":"`...)
 	b = appendUUID(b, id)
 	b = append(b, `","type":`...)
@@ -214,9 +254,7 @@ func (s *Stamper) appendEnvelope(b []byte, id uuid.UUID, typ string, data []byte
 	b = strconv.AppendInt(b, s.o.Now().UnixMilli(), 10)
 	b = append(b, `","gateway":`...)
 	b = appendJSONString(b, s.o.Gateway)
-	b = append(b, `,"data":`...)
-	b = append(b, data...)
-	return append(b, '}')
+	return append(b, `,"data":`...)
 }
 
 // appendJSONString appends s as encoding/json writes a string (HTML-escaped).
