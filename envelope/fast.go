@@ -54,7 +54,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 	}
 	// Duplicate keys: the last wins, as in a map. A stable sort keeps the
 	// order of equal keys; keep the last of each run.
-	slices.SortStableFunc(data, func(x, y member) int { return bytes.Compare(x.key, y.key) })
+	sortMembers(data)
 	data = dedupLast(data)
 	// One pass over data's members finds the identity keys and "type"
 	// (instead of a search per key), and marks the members that go: an
@@ -91,31 +91,36 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 	// Members to add, already in key order: identity (session first, then
 	// node) for every key data lacks or has empty, type unless data names a
 	// subtype, and client_source. They are strings.
-	type extra struct{ key, val string }
+	// val is the value to write; member, when set, is the whole member
+	// already written for the node's identity (`"host":"…"`).
+	type extra struct {
+		key, val string
+		member   []byte
+	}
 	var adds [maxIdentityKeys + 2]extra
 	add := adds[:0]
 	size := len(dataRaw) + 256
 	for _, c := range extrasInOrder {
-		var v string
+		e := extra{key: c.key}
 		switch {
 		case c.idx >= 0:
 			if idFound[c.idx] && !isEmptyIdentityRaw(idVal[c.idx]) {
 				continue
 			}
-			if v = sess[c.key]; v == "" {
-				v = s.node[c.idx]
+			if e.val = sess[c.key]; e.val == "" {
+				e.member = s.nodeMember[c.idx]
 			}
 		case c.idx == extraType:
 			if typeFound {
 				continue
 			}
-			v = typ
+			e.val = typ
 		default:
-			v = ClientSource
+			e.member = clientSourceMember
 		}
-		if v != "" {
-			add = append(add, extra{c.key, v})
-			size += len(c.key) + len(v) + 6
+		if e.val != "" || e.member != nil {
+			add = append(add, e)
+			size += len(c.key) + len(e.val) + len(e.member) + 6
 		}
 	}
 
@@ -139,8 +144,16 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 	i, j := 0, 0
 	for i < len(data) || j < len(add) {
 		if j < len(add) && (i == len(data) || add[j].key < string(data[i].key)) {
-			writeKey([]byte(add[j].key))
-			env = appendJSONString(env, add[j].val)
+			if m := add[j].member; m != nil {
+				if !first {
+					env = append(env, ',')
+				}
+				first = false
+				env = append(env, m...)
+			} else {
+				writeKey([]byte(add[j].key))
+				env = appendJSONString(env, add[j].val)
+			}
 			j++
 			continue
 		}
@@ -157,6 +170,27 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		return Prepared{}, false // the general path words the error
 	}
 	return Prepared{Env: env, Type: typ, SessionID: sid}, true
+}
+
+// sortMembers sorts ms by key, keeping the order of equal keys: an
+// insertion sort, since an event has a handful of members.
+func sortMembers(ms []member) {
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0 && string(ms[j].key) < string(ms[j-1].key); j-- {
+			ms[j], ms[j-1] = ms[j-1], ms[j]
+		}
+	}
+}
+
+// clientSourceMember is data.client_source as the fast path writes it.
+var clientSourceMember = appendMember(nil, "client_source", ClientSource)
+
+// appendMember appends `"key":value` with value written as encoding/json
+// writes a string.
+func appendMember(b []byte, key, val string) []byte {
+	b = appendJSONString(b, key)
+	b = append(b, ':')
+	return appendJSONString(b, val)
 }
 
 // maxIdentityKeys bounds IdentityKeys for the fast path's arrays.

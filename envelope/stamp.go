@@ -48,9 +48,12 @@ type StamperOptions struct {
 // Stamper turns events into envelopes: it is the one place where an envelope
 // is stamped. It is safe for concurrent use.
 type Stamper struct {
-	o    StamperOptions
-	node [maxIdentityKeys]string // o.Node by IdentityKeys position, for the fast path
-	rand randReader              // UUID randomness, read from crypto/rand in blocks
+	o StamperOptions
+	// nodeMember is `"key":"value"` for each of o.Node's identity keys by
+	// IdentityKeys position (nil when unknown), written once for the fast
+	// path.
+	nodeMember [maxIdentityKeys][]byte
+	rand       randReader // UUID randomness, read from crypto/rand in blocks
 }
 
 // NewStamper returns a stamper.
@@ -63,7 +66,9 @@ func NewStamper(o StamperOptions) *Stamper {
 	}
 	st := &Stamper{o: o}
 	for i, k := range IdentityKeys {
-		st.node[i] = o.Node[k]
+		if v := o.Node[k]; v != "" {
+			st.nodeMember[i] = appendMember(nil, k, v)
+		}
 	}
 	return st
 }
