@@ -68,7 +68,7 @@ type benchKnobs struct {
 func benchDefaults() benchKnobs {
 	exe, _ := os.Executable()
 	return benchKnobs{minWarm: time.Second, drainEvents: 500_000, drainWarm: 50_000, clientWait: 30 * time.Second,
-		loadgen: exe, overloadBacklog: 2_000_000}
+		loadgen: exe, overloadBacklog: 4_000_000}
 }
 
 // outageWindow is outage_memory's measured window for --duration d: the
