@@ -40,7 +40,7 @@ const maxTimestampDigits = 19
 // id to a reader that keeps the first key and another to one that keeps the
 // last). Every problem is reported, each a *FieldError naming its field.
 func Check(raw []byte) (Checked, error) {
-	if !json.Valid(raw) {
+	if !Valid(raw) {
 		var v any
 		err := json.Unmarshal(raw, &v)
 		return Checked{}, fieldErr("envelope", fmt.Sprint(err))

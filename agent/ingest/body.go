@@ -31,7 +31,7 @@ func splitItems(body []byte) ([]item, error) {
 	if len(trimmed) == 0 {
 		return nil, errEmptyBody
 	}
-	if json.Valid(trimmed) {
+	if envelope.Valid(trimmed) {
 		if trimmed[0] != '[' {
 			return []item{{raw: trimmed}}, nil
 		}
@@ -58,7 +58,7 @@ func splitItems(body []byte) ([]item, error) {
 			continue
 		}
 		it := item{raw: line, line: n + 1}
-		if !json.Valid(line) {
+		if !envelope.Valid(line) {
 			var v any
 			err := json.Unmarshal(line, &v)
 			it.err = fmt.Errorf("line %d: invalid JSON: %v", n+1, err)
