@@ -40,7 +40,7 @@ const (
 // call from any goroutine at any time.
 type Sink struct {
 	url       string // the configured endpoint
-	logURL    string // scheme://host/path, for log lines (no userinfo or query)
+	logURL    string // relay.RedactURL(url): scheme://host/path, for logs and errors
 	prefix    []byte // `{"app":…,"host":…,"events":[`
 	maxEvents int
 	maxBody   int
@@ -79,7 +79,7 @@ func New(opts Options) (*Sink, error) {
 	u, _ := url.Parse(o.URL) // Validate parsed it
 	s := &Sink{
 		url:       o.URL,
-		logURL:    u.Scheme + "://" + u.Host + u.EscapedPath(),
+		logURL:    relay.RedactURL(o.URL),
 		prefix:    bodyPrefix(o.App, o.Host),
 		maxEvents: o.MaxEvents,
 		maxBody:   o.MaxBody,
@@ -263,7 +263,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 	rb.r.Reset(body)
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.url, rb)
 	if err != nil {
-		panic("BUG: httpsink: request for a validated URL: " + err.Error())
+		panic("BUG: httpsink: request for a validated URL: " + relay.RedactError(err).Error())
 	}
 	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -280,7 +280,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 		cancel()
 		s.reclaim(rb)
 		s.stats.AddRequest(relay.RequestCode(ctx, err))
-		return Transient, fmt.Errorf("metrics request (%d events): %w", len(recs), err)
+		return Transient, fmt.Errorf("metrics request (%d events): %w", len(recs), relay.RedactError(err))
 	}
 	code := resp.StatusCode
 	var snippet string
