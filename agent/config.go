@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/httpsink"
 	"github.com/livepeer/edgerelay/relay/kafkasink"
 	"github.com/livepeer/edgerelay/relay/trickle"
@@ -522,7 +523,7 @@ func urlTo(field func(*Config) *string) func(*Config, string) error {
 func checkURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", v)
+		return fmt.Errorf("%q is not an http(s) URL", relay.RedactURL(v)) // the query may hold a key
 	}
 	return nil
 }

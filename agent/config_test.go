@@ -72,6 +72,24 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	}
 }
 
+// TestConfigErrorsKeepSecrets: a URL or broker refused by the configuration
+// is quoted without the credentials or query it may carry.
+func TestConfigErrorsKeepSecrets(t *testing.T) {
+	env := map[string]string{
+		"EDGERELAY_ENABLED":       "true",
+		"EDGERELAY_HTTP_URL":      "ftp://agent:pw-s3cret@metrics.example/v1/metrics?api_key=q-s3cret",
+		"EDGERELAY_TRICKLE_URL":   "ftp://o.example/chan?token=t-s3cret",
+		"EDGERELAY_KAFKA_BROKERS": "user:b-s3cret@kafka-1:9092",
+	}
+	_, err := Load(nil, mapEnv(env), io.Discard)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), `"ftp://metrics.example/v1/metrics" is not an http(s) URL`) {
+		t.Errorf("error:\n%v", err)
+	}
+}
+
 func TestConfigFlagWinsAndFallbacks(t *testing.T) {
 	env := map[string]string{
 		"EDGERELAY_ENABLED":           "true",

@@ -122,8 +122,8 @@ func (a *Agent) startHTTP() error {
 	a.closers = append(a.closers, sink.Close)
 	a.sinkAux.Go(func() { sink.WatchKey(a.sinkCtx) })
 	f.Sink = sink
-	f.Batch, f.MaxBytes = sink.Limits()
-	f.Linger, f.ProbeInterval, f.Resume = a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval, sink.Resume()
+	sink.Tune(f) // batch limits, resume, and the waits the metrics API asks for
+	f.Linger, f.ProbeInterval = a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval
 	a.run("http", f, nil)
 	return nil
 }

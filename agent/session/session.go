@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/relay"
 )
 
 // Session is a live AI session attached by its runner: the identity stamped
@@ -79,7 +80,7 @@ func Decode(body []byte) (*Session, error) {
 func CheckURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", v)
+		return fmt.Errorf("%q is not an http(s) URL", relay.RedactURL(v)) // the query may hold a key
 	}
 	return nil
 }
