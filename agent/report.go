@@ -68,7 +68,7 @@ func (a *Agent) Report() Report {
 	for _, sr := range r.Sinks {
 		for reason, n := range sr.Dropped {
 			stage := "sink"
-			if reason == relay.DropSpoolFull {
+			if reason == relay.DropSpoolFull || reason == relay.DropMemoryFull {
 				stage = "spool"
 			}
 			addDrop(stage, reason, n)
