@@ -121,6 +121,7 @@ func (s *Spool) writeLocked() error {
 		}
 		s.collectLocked()
 	}
+	probe := s.degraded
 	for {
 		from := s.diskFirst
 		to := max(from, min(s.first, s.diskLast+1))
@@ -132,8 +133,14 @@ func (s *Spool) writeLocked() error {
 			}
 			continue
 		}
+		// While degraded, a first small chunk probes the disk: a retry on a
+		// disk still full wastes little.
+		chunk := persistChunkBytes
+		if probe {
+			chunk = probeChunkBytes
+		}
 		n, size := 0, 0
-		for n < len(s.held) && (n == 0 || size+len(s.held[n].Data) <= persistChunkBytes) {
+		for n < len(s.held) && (n == 0 || size+len(s.held[n].Data) <= chunk) {
 			size += len(s.held[n].Data)
 			n++
 		}
@@ -147,6 +154,7 @@ func (s *Spool) writeLocked() error {
 			if err := s.applyLocked(p); err != nil {
 				return err
 			}
+			probe = false // writes work again: the rest in full chunks
 			continue
 		}
 		p.final = true

@@ -44,6 +44,9 @@ const (
 	// persistChunkBytes bounds the envelope bytes one transaction writes
 	// when records held in memory move to disk.
 	persistChunkBytes = 4 << 20
+	// probeChunkBytes bounds the first transaction of a retry while
+	// degraded.
+	probeChunkBytes = 64 << 10
 	// lateOpenLockTimeout is how long a retry waits for the file's lock
 	// (a retry holds the writer lock meanwhile).
 	lateOpenLockTimeout = 50 * time.Millisecond
