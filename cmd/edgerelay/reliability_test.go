@@ -564,8 +564,11 @@ func TestDiskFullMemoryBudget(t *testing.T) {
 	if !st.Degraded || notDurable == 0 || memFull == 0 {
 		t.Fatalf("degraded %v, not durable %d, memory_full %d", st.Degraded, notDurable, memFull)
 	}
-	if longTests() && maxAnon > 2*budget+64<<20 {
-		t.Errorf("anonymous memory %d bytes, over twice the budget plus 64 MiB", maxAnon)
+	// The stated overhead (docs/OPERATIONS.md): 48 MiB of anonymous memory
+	// beyond the budget, for the runtime, the collector's headroom and the
+	// requests in flight.
+	if longTests() && maxAnon > budget+48<<20 {
+		t.Errorf("anonymous memory %d bytes, over the budget plus 48 MiB", maxAnon)
 	}
 
 	if err := os.Remove(filler); err != nil {
