@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/nvml"
 	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/spool"
 )
 
 // Agent is one running edgerelay: its parts (pipeline, sinks, sessions,
@@ -52,6 +54,17 @@ type Agent struct {
 	spool   Spool // set by start; never replaced
 	durable bool  // false in memory-only mode
 
+	// Read by goroutines that may run while start is still setting the
+	// fields above (spool commits, the local API while starting).
+	live      atomic.Pointer[pipeline.Pipeline] // a.pipe, once built
+	diskSpool atomic.Pointer[spool.Spool]       // the disk spool, once its counters were restored
+	stopBy    time.Time                         // when the stop must be over (shutdown)
+
+	baseMu    sync.Mutex
+	base      map[string]relay.SinkReport // per sink, what earlier runs settled (counters.go)
+	savedMu   sync.Mutex
+	lastSaved []byte // the counters as last handed to a commit
+
 	state      atomic.Int32
 	intakeCtx  context.Context // ends when intake stops
 	stopIntake context.CancelFunc
@@ -66,9 +79,14 @@ type Agent struct {
 
 	sources        sync.WaitGroup // source goroutines (cancelled by intakeCtx)
 	sinkAux        sync.WaitGroup // goroutines of the sinks beside their forwarders (key watchers), ended by sinkCtx
-	watchdogWG     sync.WaitGroup
+	watchdogWG     sync.WaitGroup // the watchdog and the counter saver
 	watchdogCancel context.CancelFunc
 }
+
+// stopSlack is what the stop may take beyond EDGERELAY_SHUTDOWN_GRACE: the
+// sinks' forwarders returning, their clients and NVML closing, the spool's
+// last commit.
+const stopSlack = 500 * time.Millisecond
 
 // Agent states, as reported by /readyz and /v1/stats.
 const (
@@ -169,19 +187,29 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // start brings the agent up, in this order:
 //
-//  1. the spool opens (on disk; memory-only when it is off or cannot open);
-//  2. the sinks start, each a forwarder reading its cursor, and cursors of
+//  1. the local API listens: until step 7 it answers 503 with Retry-After
+//     (events, /metrics, /readyz), so that a large spool opening does not
+//     keep a runner from hearing the agent;
+//  2. the spool opens (on disk, degraded when the disk cannot be written;
+//     memory-only when it is off) and the counters resume from it;
+//  3. the sinks start, each a forwarder reading its cursor, and cursors of
 //     sinks no longer configured are removed;
-//  3. NVML opens and the sampler is built (nothing samples yet);
-//  4. the pipeline's spool writer starts;
-//  5. the local API listens;
+//  4. NVML opens and the sampler is built (nothing samples yet);
+//  5. the pipeline's spool writer starts;
 //  6. the sources start (status, sampler, subscribers, stormlog tail);
-//  7. the agent is ready: READY=1 to systemd, and the watchdog starts.
+//  7. the agent is ready: the API takes events, READY=1 to systemd, and
+//     the watchdog and the counter saver start.
 //
 // It returns what undoes the steps done so far when a later one fails.
 func (a *Agent) start() (undo []func(), err error) {
 	// undo runs in reverse: each step appends what takes it back.
 	undo = append(undo, a.stopIntake)
+	a.api = a.newAPI()
+	if err := a.api.Start(); err != nil {
+		return undo, err
+	}
+	undo = append(undo, a.api.Close)
+
 	st, durable, err := a.openStore()
 	if err != nil {
 		return undo, err
@@ -207,6 +235,8 @@ func (a *Agent) start() (undo []func(), err error) {
 	if err := a.setupGPU(); err != nil {
 		return undo, err
 	}
+	// Read by the API's handlers only once the agent runs (a.state).
+	a.api.Allocs, a.api.Envelopes = a.alloc, a.envs
 
 	a.pipe = pipeline.New(pipeline.Options{
 		RingMaxEvents: a.cfg.RingMaxEvents,
@@ -219,14 +249,10 @@ func (a *Agent) start() (undo []func(), err error) {
 		Counters:      a.counters,
 		Logger:        a.log,
 	})
+	a.live.Store(a.pipe)
 	a.pipe.Start()
 	undo = append(undo, func() { a.pipe.Close(); a.pipe.Wait() })
 
-	a.api = a.newAPI()
-	if err := a.api.Start(); err != nil {
-		return undo, err
-	}
-	undo = append(undo, a.api.Close)
 	undo = append(undo, func() { a.stopIntake(); a.sources.Wait() })
 	if err := a.startSources(); err != nil {
 		return undo, err
@@ -240,28 +266,36 @@ func (a *Agent) start() (undo []func(), err error) {
 	wctx, cancel := context.WithCancel(context.Background())
 	a.watchdogCancel = cancel
 	a.watchdogWG.Go(func() { a.watchdogLoop(wctx) })
+	a.watchdogWG.Go(func() { a.saveCountersLoop(wctx) })
 	a.log.Info("edgerelay running", "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
 		"socket", a.cfg.Socket, "sinks", a.sinks.Names())
 	return nil, nil
 }
 
-// shutdown stops the agent so that nothing acknowledged is lost:
+// shutdown stops the agent so that nothing acknowledged is lost, within
+// EDGERELAY_SHUTDOWN_GRACE plus stopSlack from its first step:
 //
 //  1. intake stops: the API answers 503 to new events, WebSockets close,
 //     the sources are cancelled and waited for, and a final agent_status is
 //     emitted;
 //  2. the pipeline closes and its writer drains the ring into the spool, so
 //     every in-flight ingest request gets its answer;
-//  3. the local API shuts down and its socket file goes;
-//  4. the sinks get the grace period to deliver what is pending (no
-//     linger); a second signal (Abort) cuts the grace short;
+//  3. the local API shuts down and its socket file goes: requests in
+//     flight (a slow client's body) may finish until the grace ends;
+//  4. the sinks get what is left of the grace to deliver what is pending
+//     (no linger);
 //  5. the sinks stop (unsent records stay in the spool), then what they own
 //     is closed (clients, key watchers) and NVML shuts down;
 //  6. the session channels are retired (what they held is counted as
 //     dropped "shutdown"; channels are not deleted);
-//  7. the watchdog stops;
-//  8. the spool closes cleanly, after a last report for the log.
+//  7. the watchdog and the counter saver stop;
+//  8. the spool closes cleanly, with the counters, after a last report for
+//     the log.
+//
+// A second signal (Abort) cuts every wait: the ring's drain, the API's,
+// the sinks' and NVML's.
 func (a *Agent) shutdown() error {
+	a.stopBy = time.Now().Add(a.cfg.ShutdownGrace)
 	a.state.Store(stateStopping)
 	a.sdNotify("STOPPING=1")
 	a.log.Info("edgerelay stopping", "grace", a.cfg.ShutdownGrace.String())
@@ -270,13 +304,25 @@ func (a *Agent) shutdown() error {
 	a.emitStatus("shutdown")
 
 	a.pipe.Close()
-	a.pipe.Wait()
+	select {
+	case <-a.pipe.Done():
+	case <-a.abort:
+		a.log.Warn("second signal: not waiting for the ring to reach the spool; what is left is counted as lost")
+	}
 
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	a.api.Shutdown(sctx)
+	// The grace, for the API's drain and the sinks' together; a second
+	// signal ends it. (The goroutine ends with cancel, below.)
+	gctx, cancel := context.WithDeadline(context.Background(), a.stopBy)
+	go func() {
+		select {
+		case <-a.abort:
+			cancel()
+		case <-gctx.Done():
+		}
+	}()
+	a.api.Shutdown(gctx)
+	a.drainSinks(gctx)
 	cancel()
-
-	a.drainSinks()
 	a.stopSinks()
 	a.sinks.Wait()
 	a.sinkAux.Wait()
@@ -287,8 +333,10 @@ func (a *Agent) shutdown() error {
 	a.watchdogCancel()
 	a.watchdogWG.Wait()
 
+	a.saveCounters()
 	rep := a.Report()
 	err := a.spool.Close()
+	a.pipe.Wait() // at once: after a second signal, its last appends fail on the closed spool
 	a.state.Store(stateStopped)
 	var pending uint64
 	for _, s := range rep.Sinks {
@@ -301,12 +349,10 @@ func (a *Agent) shutdown() error {
 	return nil
 }
 
-// drainSinks lets the sinks deliver what is pending, for at most the grace
-// period.
-func (a *Agent) drainSinks() {
+// drainSinks lets the sinks deliver what is pending until ctx ends (the
+// grace is over, or a second signal came).
+func (a *Agent) drainSinks(ctx context.Context) {
 	a.sinks.Drain()
-	deadline := time.NewTimer(a.cfg.ShutdownGrace)
-	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -314,11 +360,13 @@ func (a *Agent) drainSinks() {
 			return
 		}
 		select {
-		case <-deadline.C:
-			a.log.Warn("shutdown grace over; undelivered events stay in the spool", "pending", a.sinks.Pending(), "durable", a.durable)
-			return
-		case <-a.abort:
-			a.log.Warn("second signal: stopping now; undelivered events stay in the spool", "pending", a.sinks.Pending())
+		case <-ctx.Done():
+			select {
+			case <-a.abort:
+				a.log.Warn("second signal: stopping now; undelivered events stay in the spool", "pending", a.sinks.Pending())
+			default:
+				a.log.Warn("shutdown grace over; undelivered events stay in the spool", "pending", a.sinks.Pending(), "durable", a.durable)
+			}
 			return
 		case <-tick.C:
 		}
@@ -333,21 +381,21 @@ func (a *Agent) newAPI() *ingest.Server {
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxEventBytes: a.cfg.MaxEventBytes,
 			TelemetryLegacy: a.cfg.TelemetryLegacy,
 		},
-		Submit:    a.pipe.Submit,
-		Durable:   func() bool { return a.durable },
-		Rejected:  a.counters.AddRejected,
-		Stamper:   a.stamper,
-		Sessions:  a.sessions,
-		Allocs:    a.alloc,
-		Envelopes: a.envs,
-		Tail:      a.tail,
+		// The handlers that submit run only once the agent runs (Running),
+		// after start has set a.pipe and a.durable.
+		Submit:   func(source string, e []pipeline.Entry) (*pipeline.Waiter, error) { return a.pipe.Submit(source, e) },
+		Durable:  func() bool { return a.durable },
+		Rejected: a.counters.AddRejected,
+		Stamper:  a.stamper,
+		Sessions: a.sessions,
+		Tail:     a.tail,
 		Running: func() (bool, string) {
 			s := a.state.Load()
 			return s == stateRunning, stateName(s)
 		},
 		Stopping: a.intakeCtx,
 		Report:   func() any { return a.Report() },
-		Metrics:  a.metricsHandler(),
+		Metrics:  a.metricsEndpoint(),
 		Logger:   a.log,
 	}
 }
@@ -384,4 +432,21 @@ func (a *Agent) keepAliveEvent() []byte {
 		return nil
 	}
 	return env
+}
+
+// metricsEndpoint serves /metrics once the agent runs; while it starts it
+// answers 503 with Retry-After, so that a scrape never sees the counters
+// before they resumed from the spool (a drop to 0 would read as a reset).
+func (a *Agent) metricsEndpoint() http.Handler {
+	var once sync.Once
+	var h http.Handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.state.Load() == stateStarting {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "edgerelay is starting", http.StatusServiceUnavailable)
+			return
+		}
+		once.Do(func() { h = a.metricsHandler() })
+		h.ServeHTTP(w, r)
+	})
 }

@@ -30,6 +30,7 @@ type Config struct {
 	StateDir          string
 	Spool             bool
 	SpoolMaxBytes     int64
+	SpoolMemoryMax    int64 // what is held in memory while the disk spool cannot be written, or with the spool off
 	SpoolGroupEvents  int
 	SpoolGroupDelay   time.Duration
 	RingMaxEvents     int
@@ -97,16 +98,17 @@ func settings() []setting {
 		{env: "EDGERELAY_STATE_DIR", def: "", usage: "spool directory (default $STATE_DIRECTORY, else ./.edgerelay)", apply: func(c *Config, v string) error { c.StateDir = v; return nil }},
 		{env: "EDGERELAY_SPOOL", def: "on", usage: "disk spool; off runs memory-only (events are lost on a crash)", apply: boolTo(func(c *Config) *bool { return &c.Spool })},
 		{env: "EDGERELAY_SPOOL_MAX_BYTES", def: "1073741824", usage: "spool cap in bytes; over it the oldest events are dropped (spool_full)", apply: int64To(func(c *Config) *int64 { return &c.SpoolMaxBytes }, 1<<20)},
+		{env: "EDGERELAY_SPOOL_MEMORY_MAX_BYTES", def: "16777216", usage: "events held in memory while the spool's disk cannot be written (full, read-only, missing), and the memory-only spool's cap with EDGERELAY_SPOOL=off; over it the oldest held go (memory_full)", apply: int64To(func(c *Config) *int64 { return &c.SpoolMemoryMax }, 64<<10)},
 		{env: "EDGERELAY_SPOOL_GROUP_EVENTS", def: "1000", usage: "group commit: at most this many events per spool transaction", apply: intTo(func(c *Config) *int { return &c.SpoolGroupEvents }, 1)},
 		{env: "EDGERELAY_SPOOL_GROUP_DELAY", def: "1ms", usage: "group commit: how long the writer waits to fill a group", apply: durTo(func(c *Config) *time.Duration { return &c.SpoolGroupDelay }, 0)},
 		{env: "EDGERELAY_RING_MAX_EVENTS", def: "50000", usage: "ring cap in events (drop oldest)", apply: intTo(func(c *Config) *int { return &c.RingMaxEvents }, 1)},
-		{env: "EDGERELAY_RING_MAX_BYTES", def: "67108864", usage: "ring cap in bytes (drop oldest); also the memory-only spool's cap", apply: int64To(func(c *Config) *int64 { return &c.RingMaxBytes }, 1<<16)},
+		{env: "EDGERELAY_RING_MAX_BYTES", def: "67108864", usage: "ring cap in bytes (drop oldest)", apply: int64To(func(c *Config) *int64 { return &c.RingMaxBytes }, 1<<16)},
 		{env: "EDGERELAY_LISTEN", def: "127.0.0.1:7781", usage: "local API over TCP (host:port, or off)", apply: func(c *Config, v string) error { c.Listen = offToEmpty(v); return nil }},
 		{env: "EDGERELAY_SOCKET", def: "", usage: "local API over a unix socket (default $RUNTIME_DIRECTORY/ingest.sock, else <state dir>/ingest.sock; off disables)", apply: func(c *Config, v string) error { c.Socket = v; return nil }},
 		{env: "EDGERELAY_INGEST_TOKEN", def: "", usage: "bearer token for the local API; required on a non-loopback address", apply: func(c *Config, v string) error { c.IngestToken = v; return nil }},
 		{env: "EDGERELAY_MAX_BODY_BYTES", def: "4194304", usage: "local API request body limit (413 above)", apply: int64To(func(c *Config) *int64 { return &c.MaxBodyBytes }, 1024)},
 		{env: "EDGERELAY_MAX_EVENT_BYTES", def: "1048576", usage: "largest single event accepted", apply: intTo(func(c *Config) *int { return &c.MaxEventBytes }, 256)},
-		{env: "EDGERELAY_SHUTDOWN_GRACE", def: "5s", usage: "how long sinks may deliver after SIGTERM", apply: durTo(func(c *Config) *time.Duration { return &c.ShutdownGrace }, 0)},
+		{env: "EDGERELAY_SHUTDOWN_GRACE", def: "5s", usage: "how long the whole stop may take after SIGTERM (requests in flight, then the sinks' delivery), plus at most 500ms; a second signal stops at once", apply: durTo(func(c *Config) *time.Duration { return &c.ShutdownGrace }, 0)},
 		{env: "EDGERELAY_STATUS_INTERVAL", def: "30s", usage: "agent_status cadence (the demo uses 1s)", apply: durTo(func(c *Config) *time.Duration { return &c.StatusInterval }, 100*time.Millisecond)},
 		{env: "EDGERELAY_NODE_ID", def: "", usage: "node identity stamped into envelopes (default: /etc/machine-id)", apply: identTo("node_id")},
 		{env: "EDGERELAY_HOST", def: "", usage: "host name stamped into envelopes (default: the hostname)", apply: identTo("host")},

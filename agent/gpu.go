@@ -149,7 +149,13 @@ const nvmlCloseWait = 2 * time.Second
 func (a *Agent) closeNVML(closeFn func() error) {
 	done := make(chan error, 1)
 	go func() { done <- closeFn() }()
-	t := time.NewTimer(nvmlCloseWait)
+	// Within the stop's slack: past the grace, a call hung in the driver
+	// does not hold the exit for long, and a second signal not at all.
+	wait := nvmlCloseWait
+	if !a.stopBy.IsZero() {
+		wait = min(wait, max(time.Until(a.stopBy.Add(stopSlack/2)), 100*time.Millisecond))
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case err := <-done:
@@ -157,6 +163,8 @@ func (a *Agent) closeNVML(closeFn func() error) {
 			a.log.Warn("NVML shutdown failed", "err", err)
 		}
 	case <-t.C:
-		a.log.Error("NVML shutdown is blocked by a hung call; leaving it", "waited", nvmlCloseWait)
+		a.log.Error("NVML shutdown is blocked by a hung call; leaving it", "waited", wait)
+	case <-a.abort:
+		a.log.Warn("second signal: not waiting for NVML to shut down")
 	}
 }

@@ -31,8 +31,11 @@ type Report struct {
 }
 
 // Report returns the agent's counters: the pipeline's, the spool's and
-// every sink's (retired ones included), without waiting on any I/O.
+// every sink's (retired ones included, and what earlier runs counted),
+// without waiting on any I/O. While the agent starts, the ring and the
+// spool are not in it yet.
 func (a *Agent) Report() Report {
+	started := a.state.Load() != stateStarting // a.pipe and a.spool are set
 	received, rejected, dropped := a.counters.Snapshot()
 	r := Report{
 		State:       stateName(a.state.Load()),
@@ -41,7 +44,7 @@ func (a *Agent) Report() Report {
 		Dropped:     dropped,
 		Sessions:    a.sessions.Count(),
 		TailDropped: a.tail.Dropped(),
-		Sinks:       a.sinks.Reports(),
+		Sinks:       a.sinkReports(),
 		Subscribers: a.subs.reports(),
 	}
 	addDrop := func(stage, reason string, n uint64) {
@@ -53,12 +56,12 @@ func (a *Agent) Report() Report {
 		}
 		r.Dropped[stage][reason] += n
 	}
-	if a.pipe != nil {
+	if started && a.pipe != nil {
 		var ringDropped uint64
 		r.RingEvents, r.RingBytes, ringDropped = a.pipe.Ring()
 		addDrop("ring", "ring_full", ringDropped)
 	}
-	if a.spool != nil {
+	if started && a.spool != nil {
 		st := a.spool.Stat()
 		r.Durable = a.durable && !st.Degraded
 		r.MemoryOnly = !a.durable
@@ -68,7 +71,7 @@ func (a *Agent) Report() Report {
 	for _, sr := range r.Sinks {
 		for reason, n := range sr.Dropped {
 			stage := "sink"
-			if reason == relay.DropSpoolFull {
+			if reason == relay.DropSpoolFull || reason == relay.DropMemoryFull {
 				stage = "spool"
 			}
 			addDrop(stage, reason, n)
