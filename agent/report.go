@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/livepeer/edgerelay/relay"
@@ -28,6 +30,82 @@ type Report struct {
 	TailDropped uint64                       `json:"tail_dropped"`
 	Sinks       map[string]SinkReport        `json:"sinks"`
 	Subscribers map[string]SubscriberReport  `json:"subscribers"` // followed trickle channels; session ones under "sessions"
+}
+
+// DropSeries is one stage and reason of edgerelay_events_dropped_total.
+type DropSeries struct{ Stage, Reason string }
+
+// dropSeries is the one table of every place an event can be lost, as
+// edgerelay_events_dropped_total{stage,reason} names it. Every series
+// exists at 0 from start, so that the first drop is an increase that
+// rate() and increase() see. ARCHITECTURE.md's table of losses lists the
+// same pairs (a test keeps them in step).
+var dropSeries = []DropSeries{
+	{"ring", "ring_full"},
+	{"ring", "stopping"},
+	{"spool", relay.DropSpoolFull},
+	{"spool", "write_failed"},
+	{"spool", "sink_removed"},
+	{"sink", relay.DropRejected},
+	{"sink", relay.DropOversize},
+	{"sink", relay.DropChannelClosed},
+	{"sink", dropShutdown},
+	{"session", relay.DropChannelClosed},
+	{"stamp", "invalid"},
+	{"stormlog", "invalid_record"},
+}
+
+// dropShutdown is the drop reason of what a session channel still held at
+// shutdown (stage "sink").
+const dropShutdown = "shutdown"
+
+// DropSeriesTable returns every stage and reason of
+// edgerelay_events_dropped_total, for documentation and tests.
+func DropSeriesTable() []DropSeries { return slices.Clone(dropSeries) }
+
+// sources are the sources of edgerelay_events_received_total and
+// edgerelay_events_rejected_total: the local API's endpoints (api,
+// telemetry, allocator) and the agent's own sources.
+var sources = []string{"api", "telemetry", "allocator", "agent", "gpu", "hostnet", "trickle", "stormlog"}
+
+// sinkDropReasons are the edgerelay_sink_dropped_total reasons every sink
+// shows from start; channel sinks (trickle, session) add channelDropReasons.
+var (
+	sinkDropReasons    = []string{relay.DropSpoolFull, relay.DropRejected, relay.DropOversize}
+	channelDropReasons = []string{relay.DropChannelClosed, dropShutdown}
+	// retryReasons are the edgerelay_sink_retries_total reasons: the
+	// forwarder's waiting classes.
+	retryReasons = []string{relay.ClassTransient.String(), relay.ClassThrottled.String(), relay.ClassPaused.String()}
+)
+
+// zeroFill gives every counter of a known label set its series at 0.
+func (r *Report) zeroFill() {
+	for _, d := range dropSeries {
+		if r.Dropped[d.Stage] == nil {
+			r.Dropped[d.Stage] = map[string]uint64{}
+		}
+		r.Dropped[d.Stage][d.Reason] += 0
+	}
+	for _, src := range sources {
+		r.Received[src] += 0
+		r.Rejected[src] += 0
+	}
+	for name, s := range r.Sinks {
+		// Copies: a retired sink's maps are shared by every reader.
+		s.Dropped = orEmpty(maps.Clone(s.Dropped))
+		s.Retries = orEmpty(maps.Clone(s.Retries))
+		reasons := sinkDropReasons
+		if s.Kind == "trickle" || s.Kind == "session" {
+			reasons = slices.Concat(reasons, channelDropReasons)
+		}
+		for _, reason := range reasons {
+			s.Dropped[reason] += 0
+		}
+		for _, reason := range retryReasons {
+			s.Retries[reason] += 0
+		}
+		r.Sinks[name] = s
+	}
 }
 
 // Report returns the agent's counters: the pipeline's, the spool's and
@@ -74,6 +152,7 @@ func (a *Agent) Report() Report {
 			addDrop(stage, reason, n)
 		}
 	}
+	r.zeroFill()
 	return r
 }
 
