@@ -203,6 +203,10 @@ func (a *Agent) start() (undo []func(), err error) {
 	if err := a.startSinks(); err != nil {
 		return undo, err
 	}
+	if len(a.sinks.Names()) == 0 {
+		a.log.Warn("no sink configured: events are kept in the spool, delivered to none but session channels",
+			"next", "set EDGERELAY_HTTP_URL, EDGERELAY_TRICKLE_URL or EDGERELAY_KAFKA_BROKERS, or EDGERELAY_STDOUT=on")
+	}
 	a.forgetStaleSinks()
 	if err := a.setupGPU(); err != nil {
 		return undo, err
