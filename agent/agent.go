@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -30,9 +31,10 @@ import (
 //
 // The start and stop orders are written once, in start and shutdown.
 type Agent struct {
-	cfg  Config
-	opts Options
-	log  *slog.Logger
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	build Build
 
 	counters *pipeline.Counters
 	stamper  *envelope.Stamper
@@ -89,6 +91,9 @@ type Options struct {
 	Logger   *slog.Logger   // default: discard
 	LogLevel *slog.LevelVar // set by SIGHUP re-reads; may be nil
 	Now      func() time.Time
+	// Version and Revision are main's, set at link time (see BuildOf); they
+	// are in /v1/stats, edgerelay_build_info and the logs.
+	Version, Revision string
 
 	wrapStore  func(Spool) Spool      // tests: intercept the spool
 	extraSink  relay.Sink             // tests: one more sink, named "test"
@@ -112,6 +117,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg:      cfg,
 		opts:     opts,
+		build:    BuildOf(opts.Version, opts.Revision),
 		log:      opts.Logger,
 		counters: &pipeline.Counters{},
 		tail:     ingest.NewTailHub(),
@@ -244,7 +250,7 @@ func (a *Agent) start() (undo []func(), err error) {
 	wctx, cancel := context.WithCancel(context.Background())
 	a.watchdogCancel = cancel
 	a.watchdogWG.Go(func() { a.watchdogLoop(wctx) })
-	a.log.Info("edgerelay running", "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
+	a.log.Info("edgerelay running", "version", a.build.Version, "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
 		"socket", a.cfg.Socket, "sinks", a.sinks.Names())
 	return nil, nil
 }
@@ -331,7 +337,13 @@ func (a *Agent) drainSinks() {
 
 // newAPI builds the local API over the agent's parts.
 func (a *Agent) newAPI() *ingest.Server {
+	var debug http.Handler
+	if a.cfg.Pprof {
+		debug = pprofHandler()
+		a.log.Warn("pprof is on: profiles are served under /debug/pprof/ on the local API", "listen", a.cfg.Listen, "socket", a.cfg.Socket)
+	}
 	return &ingest.Server{
+		Debug: debug,
 		Options: ingest.Options{
 			Listen: a.cfg.Listen, Socket: a.cfg.Socket, Token: a.cfg.IngestToken,
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxEventBytes: a.cfg.MaxEventBytes,

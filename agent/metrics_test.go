@@ -2,8 +2,10 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -253,5 +255,71 @@ func TestCountersNeverDecrease(t *testing.T) {
 	resp.Body.Close()
 	if want := fmt.Sprintf(`"sink":{"channel_closed":%d,`, sinkClosed); !strings.Contains(string(body), want) {
 		t.Errorf("/v1/stats lacks %s:\n%s", want, body)
+	}
+}
+
+// TestBuildInfo: edgerelay_build_info carries the version main was built
+// with, the VCS revision and the Go version; /v1/stats says the version.
+func TestBuildInfo(t *testing.T) {
+	a, err := New(loadConfig(t, testEnv(t, nil)), Options{Stdout: &syncBuffer{}, Version: "v9.8.7-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runAgent(t, a, &syncBuffer{})
+	b := BuildOf("v9.8.7-test", "")
+	want := fmt.Sprintf(`edgerelay_build_info{goversion=%q,revision=%q,version="v9.8.7-test"}`, runtime.Version(), b.Revision)
+	if v := scrape(t, r)[want]; v != 1 {
+		t.Errorf("/metrics lacks %s 1", want)
+	}
+	resp, err := testClient.Get(r.base + "/v1/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"version":"v9.8.7-test"`) {
+		t.Errorf("/v1/stats lacks the version: %s", body)
+	}
+	if got := BuildOf("", "").Version; got != "dev" {
+		t.Errorf("an unset version is %q, want dev", got)
+	}
+}
+
+// TestPprof: /debug/pprof/ is 404 unless EDGERELAY_PPROF is on; on, the
+// index and a profile are served on the loopback address and the socket.
+func TestPprof(t *testing.T) {
+	get := func(r *running, path string) (int, string) {
+		resp, err := testClient.Get(r.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	off := startAgent(t, testEnv(t, nil))
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+		if code, _ := get(off, p); code != http.StatusNotFound {
+			t.Errorf("pprof off: %s answered %d, want 404", p, code)
+		}
+	}
+	env := testEnv(t, map[string]string{"EDGERELAY_PPROF": "on"})
+	on := startAgent(t, env)
+	if code, body := get(on, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof on: index %d %.200s", code, body)
+	}
+	if code, body := get(on, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("pprof on: goroutine profile %d %.200s", code, body)
+	}
+	sock := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", env["EDGERELAY_SOCKET"])
+	}}}
+	resp, err := sock.Get("http://agent/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("pprof on the socket: %d", resp.StatusCode)
 	}
 }

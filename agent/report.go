@@ -14,6 +14,8 @@ type SinkReport = relay.SinkReport
 // Report is the agent's state, served by /v1/stats and carried in
 // agent_status envelopes.
 type Report struct {
+	Version     string                       `json:"version"`
+	Revision    string                       `json:"revision"`
 	State       string                       `json:"state"`
 	Durable     bool                         `json:"durable"`
 	MemoryOnly  bool                         `json:"memory_only"`
@@ -113,6 +115,8 @@ func (r *Report) zeroFill() {
 func (a *Agent) Report() Report {
 	received, rejected, dropped := a.counters.Snapshot()
 	r := Report{
+		Version:     a.build.Version,
+		Revision:    a.build.Revision,
 		State:       stateName(a.state.Load()),
 		Received:    received,
 		Rejected:    rejected,
