@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/livepeer/edgerelay/nvml"
 )
 
 // metricsHandler serves /metrics: the Go runtime, the process, the agent's
@@ -15,7 +17,7 @@ func (a *Agent) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{a: a})
 	if a.sampler != nil {
-		reg.MustRegister(a.sampler.Collector())
+		reg.MustRegister(a.sampler.Collector(), &memoryCollector{a: a, attr: nvml.NewAttributor("")})
 	}
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
