@@ -32,9 +32,10 @@ import (
 //
 // The start and stop orders are written once, in start and shutdown.
 type Agent struct {
-	cfg  Config
-	opts Options
-	log  *slog.Logger
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	build Build
 
 	counters *pipeline.Counters
 	stamper  *envelope.Stamper
@@ -107,6 +108,9 @@ type Options struct {
 	Logger   *slog.Logger   // default: discard
 	LogLevel *slog.LevelVar // set by SIGHUP re-reads; may be nil
 	Now      func() time.Time
+	// Version and Revision are main's, set at link time (see BuildOf); they
+	// are in /v1/stats, edgerelay_build_info and the logs.
+	Version, Revision string
 
 	wrapStore  func(Spool) Spool      // tests: intercept the spool
 	extraSink  relay.Sink             // tests: one more sink, named "test"
@@ -130,6 +134,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg:      cfg,
 		opts:     opts,
+		build:    BuildOf(opts.Version, opts.Revision),
 		log:      opts.Logger,
 		counters: &pipeline.Counters{},
 		tail:     ingest.NewTailHub(),
@@ -231,6 +236,10 @@ func (a *Agent) start() (undo []func(), err error) {
 	if err := a.startSinks(); err != nil {
 		return undo, err
 	}
+	if len(a.sinks.Names()) == 0 {
+		a.log.Warn("no sink configured: events are kept in the spool, delivered to none but session channels",
+			"next", "set EDGERELAY_HTTP_URL, EDGERELAY_TRICKLE_URL or EDGERELAY_KAFKA_BROKERS, or EDGERELAY_STDOUT=on")
+	}
 	a.forgetStaleSinks()
 	if err := a.setupGPU(); err != nil {
 		return undo, err
@@ -267,7 +276,7 @@ func (a *Agent) start() (undo []func(), err error) {
 	a.watchdogCancel = cancel
 	a.watchdogWG.Go(func() { a.watchdogLoop(wctx) })
 	a.watchdogWG.Go(func() { a.saveCountersLoop(wctx) })
-	a.log.Info("edgerelay running", "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
+	a.log.Info("edgerelay running", "version", a.build.Version, "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
 		"socket", a.cfg.Socket, "sinks", a.sinks.Names())
 	return nil, nil
 }
@@ -375,7 +384,13 @@ func (a *Agent) drainSinks(ctx context.Context) {
 
 // newAPI builds the local API over the agent's parts.
 func (a *Agent) newAPI() *ingest.Server {
+	var debug http.Handler
+	if a.cfg.Pprof {
+		debug = pprofHandler()
+		a.log.Warn("pprof is on: profiles are served under /debug/pprof/ on the local API", "listen", a.cfg.Listen, "socket", a.cfg.Socket)
+	}
 	return &ingest.Server{
+		Debug: debug,
 		Options: ingest.Options{
 			Listen: a.cfg.Listen, Socket: a.cfg.Socket, Token: a.cfg.IngestToken,
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxEventBytes: a.cfg.MaxEventBytes,

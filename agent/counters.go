@@ -55,10 +55,6 @@ type savedSink struct {
 
 const savedCountersVersion = 1
 
-// dropShutdown is the sink drop reason of what a session channel held in
-// memory at the stop (session.Registry counts it at a clean stop).
-const dropShutdown = "shutdown"
-
 // buildCounters encodes the counters as they are now.
 func (a *Agent) buildCounters() []byte {
 	rec, rej, drop := a.counters.Snapshot()

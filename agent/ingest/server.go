@@ -52,7 +52,10 @@ type Server struct {
 	Stopping context.Context
 	Report   func() any   // GET /v1/stats
 	Metrics  http.Handler // GET /metrics
-	Logger   *slog.Logger
+	// Debug, when set, serves /debug/pprof/ (EDGERELAY_PPROF); behind the
+	// token like every route but the probes.
+	Debug  http.Handler
+	Logger *slog.Logger
 
 	srv       *http.Server
 	tcpAddr   net.Addr
@@ -74,6 +77,9 @@ func (s *Server) Start() error {
 	mux.HandleFunc("POST /v1/sessions/{id}/frames", s.intake(s.handleFrames))
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Report()) })
 	mux.Handle("GET /metrics", s.Metrics)
+	if s.Debug != nil {
+		mux.Handle("/debug/pprof/", s.Debug)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
