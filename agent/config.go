@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livepeer/edgerelay/agent/naap"
 	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay/httpsink"
 	"github.com/livepeer/edgerelay/relay/kafkasink"
@@ -48,6 +49,8 @@ type Config struct {
 	SampleInterval    time.Duration
 	ProcessInterval   time.Duration
 	HostNet           bool
+	NAAP              bool   // events in the analytics pipeline's families (agent/naap)
+	OrchestratorURL   string // orchestrator_info.url in NAAP mode
 	Stdout            bool
 	HTTPURL           string
 	HTTPAPIKey        string
@@ -110,7 +113,9 @@ func settings() []setting {
 		{env: "EDGERELAY_NODE_ID", def: "", usage: "node identity stamped into envelopes (default: /etc/machine-id)", apply: identTo("node_id")},
 		{env: "EDGERELAY_HOST", def: "", usage: "host name stamped into envelopes (default: the hostname)", apply: identTo("host")},
 		{env: "EDGERELAY_REGION", def: "", usage: "region stamped into envelopes", apply: identTo("region")},
-		{env: "EDGERELAY_ORCHESTRATOR_ADDRESS", def: "", usage: "orchestrator address stamped into envelopes", apply: identTo("orchestrator_address")},
+		{env: "EDGERELAY_ORCHESTRATOR_ADDRESS", def: "", usage: "orchestrator address stamped into envelopes (0x and 40 hex digits; written lower-case)", apply: orchestratorAddress},
+		{env: "EDGERELAY_ORCHESTRATOR_URL", def: "", usage: "the orchestrator's service URI as gateways see it (https://host:port), for orchestrator_info in NAAP mode", apply: urlTo(func(c *Config) *string { return &c.OrchestratorURL })},
+		{env: "EDGERELAY_NAAP", def: "auto", usage: "send events in the families the analytics pipeline ingests (docs/NAAP.md): on, off, or auto (on when the HTTP or Kafka sink is set)", apply: func(c *Config, v string) error { return nil }},
 		{env: "EDGERELAY_GATEWAY", def: "", usage: "the envelope's gateway field", apply: func(c *Config, v string) error { c.Gateway = v; return nil }},
 		{env: "EDGERELAY_NVML", def: "auto", usage: "auto | on | off | sim (simulated GPUs)", apply: oneOf(func(c *Config) *string { return &c.NVML }, "auto", "on", "off", "sim")},
 		{env: "EDGERELAY_NVML_LIBRARY", def: "", usage: "path of libnvidia-ml.so.1 when it is not where the dynamic loader finds it", apply: func(c *Config, v string) error { c.NVMLLibrary = v; return nil }},
@@ -288,6 +293,16 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		}
 		c.Stdout = on
 	}
+	switch v := strings.ToLower(raw["EDGERELAY_NAAP"]); v {
+	case "auto", "":
+		c.NAAP = c.HTTPURL != "" || c.Kafka.Enabled()
+	default:
+		on, err := parseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("EDGERELAY_NAAP: %w (or auto)", err))
+		}
+		c.NAAP = on
+	}
 	if c.Listen != "" {
 		if err := checkListen(c.Listen, c.IngestToken); err != nil {
 			errs = append(errs, fmt.Errorf("EDGERELAY_LISTEN: %w", err))
@@ -348,6 +363,11 @@ func (c *Config) limitEventSize() {
 		lower(httpsink.MaxEventBytes(httpOptions(*c)), "the HTTP sink's request limit (EDGERELAY_HTTP_MAX_BODY)")
 	}
 	lower(trickle.MaxEventBytes(c.TrickleFraming, 0), "a trickle segment (1 MiB, frame included)")
+}
+
+// naapOptions are the node's dimensions for the NAAP mapping.
+func (c *Config) naapOptions() naap.Options {
+	return naap.Options{OrchestratorAddress: c.Identity["orchestrator_address"], OrchestratorURL: c.OrchestratorURL, Region: c.Identity["region"]}
 }
 
 // sinkOptionErrors names the variable behind each field a sink's Validate
@@ -504,6 +524,21 @@ func identTo(key string) func(*Config, string) error {
 		}
 		return nil
 	}
+}
+
+// orchestratorAddress takes an Ethereum address: "0x" and 40 hex digits,
+// kept lower-case (the analytics pipeline joins on the lower-case form, as
+// the go-livepeer gateway writes it).
+func orchestratorAddress(c *Config, v string) error {
+	if v == "" {
+		return nil
+	}
+	low := strings.ToLower(v)
+	if len(low) != 42 || !strings.HasPrefix(low, "0x") || strings.Trim(low[2:], "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not an Ethereum address (0x and 40 hex digits)", v)
+	}
+	c.Identity["orchestrator_address"] = low
+	return nil
 }
 
 func urlTo(field func(*Config) *string) func(*Config, string) error {

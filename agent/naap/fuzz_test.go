@@ -13,7 +13,7 @@ import (
 // and mapping it again changes nothing. Seeds are committed under
 // testdata/fuzz/FuzzMap/.
 func FuzzMap(f *testing.F) {
-	m := testMapper(nil)
+	m := testMapper()
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := envelope.Check(in)
 		if err != nil {

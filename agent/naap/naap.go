@@ -6,10 +6,10 @@
 // data.type (the pipeline records it as the event's subtype), and with the
 // dimensions the pipeline joins on.
 //
-// A Mapper rewrites an envelope the agent stamped (data.client_source is
-// "edgerelay": the agent's own sources, the {type, data} events and
-// allocator records it stamps, and envelopes another agent stamped and this
-// one relays):
+// The agent hands a Mapper every envelope it stamps (its own sources, the
+// {type, data} events and the allocator records of the local API, the
+// stormlog tail), and the Mapper rewrites those whose data.client_source is
+// "edgerelay":
 //
 //   - type: an accepted family is kept; any other becomes ai_stream_events.
 //   - data.type: set to the envelope's own family when data has none; an
@@ -22,21 +22,19 @@
 //   - data.region: the node's, when absent.
 //
 // id, timestamp, gateway and every other member of data are kept byte for
-// byte, in their order. Relayed envelopes (data.relayed_via) get no
-// node-level value of this agent: they carry their origin's.
+// byte, in their order. An event whose data says it was relayed
+// (data.relayed_via) gets no node-level value of this agent.
 //
-// Envelopes of other producers (a runner's prebuilt envelopes) are forwarded
-// verbatim, as the envelope contract says; the Mapper logs once per family
-// that the pipeline would ignore.
+// Envelopes a producer built (a runner's prebuilt envelopes, those another
+// agent relays) never reach the Mapper: the envelope contract forwards them
+// verbatim, so they travel under the family their producer chose.
 package naap
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 
 	"github.com/livepeer/edgerelay/envelope"
 )
@@ -73,32 +71,18 @@ type Options struct {
 	OrchestratorURL string
 	// Region is the node's region.
 	Region string
-	// Logger receives one line per foreign family the pipeline would ignore;
-	// default: discard.
-	Logger *slog.Logger
 }
-
-// maxForeignLogged bounds how many foreign families are remembered for the
-// once-per-family log line.
-const maxForeignLogged = 256
 
 // Mapper rewrites envelopes into the pipeline's shape. It is safe for
 // concurrent use.
 type Mapper struct {
-	addr, url, region []byte // JSON-encoded values, nil when unknown
+	addr, url, region []byte // JSON-encoded values, nil when unknown; read-only
 	info              []byte // the encoded orchestrator_info object, nil when unknown
-	log               *slog.Logger
-
-	mu      sync.Mutex // guards foreign
-	foreign map[string]bool
 }
 
 // New returns a Mapper for the node's dimensions.
 func New(o Options) *Mapper {
-	m := &Mapper{log: o.Logger, foreign: map[string]bool{}}
-	if m.log == nil {
-		m.log = slog.New(slog.DiscardHandler)
-	}
+	m := &Mapper{}
 	addr := strings.ToLower(strings.TrimSpace(o.OrchestratorAddress))
 	url := strings.TrimSpace(o.OrchestratorURL)
 	m.addr = encodeString(addr)
@@ -139,8 +123,8 @@ func orchestratorInfo(addr, url []byte) []byte {
 	return append(b, '}')
 }
 
-// Growth is the most bytes Map adds to an envelope: the agent lowers its
-// event size limit by it, so that a mapped envelope still fits every sink.
+// Growth is the most bytes Map adds to an envelope. (The agent maps before
+// its size checks, so a mapped envelope fits every sink.)
 func (m *Mapper) Growth() int {
 	// type: `"F"` becomes `"ai_stream_events"` and `,"type":"F"` joins
 	// data, so the family's own length cancels out.
@@ -188,9 +172,6 @@ func (m *Mapper) Map(env []byte) []byte {
 		return env
 	}
 	if !ours(data) {
-		if !Accepted(family) {
-			m.noteForeign(family)
-		}
 		return env
 	}
 	_, relayed := find(data, "relayed_via")
@@ -298,19 +279,6 @@ func ours(data []member) bool {
 	}
 	s, ok := decodeString(v)
 	return ok && s == envelope.ClientSource
-}
-
-func (m *Mapper) noteForeign(family string) {
-	m.mu.Lock()
-	seen := m.foreign[family]
-	if !seen && len(m.foreign) < maxForeignLogged {
-		m.foreign[family] = true
-	}
-	m.mu.Unlock()
-	if !seen {
-		m.log.Warn("a producer's own envelopes have a family the analytics pipeline does not ingest; forwarding them as they are",
-			"type", family, "accepted", strings.Join(Families, ","), "next", "the producer should send them as ai_stream_events, or post {type, data} events for the agent to stamp")
-	}
 }
 
 // last returns the index of the last member named key (JSON readers keep
