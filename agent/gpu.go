@@ -55,8 +55,9 @@ func (a *Agent) setupGPU() error {
 		ProcessInterval: a.cfg.ProcessInterval,
 		Allocators:      a.alloc,
 		Logger:          a.log.With("part", "sampler"),
-		SessionFor: func(uuid string) string {
-			if s, ok := a.sessions.ForGPU(uuid); ok {
+		ProcRoot:        a.opts.procRoot,
+		SessionFor: func(uuid string, pids []int) string {
+			if s, ok := a.sessions.ForGPU(uuid, pids); ok {
 				return s.SessionID
 			}
 			return ""

@@ -94,14 +94,21 @@ type Options struct {
 	// it to the watchdog, and shutdown waits for it no longer than its
 	// deadline. Default 5s.
 	CallTimeout time.Duration
-	// SessionFor gives the v3 session_id of a GPU's samples (for example the
-	// live stream session on it). nil, or an empty answer, means the
-	// sampler's own id, fixed for the process's life.
-	SessionFor func(gpuUUID string) string
+	// SessionFor names the session that uses a GPU, or "" for none: the
+	// one attached to gpuUUID, else the one whose runner is among pids (the
+	// GPU's processes and their ancestors, from the last process sample).
+	// With gpuUUID "" it names the session of one process (pids is that
+	// process and its ancestors). A GPU's samples carry the session's
+	// session_id (the agent adds its identity) and gpu_idle false; without
+	// a session, gpu_idle true and the sampler's own session_id, fixed for
+	// the process's life. nil means no sessions. Called without the
+	// sampler's locks held.
+	SessionFor func(gpuUUID string, pids []int) string
 	// Allocators, when set, supplies the allocator_* fields.
 	Allocators Allocators
-	// ProcRoot is where process attribution reads <pid>/cgroup and
-	// <pid>/environ; default "/proc".
+	// ProcRoot is where process attribution reads <pid>/cgroup,
+	// <pid>/environ and <pid>/stat (the parent, to find a process's
+	// session); default "/proc".
 	ProcRoot string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -219,6 +226,7 @@ type gpuState struct {
 	lostAt   time.Time
 	ecc      nvml.ECC
 	procUsed map[int]uint64
+	pids     []int // the GPU's processes and their ancestors at the last process sample; replaced, never changed
 }
 
 // New checks the options and makes a Sampler; Run starts it.
@@ -416,7 +424,7 @@ func (s *Sampler) sampleGPU(slot int, now time.Time) {
 	st.dev, st.sample, st.at = smp.Device, *smp, now
 	wasLost, lostAt := st.lost, st.lostAt
 	st.lost = false
-	ecc := st.ecc
+	ecc, pids := st.ecc, st.pids
 	s.mu.Unlock()
 
 	if wasLost {
@@ -430,7 +438,7 @@ func (s *Sampler) sampleGPU(slot int, now time.Time) {
 		s.warn(fmt.Sprintf("nomem-%d", slot), "gpu memory unreadable; no gpu_memory_sample this tick", "index", slot, "uuid", smp.UUID)
 		return
 	}
-	s.emit(TypeMemory, s.memoryData(smp, &s.boxes[slot], &ecc, now))
+	s.emit(TypeMemory, s.memoryData(smp, &s.boxes[slot], &ecc, s.sessionOf(smp.UUID, pids), now))
 }
 
 // slotBoxes keeps a slot's strings boxed in interface values, so that a
@@ -505,14 +513,16 @@ func deviceData(dev nvml.Device) map[string]any {
 	return d
 }
 
-// session is the v3 session_id of a GPU's samples.
-func (s *Sampler) session(gpuUUID string) string {
-	if s.opts.SessionFor != nil {
-		if id := s.opts.SessionFor(gpuUUID); strings.TrimSpace(id) != "" {
-			return id
-		}
+// sessionOf names the session using a GPU (gpuUUID "": a process), ""
+// when none.
+func (s *Sampler) sessionOf(gpuUUID string, pids []int) string {
+	if s.opts.SessionFor == nil {
+		return ""
 	}
-	return s.runID
+	if id := s.opts.SessionFor(gpuUUID, pids); strings.TrimSpace(id) != "" {
+		return id
+	}
+	return ""
 }
 
 // memoryFields is the capacity of a gpu_memory_sample map: the 23 v3 fields
@@ -539,10 +549,15 @@ func (s *Sampler) memoryTemplate() map[string]any {
 }
 
 // memoryData builds a gpu_memory_sample payload: the v3 record fields, then
-// the NVML extras (spec/envelope.md).
-func (s *Sampler) memoryData(smp *nvml.Sample, bx *slotBoxes, ecc *nvml.ECC, now time.Time) map[string]any {
+// the NVML extras (spec/envelope.md), and gpu_idle: false when a session
+// uses the GPU (its id is the record's session_id), true otherwise.
+func (s *Sampler) memoryData(smp *nvml.Sample, bx *slotBoxes, ecc *nvml.ECC, session string, now time.Time) map[string]any {
 	d := maps.Clone(s.memTemplate)
-	d["session_id"] = box(&bx.session, &bx.vSession, s.session(smp.UUID))
+	d["gpu_idle"] = session == ""
+	if session == "" {
+		session = s.runID
+	}
+	d["session_id"] = box(&bx.session, &bx.vSession, session)
 	d["timestamp_ns"] = now.UnixNano()
 	d["device_id"] = smp.Index
 	d["device_used_bytes"] = smp.MemUsed
@@ -650,10 +665,14 @@ func (s *Sampler) sampleProcesses() {
 			continue
 		}
 		used := make(map[int]uint64, len(procs))
+		var lineages []int
 		for _, p := range procs {
 			pids = append(pids, p.PID)
 			at, _ := s.attr.Lookup(p.PID)
 			d := map[string]any{"gpu_id": gpuUUID, "device_id": slot, "pid": p.PID}
+			lin := s.lineage(p.PID)
+			lineages = append(lineages, lin...)
+			putString(d, "session_id", s.sessionOf("", lin))
 			if p.HasUsed {
 				d["used_gpu_memory_bytes"] = p.UsedBytes
 				used[p.PID] = p.UsedBytes
@@ -671,7 +690,7 @@ func (s *Sampler) sampleProcesses() {
 		}
 		s.mu.Lock()
 		if st := s.gpus[gpuUUID]; st != nil {
-			st.procUsed = used
+			st.procUsed, st.pids = used, lineages
 		}
 		s.mu.Unlock()
 	}
