@@ -49,6 +49,7 @@ type Config struct {
 	SampleInterval    time.Duration
 	ProcessInterval   time.Duration
 	HostNet           bool
+	StreamNetwork     bool   // stream_bandwidth_sample from the runners' network namespaces
 	NAAP              bool   // events in the analytics pipeline's families (agent/naap)
 	OrchestratorURL   string // orchestrator_info.url in NAAP mode
 	Stdout            bool
@@ -122,6 +123,7 @@ func settings() []setting {
 		{env: "EDGERELAY_SAMPLE_INTERVAL", def: "1s", usage: "GPU and host sampling interval (minimum 100ms)", apply: durTo(func(c *Config) *time.Duration { return &c.SampleInterval }, 100*time.Millisecond)},
 		{env: "EDGERELAY_PROCESS_INTERVAL", def: "5s", usage: "per-process GPU memory interval (minimum 100ms)", apply: durTo(func(c *Config) *time.Duration { return &c.ProcessInterval }, 100*time.Millisecond)},
 		{env: "EDGERELAY_HOSTNET", def: "on", usage: "host_network_sample from /proc/net/dev", apply: boolTo(func(c *Config) *bool { return &c.HostNet })},
+		{env: "EDGERELAY_STREAM_NETWORK", def: "on", usage: "stream_bandwidth_sample: each session's bytes up and down, from its runner's network namespace", apply: boolTo(func(c *Config) *bool { return &c.StreamNetwork })},
 		{env: "EDGERELAY_STDOUT", def: "auto", usage: "JSON lines on stdout: on, off, or auto (on when no other sink is set)", apply: func(c *Config, v string) error { return nil }},
 		{env: "EDGERELAY_HTTP_URL", def: "", usage: "HTTP metrics API URL (fallback DAYDREAM_METRICS_URL)", apply: urlTo(func(c *Config) *string { return &c.HTTPURL })},
 		{env: "EDGERELAY_HTTP_API_KEY", def: "", usage: "HTTP metrics API key (fallback SCOPE_CLOUD_API_KEY)", apply: func(c *Config, v string) error { c.HTTPAPIKey = v; return nil }},

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ const (
 	TypeLost      = "gpu_device_lost"
 	TypeRecovered = "gpu_device_recovered"
 	TypeHostNet   = "host_network_sample"
+	TypeStreamNet = "stream_bandwidth_sample"
 )
 
 // Collector is the v3 collector name of gpu_memory_sample records.
@@ -69,6 +71,12 @@ type HostNet interface {
 	Sample(now time.Time) ([]hostnet.Reading, error)
 }
 
+// StreamNet reads the traffic of the runners' network namespaces;
+// *hostnet.Namespaces has it.
+type StreamNet interface {
+	Sample(now time.Time, targets []hostnet.Target) []hostnet.NSReading
+}
+
 // Options configures New. Zero values take the documented defaults; Emit is
 // required.
 type Options struct {
@@ -77,6 +85,11 @@ type Options struct {
 	GPUs GPUs
 	// HostNet, when set, is read every tick for host_network_sample.
 	HostNet HostNet
+	// StreamNet and Runners, when both set, give stream_bandwidth_sample:
+	// every ProcessInterval, each runner's bytes up and down since the
+	// previous reading. They are read on Run's goroutine, not NVML's.
+	StreamNet StreamNet
+	Runners   func() []hostnet.Target
 	// Emit receives every event (family, data). Required. Never called
 	// concurrently; data is the callee's to keep.
 	Emit func(typ string, data map[string]any)
@@ -215,6 +228,10 @@ type Sampler struct {
 	gpus map[string]*gpuState
 
 	skipped [len(skipReasons)]atomic.Uint64
+
+	// Owned by Run's goroutine: the (session, reason) pairs already logged.
+	streamSkipLogged map[[2]string]bool
+	streamSkipped    [3]atomic.Uint64 // by hostnet.SkipReasons
 }
 
 // gpuState is the latest known about one GPU; guarded by Sampler.mu.
@@ -299,13 +316,15 @@ func (s *Sampler) Run(ctx context.Context) error {
 
 	now := time.Now()
 	s.call(ctx, func() { s.tick(now); s.sampleECC(); s.sampleProcesses() })
+	s.sampleStreams(now)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
 			s.call(ctx, func() { s.tick(now) })
-		case <-procTick.C:
+		case now := <-procTick.C:
+			s.sampleStreams(now)
 			s.call(ctx, s.sampleProcesses)
 		case <-eccTick.C:
 			s.call(ctx, s.sampleECC)
@@ -639,6 +658,46 @@ func optional(v *int64) any {
 		return nil
 	}
 	return *v
+}
+
+// sampleStreams emits one stream_bandwidth_sample per runner whose
+// namespace gives its own figures; the others are counted by reason and
+// logged once per session.
+func (s *Sampler) sampleStreams(now time.Time) {
+	if s.opts.StreamNet == nil || s.opts.Runners == nil {
+		return
+	}
+	targets := s.opts.Runners()
+	if len(targets) == 0 && s.streamSkipLogged == nil {
+		return
+	}
+	if s.streamSkipLogged == nil {
+		s.streamSkipLogged = map[[2]string]bool{}
+	}
+	seen := make(map[string]bool, len(targets))
+	for _, r := range s.opts.StreamNet.Sample(now, targets) {
+		seen[r.Key] = true
+		if r.Skip != "" {
+			if i := slices.Index(hostnet.SkipReasons, r.Skip); i >= 0 {
+				s.streamSkipped[i].Add(1)
+			}
+			if k := [2]string{r.Key, r.Skip}; !s.streamSkipLogged[k] {
+				s.streamSkipLogged[k] = true
+				s.log.Warn("no stream_bandwidth_sample for a session: its runner's network figures would not be its own",
+					"session_id", r.Key, "pid", r.PID, "reason", r.Skip,
+					"next", "run the runner in a network namespace of its own and let the agent read /proc/<pid>/ns/net (same user, or CAP_SYS_PTRACE); see docs/NAAP.md")
+			}
+			continue
+		}
+		if r.HasDelta {
+			s.emit(TypeStreamNet, r.Data())
+		}
+	}
+	for k := range s.streamSkipLogged {
+		if !seen[k[0]] {
+			delete(s.streamSkipLogged, k) // the session ended
+		}
+	}
 }
 
 // sampleProcesses emits one gpu_process_sample per (GPU, process).
