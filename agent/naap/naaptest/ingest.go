@@ -53,7 +53,7 @@ const (
 	Duplicate             = "duplicate_within_24h" // the same id within 24 h
 	MaxRowBytes           = 1_000_000
 	duplicateWindow       = 24 * time.Hour
-	minMillis, maxMillis  = 1e12, 1e13 // 2001-09-09 .. 2286-11-20: a 13-digit ms timestamp
+	minMillis, maxMillis  = 1e11, 1e13 // 1973 .. 2286 in milliseconds; seconds, microseconds and nanoseconds fall outside
 	orchestratorAddrRegex = `^0x[0-9a-f]{40}$`
 )
 
