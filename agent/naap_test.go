@@ -178,8 +178,8 @@ func TestNAAPDemoRun(t *testing.T) {
 		sort.Strings(fams)
 		t.Logf("%d envelopes in 60 s: accepted %d, refused %v; %d of a session; GPU samples with a session %v, idle %d; by family/subtype: %s",
 			len(lines), accepted, ingest.Refused, sessionEvents, gpuSamples, idle, strings.Join(fams, ", "))
-		if len(lines) < 1000 || sessionEvents == 0 || gpuSamples["sess-late"] == 0 {
-			t.Errorf("the run is too small to say anything: %d envelopes, %d of a session, %v", len(lines), sessionEvents, gpuSamples)
+		if n := ingest.Accepted["ai_stream_events/gpu_memory_sample"]; n < 8*60 || sessionEvents == 0 || gpuSamples["sess-late"] == 0 {
+			t.Errorf("the run is too small to say anything: %d GPU samples, %d envelopes of a session, %v", n, sessionEvents, gpuSamples)
 		}
 		var env struct{ Data map[string]json.RawMessage }
 		json.Unmarshal([]byte(lines[len(lines)-1]), &env)

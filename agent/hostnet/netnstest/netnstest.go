@@ -62,6 +62,14 @@ func New(t testing.TB, idx int) *NS {
 		Addr: fmt.Sprintf("10.251.%d.1", idx), PeerAddr: fmt.Sprintf("10.251.%d.2", idx),
 	}
 	vethA, vethB := "erv"+tag, "erv"+tag+"p"
+	// The test's own process must stay where it is: every goroutine that
+	// entered a namespace left it (inNS).
+	self, _ := os.Readlink("/proc/self/ns/net")
+	t.Cleanup(func() {
+		if now, _ := os.Readlink("/proc/self/ns/net"); now != self {
+			t.Errorf("the test process moved from network namespace %s to %s", self, now)
+		}
+	})
 	if out, err := exec.Command("ip", "netns", "add", ns.Name).CombinedOutput(); err != nil {
 		skip(t, fmt.Sprintf("ip netns add: %v: %s", err, strings.TrimSpace(string(out))))
 	}
@@ -171,24 +179,40 @@ func dialIn(ns, addr string) (net.Conn, error) {
 	return c, err
 }
 
-// inNS runs fn on an OS thread that joined the named namespace. The thread
-// is never unlocked, so it exits with the goroutine and no other goroutine
-// runs in the namespace; sockets fn makes stay in it.
+// inNS runs fn on an OS thread that joined the named namespace; sockets
+// fn makes stay in it. The thread goes back to its own namespace before it
+// is released (should that fail, it stays locked and ends with the
+// goroutine), so no other goroutine ever runs in the namespace: that
+// matters most when the thread is the process's main one, whose namespace
+// is what /proc/self/net shows.
 func inNS(name string, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer unix.Close(orig)
 		fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- errors.Join(errors.New("setns "+name), err)
 			return
 		}
-		done <- fn()
+		err = fn()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
 	}()
 	return <-done
 }
