@@ -27,7 +27,7 @@ const (
 )
 
 // SkipReasons are the values of NSReading.Skip other than "".
-var SkipReasons = []string{SkipAgentNetns, SkipSharedNetns, SkipUnreadable}
+var SkipReasons = [...]string{SkipAgentNetns, SkipSharedNetns, SkipUnreadable}
 
 // Target is a process whose network namespace carries one stream: a
 // session's runner.

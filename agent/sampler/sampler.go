@@ -231,7 +231,7 @@ type Sampler struct {
 
 	// Owned by Run's goroutine: the (session, reason) pairs already logged.
 	streamSkipLogged map[[2]string]bool
-	streamSkipped    [3]atomic.Uint64 // by hostnet.SkipReasons
+	streamSkipped    [len(hostnet.SkipReasons)]atomic.Uint64
 }
 
 // gpuState is the latest known about one GPU; guarded by Sampler.mu.
@@ -678,7 +678,7 @@ func (s *Sampler) sampleStreams(now time.Time) {
 	for _, r := range s.opts.StreamNet.Sample(now, targets) {
 		seen[r.Key] = true
 		if r.Skip != "" {
-			if i := slices.Index(hostnet.SkipReasons, r.Skip); i >= 0 {
+			if i := slices.Index(hostnet.SkipReasons[:], r.Skip); i >= 0 {
 				s.streamSkipped[i].Add(1)
 			}
 			if k := [2]string{r.Key, r.Skip}; !s.streamSkipLogged[k] {
