@@ -16,6 +16,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/livepeer/edgerelay/agent/ingest"
+	"github.com/livepeer/edgerelay/agent/naap"
 	"github.com/livepeer/edgerelay/agent/pipeline"
 	"github.com/livepeer/edgerelay/agent/sampler"
 	"github.com/livepeer/edgerelay/agent/session"
@@ -51,6 +52,7 @@ type Agent struct {
 	gpu     gpuLookup             // the GPU sampler, nil without NVML
 	gpus    *nvml.Backend         // NVML (or its simulation), nil without
 	sampler *sampler.Sampler      // GPUs and host network; nil when both are off
+	naap    *naap.Mapper          // the analytics pipeline's families; nil when EDGERELAY_NAAP is off
 
 	spool   Spool // set by start; never replaced
 	durable bool  // false in memory-only mode
@@ -113,6 +115,7 @@ type Options struct {
 	Version, Revision string
 
 	wrapStore  func(Spool) Spool      // tests: intercept the spool
+	procRoot   string                 // tests: the sampler's /proc
 	extraSink  relay.Sink             // tests: one more sink, named "test"
 	newBackOff func() backoff.BackOff // tests: every forwarder's retry schedule
 }
@@ -158,9 +161,19 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		Grace:          cfg.ShutdownGrace,
 		Logger:         opts.Logger,
 	})
+	if cfg.NAAP {
+		o := cfg.naapOptions()
+		a.naap = naap.New(o)
+		if o.OrchestratorAddress == "" || o.OrchestratorURL == "" || o.Region == "" {
+			opts.Logger.Warn("NAAP mode without every dimension the analytics pipeline joins on; events go without the missing ones",
+				"orchestrator_address", o.OrchestratorAddress, "orchestrator_url", o.OrchestratorURL, "region", o.Region,
+				"next", "set EDGERELAY_ORCHESTRATOR_ADDRESS, EDGERELAY_ORCHESTRATOR_URL and EDGERELAY_REGION")
+		}
+	}
 	a.stamper = envelope.NewStamper(envelope.StamperOptions{
 		Node: cfg.Identity, Gateway: cfg.Gateway, Now: opts.Now,
 		Session: a.sessions.Identity, MaxBytes: cfg.MaxEventBytes, LimitBy: cfg.MaxEventBy,
+		Finish: a.finish,
 	})
 	return a, nil
 }
@@ -429,6 +442,17 @@ func (a *Agent) emit(source, typ string, data map[string]any, sess envelope.Iden
 		sessionID, _ = data["session_id"].(string)
 	}
 	a.pipe.Emit(source, pipeline.Entry{Env: env, Type: typ, Session: sessionID})
+}
+
+// finish puts every envelope the agent stamps in the analytics pipeline's
+// shape when EDGERELAY_NAAP is on (agent/naap). Prebuilt and relayed
+// envelopes keep theirs, as the envelope contract says; Entry.Type keeps
+// the native family, so /v1/tail filters as before.
+func (a *Agent) finish(env []byte) []byte {
+	if a.naap == nil {
+		return env
+	}
+	return a.naap.Map(env)
 }
 
 func addrString(a net.Addr) string {

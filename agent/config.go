@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livepeer/edgerelay/agent/naap"
 	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/relay/httpsink"
@@ -50,6 +51,9 @@ type Config struct {
 	SampleInterval    time.Duration
 	ProcessInterval   time.Duration
 	HostNet           bool
+	StreamNetwork     bool   // stream_bandwidth_sample from the runners' network namespaces
+	NAAP              bool   // events in the analytics pipeline's families (agent/naap)
+	OrchestratorURL   string // orchestrator_info.url in NAAP mode
 	Stdout            bool
 	HTTPURL           string
 	HTTPAPIKey        string
@@ -131,13 +135,21 @@ func settings() []setting {
 		{env: "EDGERELAY_NODE_ID", def: "", usage: "node identity stamped into envelopes (default: /etc/machine-id)", value: identTo("node_id")},
 		{env: "EDGERELAY_HOST", def: "", usage: "host name stamped into envelopes (default: the hostname)", value: identTo("host")},
 		{env: "EDGERELAY_REGION", def: "", usage: "region stamped into envelopes", value: identTo("region")},
-		{env: "EDGERELAY_ORCHESTRATOR_ADDRESS", def: "", usage: "orchestrator address stamped into envelopes", value: identTo("orchestrator_address")},
+		{env: "EDGERELAY_ORCHESTRATOR_ADDRESS", def: "", usage: "orchestrator address stamped into envelopes (0x and 40 hex digits; written lower-case)", value: value{typ: "string",
+			apply: orchestratorAddress,
+			show:  func(c *Config) string { return c.Identity["orchestrator_address"] }}},
+		{env: "EDGERELAY_ORCHESTRATOR_URL", def: "", usage: "the orchestrator's service URI as gateways see it (https://host:port), for orchestrator_info in NAAP mode", value: urlTo(func(c *Config) *string { return &c.OrchestratorURL })},
+		// Applied in Load, where the sinks are known.
+		{env: "EDGERELAY_NAAP", def: "auto", usage: "send events in the families the analytics pipeline ingests (docs/NAAP.md): on, off, or auto (on when the HTTP or Kafka sink is set)", value: value{typ: "string",
+			apply: func(c *Config, v string) error { return nil },
+			show:  func(c *Config) string { return strconv.FormatBool(c.NAAP) }}},
 		{env: "EDGERELAY_GATEWAY", def: "", usage: "the envelope's gateway field", value: strTo(func(c *Config) *string { return &c.Gateway })},
 		{env: "EDGERELAY_NVML", def: "auto", usage: "auto | on | off | sim (simulated GPUs)", value: oneOf(func(c *Config) *string { return &c.NVML }, "auto", "on", "off", "sim")},
 		{env: "EDGERELAY_NVML_LIBRARY", def: "", usage: "path of libnvidia-ml.so.1 when it is not where the dynamic loader finds it", value: strTo(func(c *Config) *string { return &c.NVMLLibrary })},
 		{env: "EDGERELAY_SAMPLE_INTERVAL", def: "1s", usage: "GPU and host sampling interval (minimum 100ms)", value: durTo(func(c *Config) *time.Duration { return &c.SampleInterval }, 100*time.Millisecond)},
 		{env: "EDGERELAY_PROCESS_INTERVAL", def: "5s", usage: "per-process GPU memory interval (minimum 100ms)", value: durTo(func(c *Config) *time.Duration { return &c.ProcessInterval }, 100*time.Millisecond)},
 		{env: "EDGERELAY_HOSTNET", def: "on", usage: "host_network_sample from /proc/net/dev", value: boolTo(func(c *Config) *bool { return &c.HostNet })},
+		{env: "EDGERELAY_STREAM_NETWORK", def: "on", usage: "stream_bandwidth_sample: each session's bytes up and down, from its runner's network namespace", value: boolTo(func(c *Config) *bool { return &c.StreamNetwork })},
 		// Applied in Load, where the other sinks are known.
 		{env: "EDGERELAY_STDOUT", def: "auto", usage: "JSON lines on stdout: on, off, or auto (on when no other sink is set)", value: value{typ: "string",
 			apply: func(c *Config, v string) error { return nil },
@@ -327,6 +339,16 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		}
 		c.Stdout = on
 	}
+	switch v := strings.ToLower(raw["EDGERELAY_NAAP"]); v {
+	case "auto", "":
+		c.NAAP = c.HTTPURL != "" || c.Kafka.Enabled()
+	default:
+		on, err := parseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("EDGERELAY_NAAP: %w (or auto)", err))
+		}
+		c.NAAP = on
+	}
 	if c.Listen != "" {
 		if err := checkListen(c.Listen, c.IngestToken); err != nil {
 			errs = append(errs, fmt.Errorf("EDGERELAY_LISTEN: %w", err))
@@ -450,6 +472,11 @@ func (c *Config) limitEventSize() {
 		lower(httpsink.MaxEventBytes(httpOptions(*c)), "the HTTP sink's request limit (EDGERELAY_HTTP_MAX_BODY)")
 	}
 	lower(trickle.MaxEventBytes(c.TrickleFraming, 0), "a trickle segment (1 MiB, frame included)")
+}
+
+// naapOptions are the node's dimensions for the NAAP mapping.
+func (c *Config) naapOptions() naap.Options {
+	return naap.Options{OrchestratorAddress: c.Identity["orchestrator_address"], OrchestratorURL: c.OrchestratorURL, Region: c.Identity["region"]}
 }
 
 // sinkOptionErrors names the variable behind each field a sink's Validate
@@ -630,6 +657,21 @@ func identTo(key string) value {
 			return nil
 		},
 		show: func(c *Config) string { return c.Identity[key] }}
+}
+
+// orchestratorAddress takes an Ethereum address: "0x" and 40 hex digits,
+// kept lower-case (the analytics pipeline joins on the lower-case form, as
+// the go-livepeer gateway writes it).
+func orchestratorAddress(c *Config, v string) error {
+	if v == "" {
+		return nil
+	}
+	low := strings.ToLower(v)
+	if len(low) != 42 || !strings.HasPrefix(low, "0x") || strings.Trim(low[2:], "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not an Ethereum address (0x and 40 hex digits)", v)
+	}
+	c.Identity["orchestrator_address"] = low
+	return nil
 }
 
 // urlTo is a URL setting; it shows redacted (relay.RedactURL): credentials

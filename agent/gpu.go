@@ -38,7 +38,7 @@ func (a *Agent) setupGPU() error {
 	if a.cfg.HostNet {
 		hn = hostnet.New("")
 	}
-	if gpus == nil && hn == nil {
+	if gpus == nil && hn == nil && !a.cfg.StreamNetwork {
 		return a.setupTelemetry(nil)
 	}
 	// The sampler and the allocator registry refer to each other: the
@@ -55,15 +55,16 @@ func (a *Agent) setupGPU() error {
 		ProcessInterval: a.cfg.ProcessInterval,
 		Allocators:      a.alloc,
 		Logger:          a.log.With("part", "sampler"),
-		SessionFor: func(uuid string) string {
-			if s, ok := a.sessions.ForGPU(uuid); ok {
+		ProcRoot:        a.opts.procRoot,
+		SessionFor: func(uuid string, pids []int) string {
+			if s, ok := a.sessions.ForGPU(uuid, pids); ok {
 				return s.SessionID
 			}
 			return ""
 		},
 		Emit: func(typ string, data map[string]any) {
 			source := "gpu"
-			if typ == sampler.TypeHostNet {
+			if typ == sampler.TypeHostNet || typ == sampler.TypeStreamNet {
 				source = "hostnet"
 			}
 			var sess envelope.Identity
@@ -75,6 +76,17 @@ func (a *Agent) setupGPU() error {
 	}
 	if gpus != nil {
 		opts.GPUs = gpus
+	}
+	if a.cfg.StreamNetwork {
+		opts.StreamNet = hostnet.NewNamespaces(a.opts.procRoot)
+		opts.Runners = func() []hostnet.Target {
+			rs := a.sessions.Runners()
+			out := make([]hostnet.Target, len(rs))
+			for i, r := range rs {
+				out[i] = hostnet.Target{Key: r.SessionID, PID: r.PID}
+			}
+			return out
+		}
 	}
 	smp, err = sampler.New(opts)
 	if err != nil {

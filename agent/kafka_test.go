@@ -102,9 +102,11 @@ func TestKafkaMissingTopicFailsAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	postIDs(t, r, "m", n, n)
-	waitUntil(t, "the Kafka sink to resume and deliver what it held", func() bool {
-		k := r.a.Report().Sinks["kafka"]
-		return k.Paused == "" && k.Delivered == 2*n && k.Pending == 0
+	waitUntil(t, "the Kafka sink to resume and deliver what it held, and the others the rest", func() bool {
+		rep := r.a.Report()
+		k := rep.Sinks["kafka"]
+		return k.Paused == "" && k.Delivered == 2*n && k.Pending == 0 &&
+			rep.Sinks["http"].Delivered == 2*n && rep.Sinks["stdout"].Delivered == 2*n
 	})
 	rep := r.a.Report()
 	for _, name := range []string{"kafka", "http", "stdout"} {

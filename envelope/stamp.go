@@ -40,6 +40,10 @@ type StamperOptions struct {
 	// LimitBy says what set it, for the error of a larger event.
 	MaxBytes int
 	LimitBy  string
+	// Finish, when set, rewrites every envelope the stamper builds, before
+	// the size check (the agent's NAAP mapping, agent/naap). Envelopes a
+	// producer built are never passed to it.
+	Finish func(env []byte) []byte
 }
 
 // Stamper turns events into envelopes: it is the one place where an envelope
@@ -216,7 +220,11 @@ func (s *Stamper) appendEnvelope(b []byte, id uuid.UUID, typ string, data []byte
 	b = appendJSONString(b, s.o.Gateway)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
-	return append(b, '}')
+	b = append(b, '}')
+	if s.o.Finish != nil {
+		b = s.o.Finish(b)
+	}
+	return b
 }
 
 // appendJSONString appends s as encoding/json writes a string (HTML-escaped).

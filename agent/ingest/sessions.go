@@ -23,6 +23,9 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
+	if sess.PID == 0 {
+		sess.PID = peerPID(r) // the runner attaching over the unix socket
+	}
 	sess.Attached = time.Now().UTC()
 	if err := s.Sessions.Attach(sess); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
