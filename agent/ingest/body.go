@@ -83,28 +83,68 @@ type Answer struct {
 	Rejected []Rejection `json:"rejected"`
 	Durable  *bool       `json:"durable,omitempty"` // false when accepted items are held in memory only
 	Error    string      `json:"error,omitempty"`   // why nothing was accepted, when it is not per item
+	Limit    *Limit      `json:"limit,omitempty"`   // the limit that refused the request whole (413)
 }
 
-// readBody reads a request body up to limit bytes. It reports errTooLarge
-// when the body is over the limit.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// Limit is the limit that refused a request whole (413), so that a client
+// can split the request and retry without guessing.
+type Limit struct {
+	Name string `json:"name"` // the setting (EDGERELAY_MAX_BODY_BYTES, …) or the fixed limit
+	Unit string `json:"unit"` // "bytes" or "events"
+	Max  int64  `json:"max"`  // the limit
+	// Got is the request's figure that is over Max. For a chunked body (no
+	// Content-Length), which is read only to just past the limit, it is
+	// Max+1: "more than Max".
+	Got int64 `json:"got"`
+}
+
+// limitError refuses a request whole for a limit.
+type limitError struct {
+	what string // "body", "request"
+	Limit
+}
+
+func (e *limitError) Error() string {
+	got := fmt.Sprintf("%d %s", e.Got, e.Unit)
+	if e.Got == e.Max+1 && e.Unit == "bytes" {
+		got = fmt.Sprintf("more than %d bytes", e.Max)
+	}
+	return fmt.Sprintf("%s: %s is over the limit of %d %s (%s); split it into smaller requests", e.what, got, e.Max, e.Unit, e.Name)
+}
+
+// readBody reads a request body up to limit bytes (the limit named name).
+// A body over the limit is a *limitError; the answer to it is sent before
+// the rest of the body is read, which the server's lingering close takes
+// care of (linger.go).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, name string) ([]byte, error) {
+	tooLarge := func(got int64) error {
+		return &limitError{what: "body", Limit: Limit{Name: name, Unit: "bytes", Max: limit, Got: got}}
+	}
 	if r.ContentLength > limit {
-		return nil, errTooLarge
+		return nil, tooLarge(r.ContentLength)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return nil, errTooLarge
+		return nil, tooLarge(limit + 1)
 	}
 	return body, err
 }
 
-var errTooLarge = errors.New("body: over the size limit")
+// Names of the body limits in answers.
+const (
+	limitBody      = "EDGERELAY_MAX_BODY_BYTES"
+	limitAllocator = "allocator snapshot (fixed)"
+	limitAttach    = "session attach (fixed)"
+)
 
+// writeBodyError answers a body that could not be read: 413 with the limit
+// for one over a limit, 400 otherwise.
 func writeBodyError(w http.ResponseWriter, err error) {
-	if errors.Is(err, errTooLarge) {
-		writeJSON(w, http.StatusRequestEntityTooLarge, Answer{Rejected: []Rejection{}, Error: err.Error()})
+	var le *limitError
+	if errors.As(err, &le) {
+		writeError(w, http.StatusRequestEntityTooLarge, Answer{Rejected: []Rejection{}, Error: le.Error(), Limit: &le.Limit})
 		return
 	}
-	writeJSON(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: "body: " + err.Error()})
+	writeError(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: "body: " + err.Error()})
 }

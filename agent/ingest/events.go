@@ -23,7 +23,7 @@ func (s *Server) prepareEvent(raw json.RawMessage) (pipeline.Entry, error) {
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, s.MaxBodyBytes)
+	body, err := readBody(w, r, s.MaxBodyBytes, limitBody)
 	if err != nil {
 		writeBodyError(w, err)
 		return

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +29,12 @@ type Options struct {
 	MaxBodyBytes    int64
 	MaxEventBytes   int
 	TelemetryLegacy bool // accept legacy stormlog records on /v1/telemetry
+
+	// LingerBytes and LingerTime bound how much of a body the server reads
+	// and throws away after answering early (linger.go). 0 means the
+	// defaults: 16 times MaxBodyBytes, 5 s.
+	LingerBytes int64
+	LingerTime  time.Duration
 }
 
 // Server is the local API (see the package doc for its routes). Set the
@@ -86,7 +93,7 @@ func (s *Server) Start() error {
 	})
 
 	s.srv = &http.Server{
-		Handler:           s.authenticate(mux),
+		Handler:           s.linger(s.authenticate(mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -192,7 +199,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or bad bearer token"})
+			writeError(w, http.StatusUnauthorized, map[string]string{"error": "missing or bad bearer token"})
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -204,18 +211,33 @@ func (s *Server) intake(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if ok, state := s.Running(); !ok {
 			w.Header().Set("Retry-After", "1")
-			writeJSON(w, http.StatusServiceUnavailable, Answer{Rejected: []Rejection{}, Error: "agent " + state})
+			writeError(w, http.StatusServiceUnavailable, Answer{Rejected: []Rejection{}, Error: "agent " + state})
 			return
 		}
 		h(w, r)
 	}
 }
 
+// writeJSON writes v as the whole answer, with its Content-Length: an answer
+// that is complete by itself, which a client can read before the server has
+// finished with the request's body.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"error":"answer could not be encoded"}`)
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	w.Write(b)
 }
+
+// writeError answers a request with an error, in JSON. It may be called
+// before the body is read, or with the body half read: the server's
+// lingering close (linger.go) then lets the client read the answer, whatever
+// the handler did with the body. Use it for every refusal.
+func writeError(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
 
 type connKey struct{}
 

@@ -12,14 +12,14 @@ import (
 // handleTelemetry takes stormlog v2/v3 (and legacy) records; each becomes an
 // allocator_sample.
 func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, s.MaxBodyBytes)
+	body, err := readBody(w, r, s.MaxBodyBytes, limitBody)
 	if err != nil {
 		writeBodyError(w, err)
 		return
 	}
 	decoded, err := telemetry.DecodeRecords(body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()})
+		writeError(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()})
 		return
 	}
 	items := make([]item, len(decoded))
@@ -47,13 +47,13 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 // handleAllocator takes one torch.cuda.memory_stats() snapshot. Over the
 // unix socket the peer's pid (SO_PEERCRED) stands in for a missing "pid".
 func (s *Server) handleAllocator(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, 1<<20)
+	body, err := readBody(w, r, 1<<20, limitAllocator)
 	if err != nil {
 		writeBodyError(w, err)
 		return
 	}
 	refuse := func(err error) {
-		writeJSON(w, http.StatusBadRequest, Answer{Rejected: []Rejection{{Index: 0, Error: err.Error()}}, Error: "no acceptable item"})
+		writeError(w, http.StatusBadRequest, Answer{Rejected: []Rejection{{Index: 0, Error: err.Error()}}, Error: "no acceptable item"})
 	}
 	snap, err := telemetry.DecodeSnapshot(body)
 	if err != nil {
