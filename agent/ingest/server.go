@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -185,25 +186,37 @@ func listenUnix(path string) (net.Listener, error) {
 }
 
 // authenticate requires the bearer token, when one is configured, on every
-// endpoint but the liveness and readiness probes.
+// endpoint but the liveness and readiness probes. The scheme is matched
+// without regard to case ("bearer", "BEARER"), as RFC 7235 says; the token
+// exactly, in constant time.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	if s.Token == "" {
 		return next
 	}
-	want := []byte("Bearer " + s.Token)
+	want := []byte(s.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if subtle.ConstantTimeCompare(bearerToken(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay"`)
 			writeError(w, http.StatusUnauthorized, map[string]string{"error": "missing or bad bearer token"})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the credentials of an Authorization header of the
+// Bearer scheme (RFC 7235: "Bearer" in any case, then one or more spaces),
+// or nil.
+func bearerToken(h string) []byte {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil
+	}
+	return []byte(strings.TrimLeft(token, " "))
 }
 
 // intake answers 503 unless the agent is running.

@@ -142,6 +142,43 @@ func (pattern) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func TestBearerScheme(t *testing.T) {
+	for h, want := range map[string]string{
+		"Bearer abc":   "abc",
+		"bearer abc":   "abc",
+		"BEARER abc":   "abc",
+		"bEaReR   abc": "abc",
+		"Bearer":       "",
+		"Basic abc":    "",
+		"Bearerabc":    "",
+		"":             "",
+		"Bearer a b":   "a b",
+	} {
+		if got := string(bearerToken(h)); got != want {
+			t.Errorf("bearerToken(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+func TestTokenSchemeAnyCase(t *testing.T) {
+	a := startAPI(t, Options{Token: "s3cret"})
+	for _, auth := range []string{"Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer  s3cret"} {
+		c := a.dial(t, "tcp")
+		body := `{"type":"a","data":{}}`
+		fmt.Fprintf(c, "POST /v1/events HTTP/1.1\r\nHost: agent\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n%s", auth, len(body), body)
+		if resp, ans := readAnswer(t, c); resp.StatusCode != http.StatusAccepted {
+			t.Errorf("%q: %d %+v", auth, resp.StatusCode, ans)
+		}
+	}
+	for _, auth := range []string{"Bearer S3CRET", "Basic s3cret", "Bearers3cret", "s3cret"} {
+		c := a.dial(t, "tcp")
+		fmt.Fprintf(c, "POST /v1/events HTTP/1.1\r\nHost: agent\r\nAuthorization: %s\r\nContent-Length: 2\r\n\r\n{}", auth)
+		if resp, _ := readAnswer(t, c); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%q: %d, want 401", auth, resp.StatusCode)
+		}
+	}
+}
+
 // TestEarlyAnswerIsRead: a client that writes its whole request before it
 // reads (as Python's urllib and httpx do) reads the answer to a body refused
 // before it was read (over the limit, no token, agent stopping, no such
