@@ -41,12 +41,17 @@ type Checked struct {
 // envelopeFields are the only top-level keys of an envelope (spec/envelope.md).
 var envelopeFields = []string{"id", "type", "timestamp", "gateway", "data"}
 
+// MaxIDBytes is the longest id a prebuilt envelope may carry (a UUID has
+// 36 bytes): the id travels twice to Kafka, as the record's key and inside
+// its value, so the agent's event limit must leave room for it.
+const MaxIDBytes = 128
+
 // maxTimestampDigits keeps a millisecond timestamp inside int64.
 const maxTimestampDigits = 19
 
 // Check validates a prebuilt envelope without changing it: JSON that passes
 // Validate (no repeated key anywhere, valid UTF-8, finite numbers, at most
-// MaxDepth levels), non-empty string id and type, timestamp a string of
+// MaxDepth levels), non-empty string id (at most MaxIDBytes) and type, timestamp a string of
 // decimal digits (Unix milliseconds), gateway a string if present, data an
 // object or an array, and no other top-level member. Every problem of the
 // envelope's members is reported, each a *FieldError naming its field; a
@@ -98,6 +103,8 @@ func checkMembers(raw []byte, ms []member) (Checked, int, error) {
 	var err error
 	if c.ID, err = nonEmptyString(val(0), "id"); err != nil {
 		errs = append(errs, err)
+	} else if len(c.ID) > MaxIDBytes {
+		errs = append(errs, fieldErr("id", fmt.Sprintf("%d bytes is over the limit of %d (the id is the Kafka record key, and counts against its size)", len(c.ID), MaxIDBytes)))
 	}
 	if c.Type, err = nonEmptyString(val(1), "type"); err != nil {
 		errs = append(errs, err)

@@ -506,7 +506,7 @@ func renderPath(p []pathElem) string {
 	var sb strings.Builder
 	for n, e := range p {
 		if n == maxPathElems {
-			fmt.Fprintf(&sb, "…(%d levels)", len(p))
+			fmt.Fprintf(&sb, "… (%d steps)", len(p))
 			break
 		}
 		if !e.isKey {

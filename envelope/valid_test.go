@@ -73,7 +73,7 @@ func TestValidate(t *testing.T) {
 		{name: "just over the largest float64", in: `[1.8e308]`, field: "json", words: "out of range"},
 		{name: "huge exponent with digits", in: `[0.001e99999999999999999999]`, field: "json", words: "out of range"},
 		{name: "65 levels", in: deep(65), field: "json", words: "nested deeper than 64 levels"},
-		{name: "9,990 levels", in: deepObj(9990), field: "data", path: "data.a.a.a.a.a.a.a…(64 levels)", words: "nested deeper than 64"},
+		{name: "9,990 levels", in: deepObj(9990), field: "data", path: "data.a.a.a.a.a.a.a… (64 steps)", words: "nested deeper than 64"},
 
 		{name: "empty", in: "", field: "json", words: "unexpected end"},
 		{name: "form feed is not JSON space", in: "{}\f", field: "json", words: "after the JSON value"},
