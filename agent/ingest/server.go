@@ -31,6 +31,13 @@ type Options struct {
 	MaxEventBytes   int
 	TelemetryLegacy bool // accept legacy stormlog records on /v1/telemetry
 
+	// MaxRequestEvents and MaxRequestBytes bound what one request hands to
+	// the ring (events, and bytes once stamped); a larger request is
+	// refused whole with 413, so a request on an idle agent is never partly
+	// dropped for a full ring. The agent sets half the ring's caps. 0 means
+	// no limit.
+	MaxRequestEvents int
+	MaxRequestBytes  int64
 	// LingerBytes and LingerTime bound how much of a body the server reads
 	// and throws away after answering early (linger.go). 0 means the
 	// defaults: 16 times MaxBodyBytes, 5 s.
