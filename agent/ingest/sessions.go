@@ -18,6 +18,12 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
+	if err := envelope.Validate(body); err != nil && !envelope.IsSyntax(err) {
+		// Repeated keys, invalid UTF-8: the session's identity is stamped
+		// into every envelope of the session; refuse what readers disagree on.
+		writeError(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
 	sess, err := session.Decode(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
