@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/livepeer/edgerelay/agent/pipeline"
 	"github.com/livepeer/edgerelay/agent/telemetry"
@@ -45,7 +46,12 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleAllocator takes one torch.cuda.memory_stats() snapshot. Over the
-// unix socket the peer's pid (SO_PEERCRED) stands in for a missing "pid".
+// unix socket the pid is the kernel's (SO_PEERCRED: the process that opened
+// the connection), whatever the snapshot says: a "pid" that differs is kept
+// as metadata.claimed_pid and attributes nothing (a runner in a container
+// sends its own namespace's pid, the agent on the host sees the host's).
+// Over TCP, where the kernel does not say who the peer is, the snapshot's
+// "pid" is taken as sent.
 func (s *Server) handleAllocator(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(w, r, 1<<20, limitAllocator)
 	if err != nil {
@@ -60,10 +66,21 @@ func (s *Server) handleAllocator(w http.ResponseWriter, r *http.Request) {
 		refuse(err)
 		return
 	}
-	rec, id, err := s.Allocs.Apply(snap, peerPID(r))
+	peer := peerPID(r)
+	claimed := snap.PID
+	if peer > 0 {
+		kernel := int64(peer)
+		snap.PID = &kernel
+	}
+	rec, id, err := s.Allocs.Apply(snap, peer)
 	if err != nil {
 		refuse(err)
 		return
+	}
+	if claimed != nil && peer > 0 && *claimed != int64(peer) {
+		if meta, ok := rec["metadata"].(map[string]any); ok {
+			meta["claimed_pid"] = json.Number(strconv.FormatInt(*claimed, 10))
+		}
 	}
 	env, err := s.Envelopes.Allocator(rec, map[string]string{"gpu_id": id.GPU, "pipeline": id.Pipeline, "model_id": id.ModelID}, snap.SessionID)
 	if err != nil {
