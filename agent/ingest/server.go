@@ -39,8 +39,8 @@ type Options struct {
 	MaxRequestEvents int
 	MaxRequestBytes  int64
 	// LingerBytes and LingerTime bound how much of a body the server reads
-	// and throws away after answering early (linger.go). 0 means the
-	// defaults: 16 times MaxBodyBytes, 5 s.
+	// and throws away after answering early (linger.go), and for how long.
+	// 0 means the defaults: 16 times MaxBodyBytes, 30 s.
 	LingerBytes int64
 	LingerTime  time.Duration
 }

@@ -325,6 +325,20 @@ func TestLingerBounds(t *testing.T) {
 			io.Copy(io.Discard, resp.Body)
 			waitClosed(t, c, br, writer)
 		})
+		t.Run(network+"/stalled body, idle bound", func(t *testing.T) {
+			a := startAPI(t, Options{LingerTime: time.Hour})
+			c := a.dial(t, network)
+			fmt.Fprintf(c, "POST /v1/events HTTP/1.1\r\nHost: agent\r\nContent-Length: %d\r\n\r\nxxx", int64(1)<<30)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("answer: %v %v", resp, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			idle := make(chan struct{})
+			close(idle) // no writer: the client sends nothing more
+			waitClosed(t, c, br, idle)
+		})
 		t.Run(network+"/others served while one lingers; stopping ends it", func(t *testing.T) {
 			a := startAPI(t, Options{LingerTime: time.Hour})
 			c := a.dial(t, network)
