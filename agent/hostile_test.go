@@ -110,3 +110,40 @@ func TestHostileInput(t *testing.T) {
 	}
 	ws.Close(websocket.StatusNormalClosure, "")
 }
+
+// TestHostileTelemetry: stormlog records and allocator snapshots are decoded
+// and stamped anew, so their bytes never reach a sink; what the decoder
+// would read silently otherwise (a repeated key, as its last value) is
+// refused the same way, Python's NaN still taken. (The decoder refuses
+// invalid UTF-8 itself.)
+func TestHostileTelemetry(t *testing.T) {
+	r := startAgent(t, testEnv(t, nil))
+	rec := `{"schema_version":3,"session_id":"s1","timestamp_ns":1767908945298000000,"event_type":"sample","collector":"stormlog.cuda_tracker","sampling_interval_ms":100,"pid":4242,"host":"runner-a","device_id":0,"allocator_allocated_bytes":1,"allocator_reserved_bytes":2,"allocator_active_bytes":null,"allocator_inactive_bytes":null,"allocator_change_bytes":0,"device_used_bytes":3,"device_free_bytes":null,"device_total_bytes":null,"context":null,"metadata":{"m":NaN},"job_id":null,"rank":0,"local_rank":0,"world_size":1}`
+	snap := `{"device_index":0,"pid":5,"stats":{"allocated_bytes.all.current":10,"reserved_bytes.all.current":20}}`
+	for _, tc := range []struct {
+		name, path, body, want string
+	}{
+		{"repeated pid in a record", "/v1/telemetry", strings.Replace(rec, `"pid":4242`, `"pid":4242,"pid":7`, 1), "pid: repeated"},
+		{"invalid UTF-8 in a record", "/v1/telemetry", strings.Replace(rec, `runner-a`, "runner-\xff", 1), "invalid UTF-8 in a string at byte 184"},
+		{"repeated key in metadata", "/v1/telemetry", strings.Replace(rec, `{"m":NaN}`, `{"k":1,"k":2}`, 1), "metadata.k: repeated"},
+		{"repeated pid in a snapshot", "/v1/allocator", strings.Replace(snap, `"pid":5`, `"pid":5,"pid":6`, 1), "pid: repeated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, ans := r.post(t, tc.path, tc.body)
+			all := ans.Error
+			for _, rej := range ans.Rejected {
+				all += " | " + rej.Error
+			}
+			if code != http.StatusBadRequest || !strings.Contains(all, tc.want) {
+				t.Fatalf("got %d %+v, want 400 with %q", code, ans, tc.want)
+			}
+		})
+	}
+	if code, ans := r.post(t, "/v1/telemetry", rec); code != http.StatusAccepted {
+		t.Fatalf("a record with Python's NaN: %d %+v", code, ans)
+	}
+	lines := r.waitLines(t, 1)
+	if len(lines) != 1 || envelope.Validate([]byte(lines[0])) != nil {
+		t.Fatalf("stdout: %q", lines)
+	}
+}

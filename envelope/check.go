@@ -57,7 +57,7 @@ const maxTimestampDigits = 19
 // envelope's members is reported, each a *FieldError naming its field; a
 // Validate problem alone.
 func Check(raw []byte) (Checked, error) {
-	if err := validate(raw, MaxDepth, "envelope"); err != nil {
+	if err := validate(raw, MaxDepth, "envelope", false); err != nil {
 		return Checked{}, err
 	}
 	var buf [8]member

@@ -49,7 +49,7 @@ func ParseFrame(line []byte) (typ string, event json.RawMessage, err error) {
 	if len(line) == 0 {
 		return "", nil, fieldErr("frame", "empty")
 	}
-	if err := validate(line, frameDepth, "frame"); err != nil {
+	if err := validate(line, frameDepth, "frame", false); err != nil {
 		if isSyntax(err) {
 			return "", nil, &FieldError{Field: "frame", Problem: "not valid JSON", cause: errors.Unwrap(err)}
 		}
@@ -113,7 +113,7 @@ func AnnotateRelay(env []byte, received time.Time) ([]byte, Checked, error) {
 	if len(env) == 0 {
 		return nil, Checked{}, fieldErr("event", "not valid JSON")
 	}
-	if err := validate(env, MaxDepth, ""); err != nil {
+	if err := validate(env, MaxDepth, "", false); err != nil {
 		if isSyntax(err) {
 			return nil, Checked{}, &FieldError{Field: "event", Problem: "not valid JSON", cause: errors.Unwrap(err)}
 		}

@@ -45,15 +45,25 @@ const frameDepth = MaxDepth + 3
 // value that is not JSON at all is a *FieldError on "json". Validate does not
 // allocate on valid input with objects of up to 16 keys.
 func Validate(b []byte) error {
-	return validate(b, MaxDepth, "json")
+	return validate(b, MaxDepth, "json", false)
+}
+
+// ValidateRecord is Validate for a record that Python's json.dumps wrote (a
+// stormlog record, an allocator snapshot): it also takes the literals NaN,
+// Infinity and -Infinity, which the telemetry decoder reads. Such records
+// are decoded and stamped anew, never forwarded as they are; the rules
+// keep what the runner sent from being read differently than it meant.
+func ValidateRecord(b []byte) error {
+	return validate(b, MaxDepth, "record", true)
 }
 
 // validate is Validate with a depth limit; root names the whole value in
-// errors about it.
-func validate(b []byte, maxDepth int, root string) error {
+// errors about it; python takes NaN, Infinity and -Infinity as numbers.
+func validate(b []byte, maxDepth int, root string, python bool) error {
 	v := validators.Get().(*validator)
 	defer v.release()
 	v.b, v.maxDepth = b, maxDepth
+	v.python = python
 	i := skipSpace(b, 0)
 	end := v.value(i, 1)
 	if end >= 0 {
@@ -103,6 +113,7 @@ func IsSyntax(err error) bool { return isSyntax(err) }
 type validator struct {
 	b        []byte
 	maxDepth int
+	python   bool // NaN, Infinity, -Infinity are numbers
 	path     []pathElem // where the scan is: keys and indexes
 	keys     [][]byte   // the keys of the open objects, unescaped, innermost last
 
@@ -161,6 +172,12 @@ func (v *validator) value(i, depth int) int {
 		return v.array(i, depth)
 	case c == '"':
 		return v.str(i)
+	case v.python && c == 'N':
+		return v.literal(i, "NaN")
+	case v.python && c == 'I':
+		return v.literal(i, "Infinity")
+	case v.python && c == '-' && i+1 < len(b) && b[i+1] == 'I':
+		return v.literal(i, "-Infinity")
 	case c == '-' || (c >= '0' && c <= '9'):
 		return v.number(i)
 	case c == 't':

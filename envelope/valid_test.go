@@ -114,6 +114,24 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestValidateRecord(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":NaN,"b":[Infinity,-Infinity],"c":1}`: "",
+		`{"pid":1,"pid":2,"x":NaN}`:                "pid: repeated",
+		"{\"host\":\"r\xff\",\"x\":Infinity}":      "host: invalid UTF-8",
+		`{"x":Infinit}`:                            "literal Infinity",
+		`{"x":-Inf}`:                               "literal -Infinity",
+	} {
+		err := ValidateRecord([]byte(in))
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("ValidateRecord(%s) = %v, want %q", in, err, want)
+		}
+	}
+	if err := Validate([]byte(`[NaN]`)); !IsSyntax(err) {
+		t.Errorf("Validate takes NaN: %v", err)
+	}
+}
+
 // A problem in an envelope is named from the envelope's root by every
 // reader of the package: Check, ParseFrame, AnnotateRelay.
 func TestHygieneNamedByEveryReader(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/livepeer/edgerelay/agent/pipeline"
 	"github.com/livepeer/edgerelay/agent/telemetry"
+	"github.com/livepeer/edgerelay/envelope"
 )
 
 // handleTelemetry takes stormlog v2/v3 (and legacy) records; each becomes an
@@ -26,6 +27,13 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 	items := make([]item, len(decoded))
 	for i, d := range decoded {
 		items[i] = item{raw: d.Raw, err: d.Err}
+		if d.Err == nil {
+			// What the decoder would take silently: a repeated key, read
+			// as its last value.
+			if err := envelope.ValidateRecord(d.Raw); err != nil && !envelope.IsSyntax(err) {
+				items[i].err = err
+			}
+		}
 	}
 	// The node's environment is not the runner's: identity comes from the
 	// record (or its metadata) only.
@@ -60,6 +68,10 @@ func (s *Server) handleAllocator(w http.ResponseWriter, r *http.Request) {
 	}
 	refuse := func(err error) {
 		writeError(w, http.StatusBadRequest, Answer{Rejected: []Rejection{{Index: 0, Error: err.Error()}}, Error: "no acceptable item"})
+	}
+	if err := envelope.ValidateRecord(body); err != nil && !envelope.IsSyntax(err) {
+		refuse(err) // a repeated "pid" would be read as its last value
+		return
 	}
 	snap, err := telemetry.DecodeSnapshot(body)
 	if err != nil {
