@@ -118,18 +118,15 @@ type Limit struct {
 	Got int64 `json:"got"`
 }
 
-// limitError refuses a request whole for a limit.
-type limitError struct {
-	what string // "body", "request"
-	Limit
-}
+// limitError refuses a body whole for a byte limit.
+type limitError struct{ Limit }
 
 func (e *limitError) Error() string {
-	got := fmt.Sprintf("%d %s", e.Got, e.Unit)
-	if e.Got == e.Max+1 && e.Unit == "bytes" {
+	got := fmt.Sprintf("%d bytes", e.Got)
+	if e.Got == e.Max+1 {
 		got = fmt.Sprintf("more than %d bytes", e.Max)
 	}
-	return fmt.Sprintf("%s: %s is over the limit of %d %s (%s); split it into smaller requests", e.what, got, e.Max, e.Unit, e.Name)
+	return fmt.Sprintf("body: %s is over the limit of %d bytes (%s); split it into smaller requests", got, e.Max, e.Name)
 }
 
 // readBody reads a request body up to limit bytes (the limit named name).
@@ -138,7 +135,7 @@ func (e *limitError) Error() string {
 // care of (linger.go).
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, name string) ([]byte, error) {
 	tooLarge := func(got int64) error {
-		return &limitError{what: "body", Limit: Limit{Name: name, Unit: "bytes", Max: limit, Got: got}}
+		return &limitError{Limit{Name: name, Unit: "bytes", Max: limit, Got: got}}
 	}
 	if r.ContentLength > limit {
 		return nil, tooLarge(r.ContentLength)
