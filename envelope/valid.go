@@ -113,7 +113,7 @@ func IsSyntax(err error) bool { return isSyntax(err) }
 type validator struct {
 	b        []byte
 	maxDepth int
-	python   bool // NaN, Infinity, -Infinity are numbers
+	python   bool       // NaN, Infinity, -Infinity are numbers
 	path     []pathElem // where the scan is: keys and indexes
 	keys     [][]byte   // the keys of the open objects, unescaped, innermost last
 
