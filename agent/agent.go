@@ -408,6 +408,9 @@ func (a *Agent) newAPI() *ingest.Server {
 			Listen: a.cfg.Listen, Socket: a.cfg.Socket, Token: a.cfg.IngestToken,
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxEventBytes: a.cfg.MaxEventBytes,
 			TelemetryLegacy: a.cfg.TelemetryLegacy,
+			// Half the ring per request: one request on an idle agent always
+			// fits whole, beside what the sources emit meanwhile.
+			MaxRequestEvents: max(a.cfg.RingMaxEvents/2, 1), MaxRequestBytes: max(a.cfg.RingMaxBytes/2, 1),
 		},
 		// The handlers that submit run only once the agent runs (Running),
 		// after start has set a.pipe and a.durable.

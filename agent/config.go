@@ -459,8 +459,9 @@ func (c Config) Effective() [][2]string {
 
 // limitEventSize lowers MaxEventBytes to the largest event every sink can
 // carry, so that an event the agent acknowledges is never dropped later as
-// oversize: the HTTP sink's request limit when it is on, and a trickle
-// segment always (session channels may attach at any time).
+// oversize: the HTTP sink's request limit and the Kafka client's record
+// limit when they are on, and a trickle segment always (session channels
+// may attach at any time).
 func (c *Config) limitEventSize() {
 	c.MaxEventBy = "EDGERELAY_MAX_EVENT_BYTES"
 	lower := func(n int, by string) {
@@ -470,6 +471,9 @@ func (c *Config) limitEventSize() {
 	}
 	if c.HTTPURL != "" {
 		lower(httpsink.MaxEventBytes(httpOptions(*c)), "the HTTP sink's request limit (EDGERELAY_HTTP_MAX_BODY)")
+	}
+	if len(c.Kafka.Brokers) > 0 {
+		lower(kafkasink.MaxEventBytes(), "the Kafka client's record limit (1,000,012 bytes, key included)")
 	}
 	lower(trickle.MaxEventBytes(c.TrickleFraming, 0), "a trickle segment (1 MiB, frame included)")
 }

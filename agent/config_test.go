@@ -40,6 +40,7 @@ func TestConfigEventLimit(t *testing.T) {
 	}{
 		{map[string]string{"EDGERELAY_MAX_EVENT_BYTES": "4096"}, 4096, "EDGERELAY_MAX_EVENT_BYTES"},
 		{map[string]string{"EDGERELAY_HTTP_URL": "https://m/v1/metrics", "EDGERELAY_HTTP_API_KEY": "k", "EDGERELAY_HOST": "h"}, 1000000 - len(`{"app":"edgerelay","host":"h","events":[]}`), "HTTP sink"},
+		{map[string]string{"EDGERELAY_KAFKA_BROKERS": "k:9092"}, 1_000_012 - 128 - 128, "Kafka"},
 		{map[string]string{"EDGERELAY_TRICKLE_FRAMING": "segment"}, 1<<20 - len(`{"queue_event_type":"ai_stream_events","event":{"type":"`) - 64 - len(`","client_source":"edgerelay","envelopes":[]}}`) - 1, "trickle"},
 	} {
 		tc.env["EDGERELAY_ENABLED"] = "true"

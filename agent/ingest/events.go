@@ -23,7 +23,7 @@ func (s *Server) prepareEvent(raw json.RawMessage) (pipeline.Entry, error) {
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, s.MaxBodyBytes)
+	body, err := readBody(w, r, s.MaxBodyBytes, limitBody)
 	if err != nil {
 		writeBodyError(w, err)
 		return
@@ -42,8 +42,14 @@ func (s *Server) ingestBody(ctx context.Context, source string, body []byte, pre
 }
 
 // ingest validates items with prepare, submits the good ones, waits until
-// they are in the spool (or the request ends), and builds the answer.
+// they are in the spool (or the request ends), and builds the answer. A
+// request with more items, or more bytes once prepared, than it may hand to
+// the ring is refused whole (413), never partly dropped.
 func (s *Server) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
+	if n := len(items); s.MaxRequestEvents > 0 && n > s.MaxRequestEvents {
+		s.Rejected(source, uint64(n))
+		return s.tooMany(Limit{Name: "EDGERELAY_RING_MAX_EVENTS", Unit: "events", Max: int64(s.MaxRequestEvents), Got: int64(n)})
+	}
 	ans := Answer{Rejected: []Rejection{}}
 	good := make([]pipeline.Entry, 0, len(items))
 	index := make([]int, 0, len(items))
@@ -63,6 +69,16 @@ func (s *Server) ingest(ctx context.Context, source string, items []item, prepar
 		}
 		good = append(good, e)
 		index = append(index, i)
+	}
+	if s.MaxRequestBytes > 0 {
+		var size int64
+		for _, e := range good {
+			size += int64(len(e.Env))
+		}
+		if size > s.MaxRequestBytes {
+			s.Rejected(source, uint64(len(items)))
+			return s.tooMany(Limit{Name: "EDGERELAY_RING_MAX_BYTES", Unit: "bytes", Max: s.MaxRequestBytes, Got: size})
+		}
 	}
 	s.Rejected(source, uint64(len(ans.Rejected)))
 	if len(good) == 0 {
@@ -94,6 +110,18 @@ func (s *Server) ingest(ctx context.Context, source string, items []item, prepar
 		return http.StatusServiceUnavailable, ans
 	}
 	return http.StatusAccepted, ans
+}
+
+// tooMany refuses a request whole for what it would hand to the ring: half
+// the ring's cap, so that one request never overruns the ring.
+func (s *Server) tooMany(l Limit) (int, Answer) {
+	what := "events"
+	if l.Unit == "bytes" {
+		what = "bytes once stamped"
+	}
+	msg := fmt.Sprintf("request: %d %s is over the limit of %d per request (half the ring, %s); split it into smaller requests",
+		l.Got, what, l.Max, l.Name)
+	return http.StatusRequestEntityTooLarge, Answer{Rejected: []Rejection{}, Error: msg, Limit: &l}
 }
 
 // handleStream is the WebSocket form of /v1/events: each text message is a
