@@ -5,6 +5,8 @@ export CGO_CFLAGS := -O2 -g -Wno-deprecated-declarations
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The commit, for builds where Go does not stamp it (-buildvcs=false).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BIN     := bin/edgerelay
@@ -22,7 +24,7 @@ build: $(BIN)
 
 # A file target: `sudo make install` after `make build` needs no Go toolchain.
 $(BIN): $(GO_SOURCES)
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/edgerelay
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.revision=$(REVISION)" -o $(BIN) ./cmd/edgerelay
 
 # The README's test command: every package with the race detector, then vet.
 test:

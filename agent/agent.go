@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/livepeer/edgerelay/agent/ingest"
+	"github.com/livepeer/edgerelay/agent/naap"
 	"github.com/livepeer/edgerelay/agent/pipeline"
 	"github.com/livepeer/edgerelay/agent/sampler"
 	"github.com/livepeer/edgerelay/agent/session"
@@ -22,6 +24,7 @@ import (
 	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/nvml"
 	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/spool"
 )
 
 // Agent is one running edgerelay: its parts (pipeline, sinks, sessions,
@@ -30,9 +33,10 @@ import (
 //
 // The start and stop orders are written once, in start and shutdown.
 type Agent struct {
-	cfg  Config
-	opts Options
-	log  *slog.Logger
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	build Build
 
 	counters *pipeline.Counters
 	stamper  *envelope.Stamper
@@ -48,9 +52,21 @@ type Agent struct {
 	gpu     gpuLookup             // the GPU sampler, nil without NVML
 	gpus    *nvml.Backend         // NVML (or its simulation), nil without
 	sampler *sampler.Sampler      // GPUs and host network; nil when both are off
+	naap    *naap.Mapper          // the analytics pipeline's families; nil when EDGERELAY_NAAP is off
 
 	spool   Spool // set by start; never replaced
 	durable bool  // false in memory-only mode
+
+	// Read by goroutines that may run while start is still setting the
+	// fields above (spool commits, the local API while starting).
+	live      atomic.Pointer[pipeline.Pipeline] // a.pipe, once built
+	diskSpool atomic.Pointer[spool.Spool]       // the disk spool, once its counters were restored
+	stopBy    time.Time                         // when the stop must be over (shutdown)
+
+	baseMu    sync.Mutex
+	base      map[string]relay.SinkReport // per sink, what earlier runs settled (counters.go)
+	savedMu   sync.Mutex
+	lastSaved []byte // the counters as last handed to a commit
 
 	state      atomic.Int32
 	intakeCtx  context.Context // ends when intake stops
@@ -66,9 +82,14 @@ type Agent struct {
 
 	sources        sync.WaitGroup // source goroutines (cancelled by intakeCtx)
 	sinkAux        sync.WaitGroup // goroutines of the sinks beside their forwarders (key watchers), ended by sinkCtx
-	watchdogWG     sync.WaitGroup
+	watchdogWG     sync.WaitGroup // the watchdog and the counter saver
 	watchdogCancel context.CancelFunc
 }
+
+// stopSlack is what the stop may take beyond EDGERELAY_SHUTDOWN_GRACE: the
+// sinks' forwarders returning, their clients and NVML closing, the spool's
+// last commit.
+const stopSlack = 500 * time.Millisecond
 
 // Agent states, as reported by /readyz and /v1/stats.
 const (
@@ -89,8 +110,12 @@ type Options struct {
 	Logger   *slog.Logger   // default: discard
 	LogLevel *slog.LevelVar // set by SIGHUP re-reads; may be nil
 	Now      func() time.Time
+	// Version and Revision are main's, set at link time (see BuildOf); they
+	// are in /v1/stats, edgerelay_build_info and the logs.
+	Version, Revision string
 
 	wrapStore  func(Spool) Spool      // tests: intercept the spool
+	procRoot   string                 // tests: the sampler's /proc
 	extraSink  relay.Sink             // tests: one more sink, named "test"
 	newBackOff func() backoff.BackOff // tests: every forwarder's retry schedule
 }
@@ -112,6 +137,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		cfg:      cfg,
 		opts:     opts,
+		build:    BuildOf(opts.Version, opts.Revision),
 		log:      opts.Logger,
 		counters: &pipeline.Counters{},
 		tail:     ingest.NewTailHub(),
@@ -135,9 +161,19 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		Grace:          cfg.ShutdownGrace,
 		Logger:         opts.Logger,
 	})
+	if cfg.NAAP {
+		o := cfg.naapOptions()
+		a.naap = naap.New(o)
+		if o.OrchestratorAddress == "" || o.OrchestratorURL == "" || o.Region == "" {
+			opts.Logger.Warn("NAAP mode without every dimension the analytics pipeline joins on; events go without the missing ones",
+				"orchestrator_address", o.OrchestratorAddress, "orchestrator_url", o.OrchestratorURL, "region", o.Region,
+				"next", "set EDGERELAY_ORCHESTRATOR_ADDRESS, EDGERELAY_ORCHESTRATOR_URL and EDGERELAY_REGION")
+		}
+	}
 	a.stamper = envelope.NewStamper(envelope.StamperOptions{
 		Node: cfg.Identity, Gateway: cfg.Gateway, Now: opts.Now,
 		Session: a.sessions.Identity, MaxBytes: cfg.MaxEventBytes, LimitBy: cfg.MaxEventBy,
+		Finish: a.finish,
 	})
 	return a, nil
 }
@@ -169,19 +205,29 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // start brings the agent up, in this order:
 //
-//  1. the spool opens (on disk; memory-only when it is off or cannot open);
-//  2. the sinks start, each a forwarder reading its cursor, and cursors of
+//  1. the local API listens: until step 7 it answers 503 with Retry-After
+//     (events, /metrics, /readyz), so that a large spool opening does not
+//     keep a runner from hearing the agent;
+//  2. the spool opens (on disk, degraded when the disk cannot be written;
+//     memory-only when it is off) and the counters resume from it;
+//  3. the sinks start, each a forwarder reading its cursor, and cursors of
 //     sinks no longer configured are removed;
-//  3. NVML opens and the sampler is built (nothing samples yet);
-//  4. the pipeline's spool writer starts;
-//  5. the local API listens;
+//  4. NVML opens and the sampler is built (nothing samples yet);
+//  5. the pipeline's spool writer starts;
 //  6. the sources start (status, sampler, subscribers, stormlog tail);
-//  7. the agent is ready: READY=1 to systemd, and the watchdog starts.
+//  7. the agent is ready: the API takes events, READY=1 to systemd, and
+//     the watchdog and the counter saver start.
 //
 // It returns what undoes the steps done so far when a later one fails.
 func (a *Agent) start() (undo []func(), err error) {
 	// undo runs in reverse: each step appends what takes it back.
 	undo = append(undo, a.stopIntake)
+	a.api = a.newAPI()
+	if err := a.api.Start(); err != nil {
+		return undo, err
+	}
+	undo = append(undo, a.api.Close)
+
 	st, durable, err := a.openStore()
 	if err != nil {
 		return undo, err
@@ -203,10 +249,16 @@ func (a *Agent) start() (undo []func(), err error) {
 	if err := a.startSinks(); err != nil {
 		return undo, err
 	}
+	if len(a.sinks.Names()) == 0 {
+		a.log.Warn("no sink configured: events are kept in the spool, delivered to none but session channels",
+			"next", "set EDGERELAY_HTTP_URL, EDGERELAY_TRICKLE_URL or EDGERELAY_KAFKA_BROKERS, or EDGERELAY_STDOUT=on")
+	}
 	a.forgetStaleSinks()
 	if err := a.setupGPU(); err != nil {
 		return undo, err
 	}
+	// Read by the API's handlers only once the agent runs (a.state).
+	a.api.Allocs, a.api.Envelopes = a.alloc, a.envs
 
 	a.pipe = pipeline.New(pipeline.Options{
 		RingMaxEvents: a.cfg.RingMaxEvents,
@@ -219,14 +271,10 @@ func (a *Agent) start() (undo []func(), err error) {
 		Counters:      a.counters,
 		Logger:        a.log,
 	})
+	a.live.Store(a.pipe)
 	a.pipe.Start()
 	undo = append(undo, func() { a.pipe.Close(); a.pipe.Wait() })
 
-	a.api = a.newAPI()
-	if err := a.api.Start(); err != nil {
-		return undo, err
-	}
-	undo = append(undo, a.api.Close)
 	undo = append(undo, func() { a.stopIntake(); a.sources.Wait() })
 	if err := a.startSources(); err != nil {
 		return undo, err
@@ -240,28 +288,36 @@ func (a *Agent) start() (undo []func(), err error) {
 	wctx, cancel := context.WithCancel(context.Background())
 	a.watchdogCancel = cancel
 	a.watchdogWG.Go(func() { a.watchdogLoop(wctx) })
-	a.log.Info("edgerelay running", "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
+	a.watchdogWG.Go(func() { a.saveCountersLoop(wctx) })
+	a.log.Info("edgerelay running", "version", a.build.Version, "state_dir", a.cfg.StateDir, "durable", a.durable, "listen", addrString(a.api.Addr()),
 		"socket", a.cfg.Socket, "sinks", a.sinks.Names())
 	return nil, nil
 }
 
-// shutdown stops the agent so that nothing acknowledged is lost:
+// shutdown stops the agent so that nothing acknowledged is lost, within
+// EDGERELAY_SHUTDOWN_GRACE plus stopSlack from its first step:
 //
 //  1. intake stops: the API answers 503 to new events, WebSockets close,
 //     the sources are cancelled and waited for, and a final agent_status is
 //     emitted;
 //  2. the pipeline closes and its writer drains the ring into the spool, so
 //     every in-flight ingest request gets its answer;
-//  3. the local API shuts down and its socket file goes;
-//  4. the sinks get the grace period to deliver what is pending (no
-//     linger); a second signal (Abort) cuts the grace short;
+//  3. the local API shuts down and its socket file goes: requests in
+//     flight (a slow client's body) may finish until the grace ends;
+//  4. the sinks get what is left of the grace to deliver what is pending
+//     (no linger);
 //  5. the sinks stop (unsent records stay in the spool), then what they own
 //     is closed (clients, key watchers) and NVML shuts down;
 //  6. the session channels are retired (what they held is counted as
 //     dropped "shutdown"; channels are not deleted);
-//  7. the watchdog stops;
-//  8. the spool closes cleanly, after a last report for the log.
+//  7. the watchdog and the counter saver stop;
+//  8. the spool closes cleanly, with the counters, after a last report for
+//     the log.
+//
+// A second signal (Abort) cuts every wait: the ring's drain, the API's,
+// the sinks' and NVML's.
 func (a *Agent) shutdown() error {
+	a.stopBy = time.Now().Add(a.cfg.ShutdownGrace)
 	a.state.Store(stateStopping)
 	a.sdNotify("STOPPING=1")
 	a.log.Info("edgerelay stopping", "grace", a.cfg.ShutdownGrace.String())
@@ -270,13 +326,25 @@ func (a *Agent) shutdown() error {
 	a.emitStatus("shutdown")
 
 	a.pipe.Close()
-	a.pipe.Wait()
+	select {
+	case <-a.pipe.Done():
+	case <-a.abort:
+		a.log.Warn("second signal: not waiting for the ring to reach the spool; what is left is counted as lost")
+	}
 
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	a.api.Shutdown(sctx)
+	// The grace, for the API's drain and the sinks' together; a second
+	// signal ends it. (The goroutine ends with cancel, below.)
+	gctx, cancel := context.WithDeadline(context.Background(), a.stopBy)
+	go func() {
+		select {
+		case <-a.abort:
+			cancel()
+		case <-gctx.Done():
+		}
+	}()
+	a.api.Shutdown(gctx)
+	a.drainSinks(gctx)
 	cancel()
-
-	a.drainSinks()
 	a.stopSinks()
 	a.sinks.Wait()
 	a.sinkAux.Wait()
@@ -287,8 +355,10 @@ func (a *Agent) shutdown() error {
 	a.watchdogCancel()
 	a.watchdogWG.Wait()
 
+	a.saveCounters()
 	rep := a.Report()
 	err := a.spool.Close()
+	a.pipe.Wait() // at once: after a second signal, its last appends fail on the closed spool
 	a.state.Store(stateStopped)
 	var pending uint64
 	for _, s := range rep.Sinks {
@@ -301,12 +371,10 @@ func (a *Agent) shutdown() error {
 	return nil
 }
 
-// drainSinks lets the sinks deliver what is pending, for at most the grace
-// period.
-func (a *Agent) drainSinks() {
+// drainSinks lets the sinks deliver what is pending until ctx ends (the
+// grace is over, or a second signal came).
+func (a *Agent) drainSinks(ctx context.Context) {
 	a.sinks.Drain()
-	deadline := time.NewTimer(a.cfg.ShutdownGrace)
-	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -314,11 +382,13 @@ func (a *Agent) drainSinks() {
 			return
 		}
 		select {
-		case <-deadline.C:
-			a.log.Warn("shutdown grace over; undelivered events stay in the spool", "pending", a.sinks.Pending(), "durable", a.durable)
-			return
-		case <-a.abort:
-			a.log.Warn("second signal: stopping now; undelivered events stay in the spool", "pending", a.sinks.Pending())
+		case <-ctx.Done():
+			select {
+			case <-a.abort:
+				a.log.Warn("second signal: stopping now; undelivered events stay in the spool", "pending", a.sinks.Pending())
+			default:
+				a.log.Warn("shutdown grace over; undelivered events stay in the spool", "pending", a.sinks.Pending(), "durable", a.durable)
+			}
 			return
 		case <-tick.C:
 		}
@@ -327,29 +397,38 @@ func (a *Agent) drainSinks() {
 
 // newAPI builds the local API over the agent's parts.
 func (a *Agent) newAPI() *ingest.Server {
+	var debug http.Handler
+	if a.cfg.Pprof {
+		debug = pprofHandler()
+		a.log.Warn("pprof is on: profiles are served under /debug/pprof/ on the local API", "listen", a.cfg.Listen, "socket", a.cfg.Socket)
+	}
 	return &ingest.Server{
+		Debug: debug,
 		Options: ingest.Options{
 			Listen: a.cfg.Listen, Socket: a.cfg.Socket, Token: a.cfg.IngestToken,
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxEventBytes: a.cfg.MaxEventBytes,
 			TelemetryLegacy: a.cfg.TelemetryLegacy,
+			// Half the ring per request: one request on an idle agent always
+			// fits whole, beside what the sources emit meanwhile.
+			MaxRequestEvents: max(a.cfg.RingMaxEvents/2, 1), MaxRequestBytes: max(a.cfg.RingMaxBytes/2, 1),
 		},
-		Submit:     a.pipe.Submit,
-		Durable:    func() bool { return a.durable },
-		Rejected:   a.counters.AddRejected,
-		Refused:    a.counters.AddRefused,
-		Room:       a.pipe.WaitRoom,
-		Stamper:    a.stamper,
-		Sessions:   a.sessions,
-		Allocs:     a.alloc,
-		Envelopes:  a.envs,
-		Tail:       a.tail,
+		// The handlers that submit run only once the agent runs (Running),
+		// after start has set a.pipe and a.durable.
+		Submit:   func(source string, e []pipeline.Entry) (*pipeline.Waiter, error) { return a.pipe.Submit(source, e) },
+		Durable:  func() bool { return a.durable },
+		Rejected: a.counters.AddRejected,
+		Refused:  a.counters.AddRefused,
+		Room:     func(ctx context.Context) bool { return a.pipe.WaitRoom(ctx) },
+		Stamper:  a.stamper,
+		Sessions: a.sessions,
+		Tail:     a.tail,
 		Running: func() (bool, string) {
 			s := a.state.Load()
 			return s == stateRunning, stateName(s)
 		},
 		Stopping: a.intakeCtx,
 		Report:   func() any { return a.Report() },
-		Metrics:  a.metricsHandler(),
+		Metrics:  a.metricsEndpoint(),
 		Logger:   a.log,
 	}
 }
@@ -370,6 +449,17 @@ func (a *Agent) emit(source, typ string, data map[string]any, sess envelope.Iden
 	a.pipe.Emit(source, pipeline.Entry{Env: env, Type: typ, Session: sessionID})
 }
 
+// finish puts every envelope the agent stamps in the analytics pipeline's
+// shape when EDGERELAY_NAAP is on (agent/naap). Prebuilt and relayed
+// envelopes keep theirs, as the envelope contract says; Entry.Type keeps
+// the native family, so /v1/tail filters as before.
+func (a *Agent) finish(env []byte) []byte {
+	if a.naap == nil {
+		return env
+	}
+	return a.naap.Map(env)
+}
+
 func addrString(a net.Addr) string {
 	if a == nil {
 		return ""
@@ -386,4 +476,21 @@ func (a *Agent) keepAliveEvent() []byte {
 		return nil
 	}
 	return env
+}
+
+// metricsEndpoint serves /metrics once the agent runs; while it starts it
+// answers 503 with Retry-After, so that a scrape never sees the counters
+// before they resumed from the spool (a drop to 0 would read as a reset).
+func (a *Agent) metricsEndpoint() http.Handler {
+	var once sync.Once
+	var h http.Handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.state.Load() == stateStarting {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "edgerelay is starting", http.StatusServiceUnavailable)
+			return
+		}
+		once.Do(func() { h = a.metricsHandler() })
+		h.ServeHTTP(w, r)
+	})
 }

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -38,6 +40,7 @@ func TestConfigEventLimit(t *testing.T) {
 	}{
 		{map[string]string{"EDGERELAY_MAX_EVENT_BYTES": "4096"}, 4096, "EDGERELAY_MAX_EVENT_BYTES"},
 		{map[string]string{"EDGERELAY_HTTP_URL": "https://m/v1/metrics", "EDGERELAY_HTTP_API_KEY": "k", "EDGERELAY_HOST": "h"}, 1000000 - len(`{"app":"edgerelay","host":"h","events":[]}`), "HTTP sink"},
+		{map[string]string{"EDGERELAY_KAFKA_BROKERS": "k:9092"}, 1_000_012 - 128 - 128, "Kafka"},
 		{map[string]string{"EDGERELAY_TRICKLE_FRAMING": "segment"}, 1<<20 - len(`{"queue_event_type":"ai_stream_events","event":{"type":"`) - 64 - len(`","client_source":"edgerelay","envelopes":[]}}`) - 1, "trickle"},
 	} {
 		tc.env["EDGERELAY_ENABLED"] = "true"
@@ -69,6 +72,24 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s:\n%v", v, err)
 		}
+	}
+}
+
+// TestConfigErrorsKeepSecrets: a URL or broker refused by the configuration
+// is quoted without the credentials or query it may carry.
+func TestConfigErrorsKeepSecrets(t *testing.T) {
+	env := map[string]string{
+		"EDGERELAY_ENABLED":       "true",
+		"EDGERELAY_HTTP_URL":      "ftp://agent:pw-s3cret@metrics.example/v1/metrics?api_key=q-s3cret",
+		"EDGERELAY_TRICKLE_URL":   "ftp://o.example/chan?token=t-s3cret",
+		"EDGERELAY_KAFKA_BROKERS": "user:b-s3cret@kafka-1:9092",
+	}
+	_, err := Load(nil, mapEnv(env), io.Discard)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), `"ftp://metrics.example/v1/metrics" is not an http(s) URL`) {
+		t.Errorf("error:\n%v", err)
 	}
 }
 
@@ -185,5 +206,116 @@ func TestConfigSinkOptions(t *testing.T) {
 	}
 	if cfg := loadConfig(t, map[string]string{"EDGERELAY_ENABLED": "true"}); cfg.HTTPRate != 30 || cfg.Kafka.Enabled() {
 		t.Errorf("defaults: rate %d, kafka %+v", cfg.HTTPRate, cfg.Kafka)
+	}
+}
+
+// TestEveryVariableIsAFlag walks the settings table: each variable has a
+// flag of the same name, which gives the same configuration (or the same
+// error, naming the flag) as the variable; a boolean flag alone means true.
+func TestEveryVariableIsAFlag(t *testing.T) {
+	sample := map[string]string{"bool": "true", "duration": "3s", "int": "4096", "bytes": "2MiB", "url": "https://user:pw@example.com/x?k=v", "list": "a:1,b:2", "string": "sim"}
+	base := map[string]string{"EDGERELAY_ENABLED": "true", "EDGERELAY_STATE_DIR": "/tmp/x"}
+	for _, s := range settings() {
+		v, ok := sample[s.typ]
+		if !ok {
+			t.Errorf("%s: no sample for type %q", s.env, s.typ)
+			continue
+		}
+		env := maps.Clone(base)
+		env[s.env] = v
+		fromEnv, envErr := Load(nil, mapEnv(env), io.Discard)
+		args := []string{"--" + s.flagName(), v}
+		if s.typ == "bool" {
+			args = args[:1] // the flag alone
+		}
+		fromFlag, flagErr := Load(args, mapEnv(base), io.Discard)
+		var fe *FlagError
+		if errors.As(flagErr, &fe) {
+			t.Errorf("%s: --%s is not a flag of the same name: %v", s.env, s.flagName(), flagErr)
+			continue
+		}
+		if fmt.Sprintf("%+v", fromEnv) != fmt.Sprintf("%+v", fromFlag) {
+			t.Errorf("%s=%s and %q differ:\n%+v\n%+v", s.env, v, args, fromEnv, fromFlag)
+		}
+		if e, f := fmt.Sprint(envErr), strings.ReplaceAll(fmt.Sprint(flagErr), "--"+s.flagName(), s.env); e != f {
+			t.Errorf("%s: errors differ:\nenv:  %s\nflag: %s", s.env, e, f)
+		}
+	}
+	for _, name := range []string{"kafka-topic", "kafka-sasl-mechanism", "kafka-username", "kafka-password", "kafka-password-file", "kafka-tls", "kafka-tls-ca-file", "kafka-tls-insecure", "kafka-auto-create", "pprof"} {
+		found := false
+		for _, s := range settings() {
+			found = found || s.flagName() == name
+		}
+		if !found {
+			t.Errorf("no --%s", name)
+		}
+	}
+}
+
+// TestTypedFlags: --enabled alone switches on, --enabled=false off, a
+// duration takes its value after a space, and a bad value names the flag.
+func TestTypedFlags(t *testing.T) {
+	c, err := Load([]string{"--enabled", "--shutdown-grace", "3s", "--kafka-tls", "--hostnet=off"}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Enabled || c.ShutdownGrace != 3*time.Second || !c.Kafka.TLS || c.HostNet {
+		t.Errorf("enabled %v grace %s kafka tls %v hostnet %v", c.Enabled, c.ShutdownGrace, c.Kafka.TLS, c.HostNet)
+	}
+	if c, _ := Load([]string{"--enabled=false"}, mapEnv(map[string]string{"EDGERELAY_ENABLED": "true"}), io.Discard); c.Enabled {
+		t.Error("--enabled=false did not win over the variable")
+	}
+	_, err = Load([]string{"--enabled", "--shutdown-grace", "soon"}, mapEnv(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `--shutdown-grace: "soon" is not a duration`) {
+		t.Errorf("bad duration: %v", err)
+	}
+	_, err = Load([]string{"--enabled", "false"}, mapEnv(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--enabled=false") {
+		t.Errorf("a boolean flag given its value after a space: %v", err)
+	}
+}
+
+// TestEffectiveRedacts: the effective settings name every variable, show
+// what the agent derived, and never a secret: tokens, keys and passwords
+// are "<redacted>", URLs lose their credentials, query and fragment.
+func TestEffectiveRedacts(t *testing.T) {
+	c := loadConfig(t, map[string]string{
+		"EDGERELAY_ENABLED": "true", "EDGERELAY_LISTEN": "0.0.0.0:7781", "EDGERELAY_INGEST_TOKEN": "SECRET-tok",
+		"DAYDREAM_METRICS_URL": "https://u:SECRET-pw@m.example/v1/metrics?key=SECRET-q#SECRET-f", "SCOPE_CLOUD_API_KEY": "SECRET-key",
+		"EDGERELAY_TRICKLE_SUBSCRIBE": "https://o.example/a-events?sig=SECRET-sig",
+		"EDGERELAY_KAFKA_BROKERS":     "k1:9092", "EDGERELAY_KAFKA_SASL_MECHANISM": "plain", "EDGERELAY_KAFKA_USERNAME": "u", "EDGERELAY_KAFKA_PASSWORD": "SECRET-kpw",
+	})
+	got := map[string]string{}
+	for _, kv := range c.Effective() {
+		got[kv[0]] = kv[1]
+		if strings.Contains(kv[1], "SECRET") {
+			t.Errorf("%s=%s shows a secret", kv[0], kv[1])
+		}
+	}
+	for k, v := range map[string]string{
+		"EDGERELAY_HTTP_URL": "https://m.example/v1/metrics", "EDGERELAY_HTTP_API_KEY": "<redacted>", "EDGERELAY_INGEST_TOKEN": "<redacted>",
+		"EDGERELAY_KAFKA_PASSWORD": "<redacted>", "EDGERELAY_KAFKA_SASL_MECHANISM": "PLAIN", "EDGERELAY_TRICKLE_SUBSCRIBE": "https://o.example/a-events",
+		"EDGERELAY_STDOUT": "false", "EDGERELAY_SOCKET": ".edgerelay/ingest.sock", "EDGERELAY_ENABLED": "true", "EDGERELAY_SHUTDOWN_GRACE": "5s",
+	} {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(settings()) {
+		t.Errorf("%d settings shown, the table has %d", len(got), len(settings()))
+	}
+}
+
+// TestPprofOnlyLocal: profiles are refused on a network address, even with
+// a token; a loopback address, or the socket alone, is fine.
+func TestPprofOnlyLocal(t *testing.T) {
+	_, err := Load(nil, mapEnv(map[string]string{"EDGERELAY_ENABLED": "true", "EDGERELAY_PPROF": "on", "EDGERELAY_LISTEN": "0.0.0.0:7781", "EDGERELAY_INGEST_TOKEN": "t"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "EDGERELAY_PPROF:") {
+		t.Errorf("pprof on 0.0.0.0: %v", err)
+	}
+	for _, listen := range []string{"127.0.0.1:7781", "[::1]:7781", "localhost:7781", "off"} {
+		if _, err := Load(nil, mapEnv(map[string]string{"EDGERELAY_ENABLED": "true", "EDGERELAY_PPROF": "on", "EDGERELAY_LISTEN": listen}), io.Discard); err != nil {
+			t.Errorf("pprof with EDGERELAY_LISTEN=%s: %v", listen, err)
+		}
 	}
 }

@@ -38,7 +38,7 @@ func (a *Agent) setupGPU() error {
 	if a.cfg.HostNet {
 		hn = hostnet.New("")
 	}
-	if gpus == nil && hn == nil {
+	if gpus == nil && hn == nil && !a.cfg.StreamNetwork {
 		return a.setupTelemetry(nil)
 	}
 	// The sampler and the allocator registry refer to each other: the
@@ -55,15 +55,16 @@ func (a *Agent) setupGPU() error {
 		ProcessInterval: a.cfg.ProcessInterval,
 		Allocators:      a.alloc,
 		Logger:          a.log.With("part", "sampler"),
-		SessionFor: func(uuid string) string {
-			if s, ok := a.sessions.ForGPU(uuid); ok {
+		ProcRoot:        a.opts.procRoot,
+		SessionFor: func(uuid string, pids []int) string {
+			if s, ok := a.sessions.ForGPU(uuid, pids); ok {
 				return s.SessionID
 			}
 			return ""
 		},
 		Emit: func(typ string, data map[string]any) {
 			source := "gpu"
-			if typ == sampler.TypeHostNet {
+			if typ == sampler.TypeHostNet || typ == sampler.TypeStreamNet {
 				source = "hostnet"
 			}
 			var sess envelope.Identity
@@ -75,6 +76,17 @@ func (a *Agent) setupGPU() error {
 	}
 	if gpus != nil {
 		opts.GPUs = gpus
+	}
+	if a.cfg.StreamNetwork {
+		opts.StreamNet = hostnet.NewNamespaces(a.opts.procRoot)
+		opts.Runners = func() []hostnet.Target {
+			rs := a.sessions.Runners()
+			out := make([]hostnet.Target, len(rs))
+			for i, r := range rs {
+				out[i] = hostnet.Target{Key: r.SessionID, PID: r.PID}
+			}
+			return out
+		}
 	}
 	smp, err = sampler.New(opts)
 	if err != nil {
@@ -149,7 +161,13 @@ const nvmlCloseWait = 2 * time.Second
 func (a *Agent) closeNVML(closeFn func() error) {
 	done := make(chan error, 1)
 	go func() { done <- closeFn() }()
-	t := time.NewTimer(nvmlCloseWait)
+	// Within the stop's slack: past the grace, a call hung in the driver
+	// does not hold the exit for long, and a second signal not at all.
+	wait := nvmlCloseWait
+	if !a.stopBy.IsZero() {
+		wait = min(wait, max(time.Until(a.stopBy.Add(stopSlack/2)), 100*time.Millisecond))
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case err := <-done:
@@ -157,6 +175,8 @@ func (a *Agent) closeNVML(closeFn func() error) {
 			a.log.Warn("NVML shutdown failed", "err", err)
 		}
 	case <-t.C:
-		a.log.Error("NVML shutdown is blocked by a hung call; leaving it", "waited", nvmlCloseWait)
+		a.log.Error("NVML shutdown is blocked by a hung call; leaving it", "waited", wait)
+	case <-a.abort:
+		a.log.Warn("second signal: not waiting for NVML to shut down")
 	}
 }

@@ -55,8 +55,8 @@ func (m *metricsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if m.fault != nil {
 		fault = m.fault(n)
 	}
-	if len(body.Events) > 100 && rand.IntN(10) == 0 {
-		fault = "413" // a size limit that shows up now and then
+	if len(raw) > 16<<10 && len(body.Events) > 1 {
+		fault = "413" // a body limit below the sink's, which the sink learns
 	}
 	switch fault {
 	case "500":

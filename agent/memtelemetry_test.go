@@ -118,3 +118,22 @@ func TestAllocatorPeerPID(t *testing.T) {
 		t.Errorf("pid over TCP %s, want -1", got)
 	}
 }
+
+// TestStormlogTailSegmentSession: a record without a session id takes the
+// session its segment has in the sink's manifest, as stormlog's loader
+// gives it.
+func TestStormlogTailSegmentSession(t *testing.T) {
+	dir := t.TempDir()
+	v2 := strings.Replace(strings.Replace(v3Record("x", 1, 10), `"schema_version":3`, `"schema_version":2`, 1), `"session_id":"x",`, "", 1)
+	if strings.Contains(v2, "session_id") || !strings.Contains(v2, `"schema_version":2`) {
+		t.Fatalf("not a v2 record without a session id: %s", v2)
+	}
+	os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(`{"schema_version":2,"segments":[{"filename":"segment-000001.jsonl","session_id":"from-manifest"}]}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "segment-000001.jsonl"), []byte(v2+"\n"), 0o644)
+	r := startAgent(t, testEnv(t, map[string]string{"EDGERELAY_STORMLOG_DIR": dir}))
+	var env struct{ Data map[string]json.RawMessage }
+	json.Unmarshal([]byte(r.waitLines(t, 1)[0]), &env)
+	if got := string(env.Data["session_id"]); got != `"from-manifest"` {
+		t.Errorf("session_id %s, want the manifest's", got)
+	}
+}

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/livepeer/edgerelay/nvml"
 )
 
 // metricsHandler serves /metrics: the Go runtime, the process, the agent's
@@ -14,9 +17,22 @@ func (a *Agent) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{a: a})
 	if a.sampler != nil {
-		reg.MustRegister(a.sampler.Collector())
+		reg.MustRegister(a.sampler.Collector(), &memoryCollector{a: a, attr: nvml.NewAttributor("")})
 	}
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// pprofHandler serves net/http/pprof's profiles under /debug/pprof/, on a
+// mux of our own (importing the package also registers them on
+// http.DefaultServeMux, which the agent never serves).
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // the index and every named profile (heap, goroutine, ...)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // collector exposes the agent's Report as Prometheus metrics at scrape time,
@@ -52,11 +68,12 @@ var (
 	descSubJumps    = prometheus.NewDesc("edgerelay_subscriber_jumps_total", "Jumps to the live edge after a 470.", []string{"channel"}, nil)
 	descSubSkipped  = prometheus.NewDesc("edgerelay_subscriber_skipped_segments_total", "Segments a subscriber skipped (lost to it).", []string{"channel"}, nil)
 	descSubGone     = prometheus.NewDesc("edgerelay_subscriber_gone_total", "Times a followed channel answered 404 or was closed and was probed until back.", []string{"channel"}, nil)
+	descBuildInfo   = prometheus.NewDesc("edgerelay_build_info", "Always 1; the labels describe the running binary.", []string{"version", "revision", "goversion"}, nil)
 	descTailDropped = prometheus.NewDesc("edgerelay_tail_dropped_total", "Envelopes a slow /v1/tail watcher missed (the pipeline is not affected).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descRejected, descRefused, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped, descSubRelayed, descSubDup, descSubBad, descSubReconn, descSubJumps, descSubSkipped, descSubGone} {
+	for _, d := range []*prometheus.Desc{descReceived, descRejected, descRefused, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped, descSubRelayed, descSubDup, descSubBad, descSubReconn, descSubJumps, descSubSkipped, descSubGone, descBuildInfo} {
 		ch <- d
 	}
 }
@@ -125,6 +142,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descQuarantine, uint64(r.Quarantined))
 	gauge(descSessions, float64(r.Sessions))
 	counter(descTailDropped, r.TailDropped)
+	b := c.a.build
+	gauge(descBuildInfo, 1, b.Version, b.Revision, b.GoVersion)
 }
 
 func b2f(b bool) float64 {

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/livepeer/edgerelay/relay"
+	"github.com/livepeer/edgerelay/relay/httpsink"
 )
 
 // SinkReport is one sink's accounting in /v1/stats and agent_status.
@@ -12,6 +15,8 @@ type SinkReport = relay.SinkReport
 // Report is the agent's state, served by /v1/stats and carried in
 // agent_status envelopes.
 type Report struct {
+	Version     string                       `json:"version"`
+	Revision    string                       `json:"revision"`
 	State       string                       `json:"state"`
 	Durable     bool                         `json:"durable"`
 	MemoryOnly  bool                         `json:"memory_only"`
@@ -31,11 +36,97 @@ type Report struct {
 	Subscribers map[string]SubscriberReport  `json:"subscribers"` // followed trickle channels; session ones under "sessions"
 }
 
+// DropSeries is one stage and reason of edgerelay_events_dropped_total.
+type DropSeries struct{ Stage, Reason string }
+
+// dropSeries is the one table of every place an event can be lost, as
+// edgerelay_events_dropped_total{stage,reason} names it. Every series
+// exists at 0 from start, so that the first drop is an increase that
+// rate() and increase() see. ARCHITECTURE.md's table of losses lists the
+// same pairs (a test keeps them in step).
+var dropSeries = []DropSeries{
+	{"ring", "ring_full"},
+	{"ring", "stopping"},
+	{"spool", relay.DropSpoolFull},
+	{"spool", relay.DropMemoryFull},
+	{"spool", "write_failed"},
+	{"spool", "sink_removed"},
+	{"sink", relay.DropRejected},
+	{"sink", relay.DropOversize},
+	{"sink", httpsink.DropNotAccepted},
+	{"sink", relay.DropChannelClosed},
+	{"sink", dropShutdown},
+	{"session", relay.DropChannelClosed},
+	{"stamp", "invalid"},
+	{"stormlog", "invalid_record"},
+}
+
+// dropShutdown is the drop reason of what a session channel still held at
+// shutdown (stage "sink").
+const dropShutdown = "shutdown"
+
+// DropSeriesTable returns every stage and reason of
+// edgerelay_events_dropped_total, for documentation and tests.
+func DropSeriesTable() []DropSeries { return slices.Clone(dropSeries) }
+
+// sources are the sources of edgerelay_events_received_total and
+// edgerelay_events_rejected_total: the local API's endpoints (api,
+// telemetry, allocator) and the agent's own sources.
+var sources = []string{"api", "telemetry", "allocator", "agent", "gpu", "hostnet", "trickle", "stormlog"}
+
+// sinkDropReasons are the edgerelay_sink_dropped_total reasons every sink
+// shows from start; channel sinks (trickle, session) add channelDropReasons.
+var (
+	sinkDropReasons    = []string{relay.DropSpoolFull, relay.DropMemoryFull, relay.DropRejected, relay.DropOversize}
+	channelDropReasons = []string{relay.DropChannelClosed, dropShutdown}
+	// retryReasons are the edgerelay_sink_retries_total reasons: the
+	// forwarder's waiting classes.
+	retryReasons = []string{relay.ClassTransient.String(), relay.ClassThrottled.String(), relay.ClassPaused.String()}
+)
+
+// zeroFill gives every counter of a known label set its series at 0.
+func (r *Report) zeroFill() {
+	for _, d := range dropSeries {
+		if r.Dropped[d.Stage] == nil {
+			r.Dropped[d.Stage] = map[string]uint64{}
+		}
+		r.Dropped[d.Stage][d.Reason] += 0
+	}
+	for _, src := range sources {
+		r.Received[src] += 0
+		r.Rejected[src] += 0
+	}
+	for name, s := range r.Sinks {
+		// Copies: a retired sink's maps are shared by every reader.
+		s.Dropped = orEmpty(maps.Clone(s.Dropped))
+		s.Retries = orEmpty(maps.Clone(s.Retries))
+		reasons := sinkDropReasons
+		if s.Kind == "trickle" || s.Kind == "session" {
+			reasons = slices.Concat(reasons, channelDropReasons)
+		}
+		if s.Kind == "http" {
+			reasons = slices.Concat(reasons, []string{httpsink.DropNotAccepted})
+		}
+		for _, reason := range reasons {
+			s.Dropped[reason] += 0
+		}
+		for _, reason := range retryReasons {
+			s.Retries[reason] += 0
+		}
+		r.Sinks[name] = s
+	}
+}
+
 // Report returns the agent's counters: the pipeline's, the spool's and
-// every sink's (retired ones included), without waiting on any I/O.
+// every sink's (retired ones included, and what earlier runs counted),
+// without waiting on any I/O. While the agent starts, the ring and the
+// spool are not in it yet.
 func (a *Agent) Report() Report {
+	started := a.state.Load() != stateStarting // a.pipe and a.spool are set
 	received, rejected, dropped := a.counters.Snapshot()
 	r := Report{
+		Version:     a.build.Version,
+		Revision:    a.build.Revision,
 		State:       stateName(a.state.Load()),
 		Received:    received,
 		Rejected:    rejected,
@@ -43,7 +134,7 @@ func (a *Agent) Report() Report {
 		Dropped:     dropped,
 		Sessions:    a.sessions.Count(),
 		TailDropped: a.tail.Dropped(),
-		Sinks:       a.sinks.Reports(),
+		Sinks:       a.sinkReports(),
 		Subscribers: a.subs.reports(),
 	}
 	addDrop := func(stage, reason string, n uint64) {
@@ -55,12 +146,12 @@ func (a *Agent) Report() Report {
 		}
 		r.Dropped[stage][reason] += n
 	}
-	if a.pipe != nil {
+	if started && a.pipe != nil {
 		var ringDropped uint64
 		r.RingEvents, r.RingBytes, ringDropped = a.pipe.Ring()
 		addDrop("ring", "ring_full", ringDropped)
 	}
-	if a.spool != nil {
+	if started && a.spool != nil {
 		st := a.spool.Stat()
 		r.Durable = a.durable && !st.Degraded
 		r.MemoryOnly = !a.durable
@@ -70,12 +161,13 @@ func (a *Agent) Report() Report {
 	for _, sr := range r.Sinks {
 		for reason, n := range sr.Dropped {
 			stage := "sink"
-			if reason == relay.DropSpoolFull {
+			if reason == relay.DropSpoolFull || reason == relay.DropMemoryFull {
 				stage = "spool"
 			}
 			addDrop(stage, reason, n)
 		}
 	}
+	r.zeroFill()
 	return r
 }
 

@@ -95,12 +95,16 @@ func (a *Agent) startStormlogTail() error {
 	if a.cfg.StormlogDir == "" {
 		return nil
 	}
+	sessions := segmentSessions{dir: a.cfg.StormlogDir}
 	t, err := telemetry.NewTailer(telemetry.TailerOptions{
 		Dir:       a.cfg.StormlogDir,
 		StatePath: filepath.Join(a.cfg.StateDir, "stormlog-tail.json"),
 		Logger:    a.log.With("source", "stormlog"),
-		Emit: func(ctx context.Context, raw json.RawMessage, _ telemetry.Position) error {
-			rec, err := telemetry.Normalize(raw, telemetry.NormalizeOptions{AllowLegacy: true})
+		Emit: func(ctx context.Context, raw json.RawMessage, pos telemetry.Position) error {
+			// A record without a session id takes its segment's, as
+			// stormlog's loader gives it.
+			opts := telemetry.NormalizeOptions{AllowLegacy: true, DefaultSessionID: sessions.of(pos.File)}
+			rec, err := telemetry.Normalize(raw, opts)
 			if err != nil {
 				a.counters.AddRejected("stormlog", 1)
 				a.counters.AddDropped("stormlog", "invalid_record", 1)
@@ -124,6 +128,26 @@ func (a *Agent) startStormlogTail() error {
 		}
 	})
 	return nil
+}
+
+// segmentSessions remembers the session id of the stormlog segment being
+// tailed (the tail's goroutine only). One the manifest lists is kept; the
+// path-derived one is looked at again after a second, since the writer may
+// list the segment in its manifest after writing to it.
+type segmentSessions struct {
+	dir     string
+	file    string
+	id      string
+	listed  bool
+	checked time.Time
+}
+
+func (s *segmentSessions) of(file string) string {
+	if file != s.file || (!s.listed && time.Since(s.checked) >= time.Second) {
+		s.file, s.checked = file, time.Now()
+		s.id, s.listed = telemetry.SegmentSessionID(filepath.Join(s.dir, file))
+	}
+	return s.id
 }
 
 // Reload re-reads what may change without a restart (SIGHUP): secrets such

@@ -31,37 +31,44 @@ type Spool interface {
 }
 
 // openStore opens the spool named by the configuration: bbolt on disk, or
-// memory-only with EDGERELAY_SPOOL=off. A spool that cannot be opened for
-// an I/O reason (read-only or full file system) degrades to memory-only,
-// loudly; one held by another process is a start-up error, since two agents
-// on one state directory would each lose the other's events.
+// memory-only with EDGERELAY_SPOOL=off. A disk that cannot be written at
+// start (full, read-only, the state directory missing) does not stop the
+// agent: the spool starts degraded, holding events in memory within
+// EDGERELAY_SPOOL_MEMORY_MAX_BYTES, and goes to disk once it can, like a
+// disk that fails later. A spool held by another process is a start-up
+// error, since two agents on one state directory would each lose the
+// other's events. The counters of the previous run resume from the file.
 func (a *Agent) openStore() (st Spool, durable bool, err error) {
 	if !a.cfg.Spool {
-		a.log.Warn("spool off: memory-only mode; events are lost on a crash or restart", "cap_bytes", a.cfg.RingMaxBytes)
-		return spool.NewMemory(a.cfg.RingMaxBytes), false, nil
-	}
-	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
-		return nil, false, fmt.Errorf("EDGERELAY_STATE_DIR: %w", err)
+		a.log.Warn("spool off: memory-only mode; events are lost on a crash or restart", "cap_bytes", a.cfg.SpoolMemoryMax)
+		return spool.NewMemory(a.cfg.SpoolMemoryMax), false, nil
 	}
 	if fi, err := os.Stat(a.cfg.StateDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		a.log.Warn("state directory is accessible to other users; it should be 0700", "dir", a.cfg.StateDir, "mode", fi.Mode().Perm().String())
 	}
 	s, err := spool.Open(spool.Options{
-		Path:     filepath.Join(a.cfg.StateDir, SpoolFile),
-		MaxBytes: a.cfg.SpoolMaxBytes,
-		Logger:   a.log.With("part", "spool"),
+		Path:           filepath.Join(a.cfg.StateDir, SpoolFile),
+		MaxBytes:       a.cfg.SpoolMaxBytes,
+		MemoryMaxBytes: a.cfg.SpoolMemoryMax,
+		Counters:       a.countersForCommit,
+		Logger:         a.log.With("part", "spool"),
 	})
 	switch {
 	case err == nil:
-		if q := s.Stat().Quarantined; q > 0 {
-			a.log.Error("corrupt spool file moved aside; started a fresh spool", "quarantined", q, "dir", a.cfg.StateDir)
+		st := s.Stat()
+		if st.Quarantined > 0 {
+			a.log.Error("corrupt spool file moved aside; started a fresh spool", "quarantined", st.Quarantined, "dir", a.cfg.StateDir)
 		}
+		if b := s.TakeSavedCounters(); b != nil {
+			a.restoreCounters(b, st.Sinks)
+		}
+		a.diskSpool.Store(s)
 		return s, true, nil
 	case errors.Is(err, spool.ErrLocked):
 		return nil, false, fmt.Errorf("EDGERELAY_STATE_DIR: %w", err)
-	default:
+	default: // a fresh file damaged at once
 		a.log.Error("cannot open the disk spool; running memory-only (events are lost on a crash)", "dir", a.cfg.StateDir, "err", err)
-		return spool.NewMemory(a.cfg.RingMaxBytes), false, nil
+		return spool.NewMemory(a.cfg.SpoolMemoryMax), false, nil
 	}
 }
 

@@ -155,6 +155,8 @@ func TestDashboardShape(t *testing.T) {
 		// GPUs
 		"edgerelay_gpu_memory_used_bytes", "edgerelay_gpu_memory_free_bytes", "edgerelay_gpu_memory_reserved_bytes",
 		"edgerelay_gpu_utilization_ratio", "edgerelay_gpu_power_watts", "edgerelay_gpu_temperature_celsius",
+		// where the memory goes: per process by container, allocator vs device
+		"edgerelay_gpu_process_memory_used_bytes", "edgerelay_gpu_allocator_reserved_bytes",
 	} {
 		if !used[want] {
 			t.Errorf("the dashboard does not chart %s", want)
@@ -465,6 +467,18 @@ func TestDashboardNamesExposed(t *testing.T) {
 	for _, name := range []string{"edgerelay_gpu_memory_used_bytes", "edgerelay_sink_last_success_timestamp_seconds", "edgerelay_sink_requests_total"} {
 		waitFor(name, has(name))
 	}
+	// Per-process memory (the simulated GPUs' processes), and allocator
+	// figures, which exist while a runner's snapshot is fresh.
+	waitFor("edgerelay_gpu_process_memory_used_bytes", has("edgerelay_gpu_process_memory_used_bytes"))
+	waitFor("allocator figures", func() bool {
+		resp, err := client.Post("http://"+addr+"/v1/allocator", "application/json",
+			strings.NewReader(`{"pid":1,"device_index":0,"stats":{"allocated_bytes.all.current":1000,"reserved_bytes.all.current":2000}}`))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return has("edgerelay_gpu_allocator_reserved_bytes")()
+	})
 
 	addRecorded(t, seen)
 	seen.add("up", "job", "instance") // Prometheus's own, per target

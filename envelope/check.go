@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,14 +8,26 @@ import (
 )
 
 // FieldError says which part of an envelope or frame is at fault. Field names
-// it as the error message does ("id", "timestamp", "data", "event.id",
-// "frame", …); readers that count rejections group them by Field.
+// the top-level member ("id", "timestamp", "data", "event.id", "frame", …);
+// readers that count rejections group them by Field. Path, when set, says
+// exactly where inside it ("data.samples[3].unit") and is what the message
+// names.
 type FieldError struct {
 	Field   string
 	Problem string
+	Path    string
+
+	cause error // a syntax error (IsSyntax), when the bytes are not JSON
 }
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+func (e *FieldError) Error() string {
+	if e.Path != "" {
+		return e.Path + ": " + e.Problem
+	}
+	return e.Field + ": " + e.Problem
+}
+
+func (e *FieldError) Unwrap() error { return e.cause }
 
 func fieldErr(field, problem string) error { return &FieldError{Field: field, Problem: problem} }
 
@@ -30,20 +41,24 @@ type Checked struct {
 // envelopeFields are the only top-level keys of an envelope (spec/envelope.md).
 var envelopeFields = []string{"id", "type", "timestamp", "gateway", "data"}
 
+// MaxIDBytes is the longest id a prebuilt envelope may carry (a UUID has
+// 36 bytes): the id travels twice to Kafka, as the record's key and inside
+// its value, so the agent's event limit must leave room for it.
+const MaxIDBytes = 128
+
 // maxTimestampDigits keeps a millisecond timestamp inside int64.
 const maxTimestampDigits = 19
 
-// Check validates a prebuilt envelope without changing it: non-empty string
-// id and type, timestamp a string of decimal digits (Unix milliseconds),
-// gateway a string if present, data an object or an array, no other
-// top-level member and none of them repeated (a repeated id would mean one
-// id to a reader that keeps the first key and another to one that keeps the
-// last). Every problem is reported, each a *FieldError naming its field.
+// Check validates a prebuilt envelope without changing it: JSON that passes
+// Validate (no repeated key anywhere, valid UTF-8, finite numbers, at most
+// MaxDepth levels), non-empty string id (at most MaxIDBytes) and type, timestamp a string of
+// decimal digits (Unix milliseconds), gateway a string if present, data an
+// object or an array, and no other top-level member. Every problem of the
+// envelope's members is reported, each a *FieldError naming its field; a
+// Validate problem alone.
 func Check(raw []byte) (Checked, error) {
-	if !Valid(raw) {
-		var v any
-		err := json.Unmarshal(raw, &v)
-		return Checked{}, fieldErr("envelope", fmt.Sprint(err))
+	if err := validate(raw, MaxDepth, "envelope", false); err != nil {
+		return Checked{}, err
 	}
 	var buf [8]member
 	ms, ok := members(raw, buf[:0])
@@ -88,6 +103,8 @@ func checkMembers(raw []byte, ms []member) (Checked, int, error) {
 	var err error
 	if c.ID, err = nonEmptyString(val(0), "id"); err != nil {
 		errs = append(errs, err)
+	} else if len(c.ID) > MaxIDBytes {
+		errs = append(errs, fieldErr("id", fmt.Sprintf("%d bytes is over the limit of %d (the id is the Kafka record key, and counts against its size)", len(c.ID), MaxIDBytes)))
 	}
 	if c.Type, err = nonEmptyString(val(1), "type"); err != nil {
 		errs = append(errs, err)

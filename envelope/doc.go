@@ -2,7 +2,8 @@
 // (spec/envelope.md) and of the trickle frame that carries it: stamping
 // (Stamper), checking a prebuilt envelope (Check), reading its id (ID),
 // wrapping and parsing frames (WrapTelemetry, ParseFrame) and the relay
-// annotation (AnnotateRelay).
+// annotation (AnnotateRelay), and the input hygiene every item from outside
+// passes first (Validate).
 //
 // Envelopes are bytes from the moment they are stamped: nothing downstream
 // re-encodes them. Everything here reads them with one small byte scanner

@@ -165,7 +165,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		writeKey(m.key)
 		env = appendCompactHTML(env, dataRaw[m.valStart:m.end])
 	}
-	env = append(env, '}', '}')
+	env = s.finishEnvelope(append(env, '}', '}'))
 	if s.o.MaxBytes > 0 && len(env) > s.o.MaxBytes {
 		return Prepared{}, false // the general path words the error
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -38,16 +39,21 @@ func WrapTelemetry(dst, env []byte) []byte {
 // "type" and, for telemetry frames, an "event" object. Surrounding JSON
 // whitespace is ignored (exactly what encoding/json ignores). event aliases
 // line and is nil when the frame has no "event". Keys match exactly (not
-// case-folded, unlike encoding/json), and a repeated "type" or "event" is an
-// error, so every reader of the line agrees on what it says. Errors are
-// *FieldError with Field "frame", "type" or "event".
+// case-folded, unlike encoding/json), and the line must pass Validate's
+// rules (with three more levels, for a gateway document), so every reader
+// of the line agrees on what it says: a repeated "type" or "event" is an
+// error like any repeated key. Errors are *FieldError with Field "frame" (not
+// JSON), "type", "event", or the member where a Validate rule is broken.
 func ParseFrame(line []byte) (typ string, event json.RawMessage, err error) {
 	line = trimJSONSpace(line)
 	if len(line) == 0 {
 		return "", nil, fieldErr("frame", "empty")
 	}
-	if !json.Valid(line) {
-		return "", nil, fieldErr("frame", "not valid JSON")
+	if err := validate(line, frameDepth, "frame", false); err != nil {
+		if isSyntax(err) {
+			return "", nil, &FieldError{Field: "frame", Problem: "not valid JSON", cause: errors.Unwrap(err)}
+		}
+		return "", nil, err
 	}
 	var buf [8]member
 	ms, ok := members(line, buf[:0])
@@ -104,8 +110,14 @@ func trimJSONSpace(b []byte) []byte {
 // are *FieldError with Field "event" or "event.<field>".
 func AnnotateRelay(env []byte, received time.Time) ([]byte, Checked, error) {
 	env = trimJSONSpace(env)
-	if len(env) == 0 || !json.Valid(env) {
+	if len(env) == 0 {
 		return nil, Checked{}, fieldErr("event", "not valid JSON")
+	}
+	if err := validate(env, MaxDepth, "", false); err != nil {
+		if isSyntax(err) {
+			return nil, Checked{}, &FieldError{Field: "event", Problem: "not valid JSON", cause: errors.Unwrap(err)}
+		}
+		return nil, Checked{}, prefixFields(err, "event.")
 	}
 	return annotate(nil, env, received)
 }
@@ -186,7 +198,14 @@ func prefixFields(err error, prefix string) error {
 	}
 	var fe *FieldError
 	if errors.As(err, &fe) {
-		return &FieldError{Field: prefix + fe.Field, Problem: fe.Problem}
+		f, p := prefix+fe.Field, fe.Path
+		if fe.Field == "" { // the whole value
+			f = strings.TrimSuffix(prefix, ".")
+		}
+		if p != "" {
+			p = prefix + p
+		}
+		return &FieldError{Field: f, Problem: fe.Problem, Path: p, cause: fe.cause}
 	}
 	return err
 }

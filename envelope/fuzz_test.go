@@ -2,14 +2,13 @@ package envelope
 
 import (
 	"bytes"
-	"encoding/json"
 	"testing"
 	"time"
 )
 
-// FuzzPrepare: on any valid JSON item, no panic; the fast path builds the
-// general path's bytes (but the random id) or declines; what is accepted is
-// one line and passes Check.
+// FuzzPrepare: on any item that passes Validate (Prepare's precondition), no
+// panic; the fast path builds the general path's bytes (but the random id)
+// or declines; what is accepted is one line and passes Check.
 func FuzzPrepare(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"a","data":{}}`,
@@ -30,7 +29,7 @@ func FuzzPrepare(f *testing.F) {
 		MaxBytes: 4096,
 	})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		if !json.Valid(raw) {
+		if Validate(raw) != nil {
 			return
 		}
 		ms, ok := members(raw, nil)

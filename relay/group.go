@@ -52,6 +52,12 @@ type running struct {
 	m      Member
 	cancel context.CancelFunc
 	done   chan struct{}
+	// retiring, guarded by Group.mu, is set while Retire moves the member
+	// from the queue to the finished reports, and closed when it is done:
+	// in between the queue no longer knows the sink and its final report is
+	// not published yet, so a reader that finds the sink gone waits for it
+	// and reads again instead of seeing its counters at zero.
+	retiring chan struct{}
 }
 
 // NewGroup returns an empty group.
@@ -106,16 +112,24 @@ func (g *Group) Wait() { g.wg.Wait() }
 
 // Retire removes a sink whose forwarder has returned: its cursor leaves the
 // queue, what it had not delivered is counted as dropped for reason, and
-// its final report is kept, so totals stay whole.
+// its final report is kept, so totals stay whole. Readers see the sink
+// either running or retired, never in between (no counter goes down).
 func (g *Group) Retire(name, reason string) {
 	g.mu.Lock()
 	r := g.members[name]
-	g.mu.Unlock()
-	if r == nil {
+	if r == nil || r.retiring != nil {
+		g.mu.Unlock()
 		return
 	}
+	done := make(chan struct{})
+	r.retiring = done
+	g.mu.Unlock()
+	defer close(done)
 	final, err := r.m.Remove()
 	if err != nil {
+		g.mu.Lock()
+		r.retiring = nil
+		g.mu.Unlock()
 		return
 	}
 	if final.Pending > 0 {
@@ -126,11 +140,11 @@ func (g *Group) Retire(name, reason string) {
 	final.Pending = 0
 	rep := Account(r.m.Kind, r.m.Fwd.Stats.Snapshot(), final)
 	key := name
+	g.mu.Lock()
 	if r.m.Aggregate != "" {
 		key = r.m.Aggregate
 		rep = addReports(g.finished[key], rep)
 	}
-	g.mu.Lock()
 	delete(g.members, name)
 	g.finished[key] = rep
 	g.mu.Unlock()
@@ -150,6 +164,10 @@ func (g *Group) Names() []string {
 func (g *Group) list() []*running {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.listLocked()
+}
+
+func (g *Group) listLocked() []*running {
 	out := make([]*running, 0, len(g.members))
 	for _, r := range g.members {
 		out = append(out, r)
@@ -157,40 +175,85 @@ func (g *Group) list() []*running {
 	return out
 }
 
-// Reports returns every sink's accounting, retired ones included.
+// Reports returns every sink's accounting, retired ones included. Each sink
+// is counted once: running, or in its finished report.
 func (g *Group) Reports() map[string]SinkReport {
-	out := map[string]SinkReport{}
-	for _, r := range g.list() {
-		out[r.m.Name] = g.report(r)
+	for {
+		out, wait := g.reports()
+		if wait == nil {
+			return out
+		}
+		<-wait
 	}
+}
+
+// reports is Reports, or the channel to wait on before reading again.
+func (g *Group) reports() (map[string]SinkReport, <-chan struct{}) {
 	g.mu.Lock()
-	maps.Copy(out, g.finished)
+	list := g.listLocked()
+	finished := maps.Clone(g.finished)
 	g.mu.Unlock()
-	return out
+	out := make(map[string]SinkReport, len(list)+len(finished))
+	for _, r := range list {
+		rep, wait := g.report(r)
+		if wait != nil {
+			return nil, wait
+		}
+		out[r.m.Name] = rep
+	}
+	for name, fin := range finished {
+		if live, ok := out[name]; ok {
+			// A sink started again under a retired one's name.
+			sum := addReports(fin, live)
+			sum.Paused = live.Paused
+			out[name] = sum
+			continue
+		}
+		out[name] = fin
+	}
+	return out, nil
 }
 
 // Report returns one running sink's accounting.
 func (g *Group) Report(name string) (SinkReport, bool) {
-	g.mu.Lock()
-	r := g.members[name]
-	g.mu.Unlock()
-	if r == nil {
-		return SinkReport{}, false
+	for {
+		g.mu.Lock()
+		r := g.members[name]
+		g.mu.Unlock()
+		if r == nil {
+			return SinkReport{}, false
+		}
+		rep, wait := g.report(r)
+		if wait == nil {
+			return rep, true
+		}
+		<-wait
 	}
-	return g.report(r), true
 }
 
-func (g *Group) report(r *running) SinkReport {
+// report is r's accounting. When the queue no longer knows the sink
+// because Retire is removing it, it returns the channel to wait on before
+// reading again.
+func (g *Group) report(r *running) (SinkReport, <-chan struct{}) {
 	snap := r.m.Fwd.Stats.Snapshot() // before the queue's stat: see Account
-	ss, _ := r.m.Stat()
-	return Account(r.m.Kind, snap, ss)
+	ss, err := r.m.Stat()
+	if err != nil {
+		g.mu.Lock()
+		wait := r.retiring
+		g.mu.Unlock()
+		if wait != nil {
+			return SinkReport{}, wait
+		}
+	}
+	return Account(r.m.Kind, snap, ss), nil
 }
 
 // Pending is what the running sinks have still to deliver.
 func (g *Group) Pending() uint64 {
 	var n uint64
 	for _, r := range g.list() {
-		n += g.report(r).Pending
+		rep, _ := g.report(r) // a sink being retired has nothing pending
+		n += rep.Pending
 	}
 	return n
 }
@@ -215,7 +278,7 @@ func (g *Group) DrainOne(ctx context.Context, name string) bool {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if g.report(r).Pending == 0 {
+		if rep, wait := g.report(r); wait != nil || rep.Pending == 0 {
 			return true
 		}
 		select {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -65,15 +66,48 @@ func RedactURL(raw string) string {
 	return u.String()
 }
 
-// RedactError returns err with the URL of a *url.Error (what http.Client
-// returns) redacted by RedactURL, so the error can be logged.
+// RedactAddr returns a host:port (a Kafka broker) fit for logs and errors:
+// whatever comes before an '@' (credentials written into the address) is
+// replaced by "…@".
+func RedactAddr(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return "…@" + addr[i+1:]
+	}
+	return addr
+}
+
+// RedactError returns err with the URL of the *url.Error inside it (what
+// http.Client returns, which keeps the query) redacted by RedactURL, so the
+// error can be logged or returned. A *url.Error comes back as a *url.Error;
+// one wrapped in other errors comes back as an error with the same text, the
+// URL redacted, that unwraps to the redacted *url.Error (so errors.Is still
+// finds a timeout or a cancelled context). Other errors are returned as they
+// are.
 func RedactError(err error) error {
 	var ue *url.Error
 	if !errors.As(err, &ue) {
 		return err
 	}
-	return &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: ue.Err}
+	red := &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: ue.Err}
+	if err == error(ue) {
+		return red
+	}
+	msg := err.Error()
+	if ue.URL != "" {
+		msg = strings.ReplaceAll(msg, strconv.Quote(ue.URL), strconv.Quote(red.URL))
+		msg = strings.ReplaceAll(msg, ue.URL, red.URL)
+	}
+	return &redactedError{msg: msg, err: red}
 }
+
+// redactedError is a wrapped *url.Error with its URL redacted in the text.
+type redactedError struct {
+	msg string
+	err *url.Error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // RequestCode is the edgerelay_sink_requests_total code of a request that
 // got no HTTP answer.

@@ -1,7 +1,11 @@
 package relay_test
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +113,72 @@ func TestRedactError(t *testing.T) {
 	if got := relay.RedactError(err).Error(); strings.Contains(got, "s3cret") || !strings.Contains(got, "127.0.0.1:1/v1/metrics") {
 		t.Fatalf("redacted error %q", got)
 	}
+}
+
+// TestRedactErrorWrapped: a *url.Error wrapped in other errors keeps the
+// wrappers' text, loses the query and user info, and still unwraps to a
+// timeout.
+func TestRedactErrorWrapped(t *testing.T) {
+	ue := &url.Error{Op: "Post", URL: "https://u:pw-s3cret@api.example/v1/metrics?api_key=q-s3cret", Err: os.ErrDeadlineExceeded}
+	err := fmt.Errorf("metrics request (3 events): %w", ue)
+	red := relay.RedactError(err)
+	want := `metrics request (3 events): Post "https://api.example/v1/metrics": i/o timeout`
+	if red.Error() != want {
+		t.Errorf("got %q\nwant %q", red.Error(), want)
+	}
+	var got *url.Error
+	if !errors.As(red, &got) || got.URL != "https://api.example/v1/metrics" || !errors.Is(red, os.ErrDeadlineExceeded) {
+		t.Errorf("unwraps to %+v", got)
+	}
+	if direct := relay.RedactError(ue); direct.Error() != `Post "https://api.example/v1/metrics": i/o timeout` {
+		t.Errorf("direct: %q", direct.Error())
+	}
+	if plain := errors.New("x"); relay.RedactError(plain) != plain {
+		t.Error("an error without a URL changed")
+	}
+}
+
+func TestRedactAddr(t *testing.T) {
+	for in, want := range map[string]string{"kafka-1:9092": "kafka-1:9092", "user:pw@kafka-1:9092": "…@kafka-1:9092", "": ""} {
+		if got := relay.RedactAddr(in); got != want {
+			t.Errorf("RedactAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzRedactURL: whatever the input, the result carries no query, user info
+// or fragment, and the redacted text of an error holding the URL shows
+// neither the query nor the password.
+func FuzzRedactURL(f *testing.F) {
+	for _, s := range []string{
+		"https://user:pw@api.example/v1/metrics?key=s3cret&x=1#frag",
+		"http://127.0.0.1:8935/ai/trickle/abc-events",
+		"https://h/p?", "::not a url", "http://h/%zz?k=v", "https://h/a%3Fb?c=d", "//h/p?q", "http://[::1]:80/?a",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		out := relay.RedactURL(raw)
+		if out == "(unparsable URL)" {
+			return
+		}
+		u, err := url.Parse(out)
+		if err != nil {
+			t.Fatalf("RedactURL(%q) = %q, which does not parse: %v", raw, out, err)
+		}
+		if u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			t.Fatalf("RedactURL(%q) = %q keeps a query, user info or fragment", raw, out)
+		}
+		in, err := url.Parse(raw)
+		if err != nil {
+			t.Fatalf("RedactURL(%q) = %q for a URL that does not parse", raw, out)
+		}
+		red := relay.RedactError(fmt.Errorf("ctx: %w", &url.Error{Op: "Post", URL: raw, Err: errors.New("boom")})).Error()
+		if in.RawQuery != "" && strings.Contains(red, "?"+in.RawQuery) {
+			t.Fatalf("query %q in %q", in.RawQuery, red)
+		}
+		if pw, ok := in.User.Password(); ok && strings.Contains(red, ":"+pw+"@") {
+			t.Fatalf("password %q in %q", pw, red)
+		}
+	})
 }

@@ -131,6 +131,11 @@ func (s *Stats) Snapshot() Snapshot {
 // cap before the sink delivered them (stage "spool").
 const DropSpoolFull = "spool_full"
 
+// DropMemoryFull is the drop reason of records the spool dropped over its
+// memory budget while its disk could not be written, before the sink
+// delivered them (stage "spool").
+const DropMemoryFull = "memory_full"
+
 // SinkReport is one sink's accounting, as /v1/stats, /metrics and
 // agent_status show it. Received = Delivered + DroppedTotal + Pending holds
 // exactly (Balanced).
@@ -161,6 +166,9 @@ func Account(kind string, snap Snapshot, ss spool.SinkStat) SinkReport {
 	}
 	if ss.Evicted > 0 {
 		dropped[DropSpoolFull] += ss.Evicted
+	}
+	if ss.MemoryEvicted > 0 {
+		dropped[DropMemoryFull] += ss.MemoryEvicted
 	}
 	r := SinkReport{
 		Kind:      kind,

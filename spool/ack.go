@@ -92,24 +92,6 @@ func (s *Spool) runAckFlusher() {
 	}
 }
 
-// Sync commits the acknowledgements not yet on disk now, deleting the
-// records every sink has passed (and compacting the file if it is mostly
-// free), instead of with the next commit. It returns the commit's error;
-// while degraded, errRetryLater's kind within a second of the last failure.
-func (s *Spool) Sync() error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	s.collectLocked()
-	err := s.commitLocked(false)
-	if err == nil {
-		s.maybeCompactLocked()
-	}
-	return err
-}
-
 // notifySyncedLocked wakes the AckFrom calls waiting for a commit. Callers
 // hold mu.
 func (s *Spool) notifySyncedLocked() {
@@ -143,11 +125,18 @@ func (s *Spool) AckFrom(sink string, seq uint64) (prev uint64, err error) {
 	}
 	prev = sk.cursor
 	seq = min(seq, s.lastSeq)
+	if sk.guarded && seq > sk.readMax {
+		// Read before adoptLocked renumbered the records: those records
+		// are still pending under their new seqs and go again. Telling
+		// the caller they were evicted keeps it from counting them.
+		s.mu.Unlock()
+		return max(seq, prev), nil
+	}
 	if seq <= sk.cursor {
 		s.mu.Unlock()
 		return prev, nil
 	}
-	sk.acked += seq - sk.cursor
+	sk.acked += seq - sk.cursor - s.missingLocked(sk.cursor, seq)
 	sk.cursor = seq
 	sk.dirty = true
 	for !s.closed && !s.degraded && sk.acked-sk.syncedAcked > uint64(s.opts.AckMaxUnsynced) && s.sinks[sink] == sk {
@@ -222,7 +211,7 @@ func (s *Spool) ReadBatch(sink string, after uint64, limit, maxBytes int, b *Bat
 		return ErrUnknownSink
 	}
 	from := max(after+1, sk.cursor+1, s.first)
-	last, diskLast, held, db := s.lastSeq, s.diskLast, s.held, s.db
+	last, diskLast, held, db, epoch := s.lastSeq, s.diskLast, s.held, s.db, s.epoch
 	s.mu.Unlock()
 	if from > last || limit <= 0 {
 		return nil
@@ -230,8 +219,13 @@ func (s *Spool) ReadBatch(sink string, after uint64, limit, maxBytes int, b *Bat
 
 	size := 0
 	full := false
-	fits := func(n int) bool {
-		if len(b.Recs) >= limit {
+	var prevSeq uint64
+	// fits says whether record seq of n bytes joins the batch. A batch
+	// holds consecutive seqs: it stops before a gap left by records dropped
+	// from memory (memory_full), so a forwarder that counts a batch by its
+	// first and last seq counts it right.
+	fits := func(seq uint64, n int) bool {
+		if len(b.Recs) >= limit || (len(b.Recs) > 0 && seq != prevSeq+1) {
 			full = true
 			return false
 		}
@@ -239,9 +233,10 @@ func (s *Spool) ReadBatch(sink string, after uint64, limit, maxBytes int, b *Bat
 			full, b.Cut = true, true
 			return false
 		}
+		prevSeq = seq
 		return true
 	}
-	if from <= diskLast {
+	if from <= diskLast && db != nil {
 		// Offsets first, slices after: the buffer may grow while copying.
 		spans := b.spans[:0]
 		buf := b.buf[:0]
@@ -249,7 +244,7 @@ func (s *Spool) ReadBatch(sink string, after uint64, limit, maxBytes int, b *Bat
 			c := tx.Bucket(bucketRecords).Cursor()
 			for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
 				seq := binary.BigEndian.Uint64(k)
-				if seq > diskLast || len(v) < crcSize || !fits(len(v)-crcSize) {
+				if seq > diskLast || len(v) < crcSize || !fits(seq, len(v)-crcSize) {
 					break
 				}
 				off := len(buf)
@@ -269,15 +264,24 @@ func (s *Spool) ReadBatch(sink string, after uint64, limit, maxBytes int, b *Bat
 			b.Recs[i] = Record{Seq: sp.seq, Data: buf[sp.off:sp.end:sp.end]}
 		}
 	}
-	if !full && len(held) > 0 {
+	// Records held in memory start a batch of their own: one that began on
+	// disk stops before them.
+	if !full && len(b.Recs) == 0 && len(held) > 0 {
 		i := 0
 		if from > held[0].Seq {
 			i = int(from - held[0].Seq)
 		}
-		for ; i < len(held) && fits(len(held[i].Data)); i++ {
+		for ; i < len(held) && fits(held[i].Seq, len(held[i].Data)); i++ {
 			b.Recs = append(b.Recs, held[i])
 			size += len(held[i].Data)
 		}
+	}
+	if n := len(b.Recs); n > 0 {
+		s.mu.Lock()
+		if sk := s.sinks[sink]; sk != nil && s.epoch == epoch {
+			sk.readMax = max(sk.readMax, b.Recs[n-1].Seq)
+		}
+		s.mu.Unlock()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 // The write path. Every writer changes the in-memory state first (under mu,
 // so readers always see exact accounting), then commitLocked writes what
 // changed in one bbolt transaction: new records, deletions, cursors,
-// last_seq (a deletion of more than maxDeletesPerTx keys takes several).
+// last_seq, gaps, the counters (a deletion of more than maxDeletesPerTx
+// keys, or records held of more than persistChunkBytes, take several).
 // If it fails, the state stands and the records stay in held: that is
 // degraded mode, and a later commit retries. Methods named ...Locked run
 // with wmu held.
@@ -35,19 +37,25 @@ var maxDeletesPerTx uint64 = 1 << 16
 // errRetryLater is what a write skipped by retryInterval returns.
 var errRetryLater = errors.New("spool: disk writes are failing; next retry within a second")
 
-// commitPlan is what the final transaction of a commit writes besides
-// deletions.
+// commitPlan is what one transaction of a commit writes: deletions of the
+// keys in [delFrom, delTo), records held (with last_seq and the gaps), and
+// in the final one the cursors and the counters.
 type commitPlan struct {
-	final   bool
-	recs    []Record // held records, in order
-	lastSeq uint64
-	cursors map[string]uint64
-	acked   map[string]uint64 // each written cursor's sink's acked count (ack.go)
-	removed []string
+	delFrom, delTo uint64
+	recs           []Record // a prefix of held, in order
+	lastSeq        uint64   // written with recs, and by the final transaction
+	gaps           []byte   // written when writeGaps is set (empty: deleted)
+	writeGaps      bool
+	final          bool
+	cursors        map[string]uint64
+	acked          map[string]uint64 // each written cursor's sink's acked count (ack.go)
+	removed        []string
+	counters       []byte // nil: not written
 }
 
 func (s *Spool) needsCommitLocked() bool {
-	if len(s.held) > 0 || s.metaLast < s.lastSeq || len(s.removed) > 0 || s.diskFirst < min(s.first, s.diskLast+1) {
+	if s.db == nil || s.syncWanted || s.gapsDirty || len(s.held) > 0 || s.metaLast < s.lastSeq || len(s.removed) > 0 ||
+		s.diskFirst < min(s.first, s.diskLast+1) {
 		return true
 	}
 	s.mu.Lock() // AckFrom sets dirty without wmu
@@ -95,101 +103,185 @@ func (s *Spool) failedLocked(now time.Time, err error) {
 		s.degradedAt = now
 	}
 	s.mu.Unlock()
+	s.startRetryLocked()
 	if first {
 		s.log.Error("spool write failed; holding records in memory until writes succeed", "err", err,
-			"held_records", len(s.held), "held_bytes", s.heldCost, "file_bytes", s.hwm, "retry_every", retryInterval)
+			"held_records", len(s.held), "held_bytes", s.heldCost, "file_bytes", s.hwm, "retry_every", retryInterval,
+			"memory_max_bytes", s.opts.MemoryMaxBytes)
 	}
 }
 
-// writeLocked runs the transactions of one commit: deletions in chunks of
-// maxDeletesPerTx, the last one carrying the cursors, the held records and
-// last_seq.
+// writeLocked runs the transactions of one commit, each durable on its
+// own: deletions in chunks of maxDeletesPerTx; records held in chunks of
+// persistChunkBytes, oldest first; the last one carrying the rest of both,
+// the cursors, last_seq, the gaps and the counters. A spool that started
+// without its file opens it first. On a failure, what the transactions
+// before wrote stays written.
 func (s *Spool) writeLocked() error {
+	if s.db == nil {
+		if err := s.openLateLocked(); err != nil {
+			return err
+		}
+		s.collectLocked()
+	}
+	probe := s.degraded
 	for {
 		from := s.diskFirst
 		to := max(from, min(s.first, s.diskLast+1))
-		p := commitPlan{final: true}
+		p := commitPlan{delFrom: from, delTo: to}
 		if to-from > maxDeletesPerTx {
-			to = from + maxDeletesPerTx
-			p.final = false
+			p.delTo = from + maxDeletesPerTx
+			if err := s.applyLocked(p); err != nil {
+				return err
+			}
+			continue
 		}
-		if p.final {
-			p.cursors = make(map[string]uint64)
-			p.acked = make(map[string]uint64)
-			s.mu.Lock() // AckFrom moves cursors without wmu
-			for name, sk := range s.sinks {
-				if sk.dirty {
-					p.cursors[name] = sk.cursor
-					p.acked[name] = sk.acked
-				}
-			}
-			s.mu.Unlock()
-			for name := range s.removed {
-				p.removed = append(p.removed, name)
-			}
-			p.recs = s.held
-			p.lastSeq = s.lastSeq
+		// While degraded, a first small chunk probes the disk: a retry on a
+		// disk still full wastes little.
+		chunk := persistChunkBytes
+		if probe {
+			chunk = probeChunkBytes
 		}
-		hwm, err := s.txLocked(from, to, p)
-		if err != nil {
-			return err
+		n, size := 0, 0
+		for n < len(s.held) && (n == 0 || size+len(s.held[n].Data) <= chunk) {
+			size += len(s.held[n].Data)
+			n++
 		}
-		s.mu.Lock()
-		s.hwm = hwm
-		s.used = hwm - int64(s.db.Stats().FreeAlloc)
-		s.diskFirst = to
-		if p.final {
-			for name, c := range p.cursors {
-				if sk := s.sinks[name]; sk != nil {
-					sk.syncedAcked = max(sk.syncedAcked, p.acked[name])
-					sk.dirty = sk.cursor != c
-				}
+		p.writeGaps = s.gapsDirty
+		if p.writeGaps {
+			p.gaps = encodeGaps(s.gaps)
+		}
+		if n < len(s.held) {
+			p.recs = s.held[:n]
+			p.lastSeq = p.recs[n-1].Seq
+			if err := s.applyLocked(p); err != nil {
+				return err
 			}
-			for _, name := range p.removed {
-				delete(s.removed, name)
+			probe = false // writes work again: the rest in full chunks
+			continue
+		}
+		p.final = true
+		p.recs = s.held
+		p.lastSeq = s.lastSeq
+		p.cursors = make(map[string]uint64)
+		p.acked = make(map[string]uint64)
+		s.mu.Lock() // AckFrom moves cursors without wmu
+		for name, sk := range s.sinks {
+			if sk.dirty {
+				p.cursors[name] = sk.cursor
+				p.acked[name] = sk.acked
 			}
-			s.diskLast, s.metaLast = p.lastSeq, p.lastSeq
-			s.diskFirst = s.first
-			s.held, s.heldCost = nil, 0
-			s.usedCost = s.cost // everything live is on disk now
-			s.notifySyncedLocked()
 		}
 		s.mu.Unlock()
-		if p.final {
-			return nil
+		for name := range s.removed {
+			p.removed = append(p.removed, name)
 		}
+		if s.opts.Counters != nil {
+			p.counters = s.opts.Counters()
+		}
+		return s.applyLocked(p)
 	}
+}
+
+// applyLocked runs one transaction of a commit and, once it is durable,
+// records what it wrote.
+func (s *Spool) applyLocked(p commitPlan) error {
+	hwm, err := s.txLocked(p)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hwm = hwm
+	s.used = hwm - int64(s.db.Stats().FreeAlloc)
+	s.diskFirst = p.delTo
+	if p.writeGaps {
+		s.gapsDirty = false
+	}
+	if len(p.recs) > 0 {
+		s.diskLast = p.recs[len(p.recs)-1].Seq
+		s.metaLast = max(s.metaLast, s.diskLast)
+		s.dropHeldLocked(len(p.recs))
+	}
+	if p.final {
+		for name, c := range p.cursors {
+			if sk := s.sinks[name]; sk != nil {
+				sk.syncedAcked = max(sk.syncedAcked, p.acked[name])
+				sk.dirty = sk.cursor != c
+			}
+		}
+		for _, name := range p.removed {
+			delete(s.removed, name)
+		}
+		s.diskLast, s.metaLast = p.lastSeq, p.lastSeq
+		s.diskFirst = s.first
+		s.held, s.heldCost, s.heldDead = nil, 0, 0
+		s.usedCost = s.cost // everything live is on disk now
+		s.syncWanted = false
+		s.notifySyncedLocked()
+	}
+	return nil
 }
 
 // txLocked runs one write transaction (fsynced by bbolt's commit) and
 // returns the file's high-water mark after it.
-func (s *Spool) txLocked(delFrom, delTo uint64, p commitPlan) (int64, error) {
+func (s *Spool) txLocked(p commitPlan) (int64, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if s.failWrites.Load() {
 			return &fs.PathError{Op: "write", Path: s.opts.Path, Err: syscall.ENOSPC}
 		}
+		if s.txHook != nil {
+			if err := s.txHook(p); err != nil {
+				return err
+			}
+		}
 		rb := tx.Bucket(bucketRecords)
 		rb.FillPercent = 1.0 // keys only grow: fill pages, halve the file
-		var k [8]byte
-		for seq := delFrom; seq < delTo; seq++ {
-			binary.BigEndian.PutUint64(k[:], seq)
-			if err := rb.Delete(k[:]); err != nil {
+		if p.delTo > p.delFrom {
+			// The keys that are there: a gap has none to delete.
+			var keys [][]byte
+			c := rb.Cursor()
+			for k, _ := c.Seek(seqKey(p.delFrom)); k != nil && binary.BigEndian.Uint64(k) < p.delTo; k, _ = c.Next() {
+				keys = append(keys, slices.Clone(k))
+			}
+			for _, k := range keys {
+				if err := rb.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		mb := tx.Bucket(bucketMeta)
+		if p.final {
+			cb := tx.Bucket(bucketCursors)
+			for _, name := range p.removed {
+				if err := cb.Delete([]byte(name)); err != nil {
+					return err
+				}
+			}
+			for name, c := range p.cursors {
+				if err := cb.Put([]byte(name), u64(c)); err != nil {
+					return err
+				}
+			}
+			if p.counters != nil {
+				if err := mb.Put(keyCounters, p.counters); err != nil {
+					return err
+				}
+			}
+		}
+		if p.writeGaps {
+			var err error
+			if len(p.gaps) == 0 {
+				err = mb.Delete(keyGaps)
+			} else {
+				err = mb.Put(keyGaps, p.gaps)
+			}
+			if err != nil {
 				return err
 			}
 		}
-		if !p.final {
+		if !p.final && len(p.recs) == 0 {
 			return nil
-		}
-		cb := tx.Bucket(bucketCursors)
-		for _, name := range p.removed {
-			if err := cb.Delete([]byte(name)); err != nil {
-				return err
-			}
-		}
-		for name, c := range p.cursors {
-			if err := cb.Put([]byte(name), u64(c)); err != nil {
-				return err
-			}
 		}
 		// bbolt keeps the key and value slices until commit: one buffer
 		// each for the whole group.
@@ -210,7 +302,7 @@ func (s *Spool) txLocked(delFrom, delTo uint64, p commitPlan) (int64, error) {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyLastSeq, u64(p.lastSeq))
+		return mb.Put(keyLastSeq, u64(p.lastSeq))
 	})
 	if err != nil {
 		return 0, err
@@ -266,7 +358,7 @@ func (s *Spool) enforceCapLocked() {
 	s.mu.Lock()
 	for _, sk := range s.sinks {
 		if sk.cursor+1 < newFirst {
-			sk.evicted += newFirst - 1 - sk.cursor
+			sk.evicted += newFirst - 1 - sk.cursor - s.missingLocked(sk.cursor, newFirst-1)
 			sk.cursor = newFirst - 1
 			sk.dirty = true
 		}
@@ -286,14 +378,10 @@ func (s *Spool) advanceFirstLocked(newFirst uint64, freed int64) {
 	s.cost -= freed
 	i := 0
 	for i < len(s.held) && s.held[i].Seq < newFirst {
-		s.heldCost -= recordCost(len(s.held[i].Data))
 		i++
 	}
-	if i == len(s.held) {
-		s.held = nil
-	} else {
-		s.held = s.held[i:]
-	}
+	s.dropHeldLocked(i)
+	s.trimGapsLocked()
 }
 
 // walkCostsLocked calls fn with the cap measure of each live record from

@@ -17,7 +17,7 @@
 //	├── "records"  FillPercent 1.0 (keys only ever grow)
 //	│     key:   seq, 8 bytes big-endian ── 00 00 00 00 00 00 00 2a
 //	│     value: CRC-32C of the envelope (4 bytes BE) ║ envelope JSON bytes
-//	│            the live records are exactly first..last, no gaps
+//	│            the live records are exactly first..last but for meta "gaps"
 //	├── "cursors"
 //	│     key:   sink name ── "http", "kafka", ...
 //	│     value: seq of the last record the sink acked, 8 bytes BE
@@ -25,6 +25,11 @@
 //	      "version"  = 1, 8 bytes BE (the layout above)
 //	      "last_seq" = last seq ever assigned and committed, 8 bytes BE
 //	                   (kept so seqs never repeat after the log empties)
+//	      "gaps"     = (lo, hi) pairs, 8 bytes BE each: seqs with no record,
+//	                   dropped from memory while the disk was full (only
+//	                   while some cursor is behind one; see degraded.go)
+//	      "counters" = Options.Counters' bytes of the last commit (the
+//	                   agent's accounting counters, JSON)
 //
 //	      first                     cursor(kafka)      cursor(http)      last
 //	        │                             │                  │             │
@@ -35,8 +40,9 @@
 // # Where data can be lost
 //
 //   - Over the cap: the oldest records are evicted (counted as Evicted).
-//   - Degraded mode: while writes fail, new records are held in memory
-//     (Append returns ErrNotDurable); a crash then loses them.
+//   - Degraded mode: while writes fail (at Open too), new records are held
+//     in memory (Append returns ErrNotDurable); a crash then loses them.
+//     Over Options.MemoryMaxBytes the oldest held go (MemoryEvicted).
 //   - Corruption: a damaged file is moved aside whole (<name>.corrupt-<time>)
 //     and the spool starts empty; the old file stays for inspection.
 //   - Duplicates, not loss: a batch sent but not yet acked when the process

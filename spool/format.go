@@ -12,6 +12,8 @@ var (
 	bucketMeta    = []byte("meta")
 	keyVersion    = []byte("version")
 	keyLastSeq    = []byte("last_seq")
+	keyGaps       = []byte("gaps")
+	keyCounters   = []byte("counters")
 )
 
 // formatVersion is the layout in the package doc. A file with another

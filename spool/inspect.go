@@ -42,9 +42,11 @@ func Inspect(path string, lockTimeout time.Duration) (Stat, error) {
 	if ld.liveCount > 0 {
 		st.FirstSeq = ld.liveFirst
 	}
+	gs := &Spool{gaps: ld.gaps, lastSeq: ld.lastSeq}
 	for name, c := range ld.cursors {
 		cur := min(max(c, ld.liveFirst-1), ld.lastSeq)
-		st.Sinks[name] = SinkStat{Received: ld.lastSeq - cur, Pending: ld.lastSeq - cur, Cursor: cur}
+		n := gs.pendingLocked(cur)
+		st.Sinks[name] = SinkStat{Received: n, Pending: n, Cursor: cur}
 	}
 	return st, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -26,6 +27,8 @@ type loaded struct {
 	liveCount uint64
 	liveCost  int64
 	cursors   map[string]uint64
+	gaps      []gap  // those at or after liveFirst
+	counters  []byte // Options.Counters' bytes of the last commit; nil if none
 }
 
 // openChecked locks and opens path with bbolt and, if validate is set,
@@ -195,6 +198,16 @@ func load(db *bolt.DB, path string) (ld loaded, err error) {
 				}
 				ld.metaLast = last
 			}
+			if v := mb.Get(keyGaps); v != nil {
+				gaps, ok := decodeGaps(v)
+				if !ok {
+					return corruptf("bad gaps %x", v)
+				}
+				ld.gaps = gaps
+			}
+			if v := mb.Get(keyCounters); v != nil {
+				ld.counters = slices.Clone(v)
+			}
 		}
 		ld.cursors = make(map[string]uint64)
 		if cb != nil {
@@ -224,7 +237,7 @@ func load(db *bolt.DB, path string) (ld loaded, err error) {
 				if seq == 0 || seq <= prev {
 					return corruptf("record %d out of order after %d", seq, prev)
 				}
-				if prev != 0 && seq != prev+1 && seq > liveFrom {
+				if prev != 0 && seq != prev+1 && seq > liveFrom && !inGaps(ld.gaps, prev+1, seq-1) {
 					return corruptf("records not contiguous: %d after %d", seq, prev)
 				}
 				data, ok := decodeValue(v)
@@ -252,6 +265,14 @@ func load(db *bolt.DB, path string) (ld loaded, err error) {
 		if ld.liveFirst == 0 {
 			ld.liveFirst = ld.lastSeq + 1
 		}
+		// Gaps behind the live records no longer matter.
+		var gaps []gap
+		for _, g := range ld.gaps {
+			if g.hi >= ld.liveFirst && g.lo <= ld.lastSeq {
+				gaps = append(gaps, gap{max(g.lo, ld.liveFirst), min(g.hi, ld.lastSeq)})
+			}
+		}
+		ld.gaps = gaps
 		// bbolt's own check: page reachability, the freelist, key order. Drain
 		// the channel: its goroutine ends only then.
 		var first error
@@ -317,4 +338,15 @@ func syncDir(dir string) {
 		_ = d.Sync()
 		_ = d.Close()
 	}
+}
+
+// inGaps says whether every seq of lo..hi is in one of gaps (sorted,
+// disjoint, adjacent ones merged).
+func inGaps(gaps []gap, lo, hi uint64) bool {
+	for _, g := range gaps {
+		if g.lo <= lo && hi <= g.hi {
+			return true
+		}
+	}
+	return false
 }

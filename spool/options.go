@@ -13,6 +13,9 @@ const (
 	DefaultCompactMinBytes = 8 << 20
 	DefaultAckDelay        = 5 * time.Millisecond
 	DefaultAckMaxUnsynced  = 4096
+	// DefaultMemoryMaxBytes bounds what the spool holds in memory while its
+	// disk cannot be written (EDGERELAY_SPOOL_MEMORY_MAX_BYTES).
+	DefaultMemoryMaxBytes = 16 << 20
 
 	// MinMaxBytes is the smallest cap Validate accepts: below it bbolt's own
 	// pages (two meta pages, the freelist, the roots) are a large part of the
@@ -48,6 +51,19 @@ type Options struct {
 	// is not yet on disk (default DefaultAckMaxUnsynced): AckFrom waits for
 	// a commit beyond it. A crash sends those records again.
 	AckMaxUnsynced int
+	// MemoryMaxBytes caps the records held in memory while the disk cannot
+	// be written (degraded mode; default DefaultMemoryMaxBytes). Over it the
+	// oldest records held in memory are dropped, counted per sink as
+	// MemoryEvicted (reason memory_full); records already on disk stay.
+	// The measure is the records' bytes plus heldOverhead each.
+	MemoryMaxBytes int64
+	// Counters, when set, is called in the last transaction of every
+	// commit; the bytes it returns are stored with that commit (meta key
+	// "counters") and handed back by SavedCounters after the next Open. The
+	// agent keeps its accounting counters there, so that they survive a
+	// restart. It runs with the spool's writer lock held: it may call
+	// Stat and SinkStat, but no method that writes.
+	Counters func() []byte
 	// Logger receives the spool's few log lines (default: discarded).
 	Logger *slog.Logger
 	// Now is the clock, for quarantine names and the write-retry interval
@@ -68,6 +84,9 @@ func (o Options) Validate() error {
 	}
 	if o.LockTimeout < 0 {
 		errs = append(errs, errors.New("spool: Options.LockTimeout must not be negative"))
+	}
+	if o.MemoryMaxBytes < 0 || (o.MemoryMaxBytes > 0 && o.MemoryMaxBytes < MinMaxBytes) {
+		errs = append(errs, errors.New("spool: Options.MemoryMaxBytes must be 0 (default) or at least 64 KiB"))
 	}
 	if o.CompactMinBytes < 0 {
 		errs = append(errs, errors.New("spool: Options.CompactMinBytes must not be negative"))
@@ -94,6 +113,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.AckMaxUnsynced == 0 {
 		o.AckMaxUnsynced = DefaultAckMaxUnsynced
+	}
+	if o.MemoryMaxBytes == 0 {
+		o.MemoryMaxBytes = DefaultMemoryMaxBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -10,7 +10,7 @@ type Record struct {
 }
 
 // SinkStat is one sink's accounting since the spool was opened. At every
-// moment Received == Acked + Evicted + Pending.
+// moment Received == Acked + Evicted + MemoryEvicted + Pending.
 //
 // Received counts the records the sink had to deliver: the backlog found for
 // it at open plus every record appended while it was registered.
@@ -18,8 +18,12 @@ type SinkStat struct {
 	Received uint64 // backlog at open + appended since
 	Acked    uint64 // passed by Ack (delivered or dropped by the sink)
 	Evicted  uint64 // removed over the byte cap before the sink acked them (spool_full)
-	Pending  uint64 // records after the sink's cursor
-	Cursor   uint64 // sequence number of the last acked record
+	// MemoryEvicted counts records dropped over Options.MemoryMaxBytes
+	// while the disk could not be written, before the sink acked them
+	// (memory_full).
+	MemoryEvicted uint64
+	Pending       uint64 // records after the sink's cursor
+	Cursor        uint64 // sequence number of the last acked record
 }
 
 // Stat describes the whole spool.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,31 +48,46 @@ type Spool struct {
 	metaLast    uint64          // last_seq as written on disk
 	held        []Record        // live records after diskLast, in order; replaced or appended to, never written in place, so Read may keep a copy of the header
 	heldCost    int64
-	hwm         int64 // bytes of the file in use (bbolt's high-water mark) after the last commit
-	budget      int64 // target for cost, see updateBudgetLocked
-	used        int64 // bytes of pages in use after the last commit: hwm less free and pending pages
-	usedCost    int64 // cost of the live records at that commit
-	maxGroup    int64 // cost of the largest Append since Open, at most MaxBytes/8
+	heldDead    int    // records sliced off held's front since its array was allocated (dropHeldLocked)
+	gaps        []gap  // seqs in [first, lastSeq] that hold no record (degraded.go); replaced, never written in place
+	gapsDirty   bool   // gaps differ from the list on disk
+	epoch       uint64 // bumped when a file opened late renumbers the records held (adoptLocked)
+	hwm         int64  // bytes of the file in use (bbolt's high-water mark) after the last commit
+	budget      int64  // target for cost, see updateBudgetLocked
+	used        int64  // bytes of pages in use after the last commit: hwm less free and pending pages
+	usedCost    int64  // cost of the live records at that commit
+	maxGroup    int64  // cost of the largest Append since Open, at most MaxBytes/8
 	degraded    bool
 	degradedAt  time.Time
 	lastTry     time.Time // last failed write, for retryInterval
 	quarantined int
 	compactFail time.Time             // last failed compaction, for compactRetry
 	evictLog    *logthrottle.Throttle // the "spool full" line, once per evictLogEvery
+	memLog      *logthrottle.Throttle // the "memory budget full" line, once per evictLogEvery
+	retryStop   chan struct{}         // ends the retry goroutine; nil when none runs
+	retryWG     sync.WaitGroup        // the retry goroutine
+	syncWanted  bool                  // Sync asked for a commit (the counters changed)
+	saved       []byte                // counters found in the file at open, until TakeSavedCounters
 	synced      chan struct{}         // closed and replaced after each commit (ack.go)
 
 	flush ackFlusher // commits acknowledgements when no writer does (ack.go)
 
-	failWrites atomic.Bool // test seam: every write transaction fails with ENOSPC
+	failWrites atomic.Bool              // test seam: every write transaction fails with ENOSPC
+	txHook     func(p commitPlan) error // test seam: runs in every write transaction; an error fails it
 }
 
 type diskSink struct {
-	cursor   uint64
-	received uint64
-	acked    uint64
-	evicted  uint64
-	dirty    bool // cursor differs from the one on disk
-	ready    chan struct{}
+	cursor     uint64
+	received   uint64
+	acked      uint64
+	evicted    uint64
+	memEvicted uint64
+	dirty      bool // cursor differs from the one on disk
+	ready      chan struct{}
+	// After a file opened late renumbered the records (adoptLocked), an
+	// ack past readMax is one of a batch read before: it is ignored.
+	guarded bool
+	readMax uint64 // highest seq Read returned in the current epoch
 	// syncedAcked is acked as of the cursor last written to disk:
 	// acked-syncedAcked records would be sent again after a crash.
 	syncedAcked uint64
@@ -87,44 +101,52 @@ type diskSink struct {
 // checksum fails) is renamed to <name>.corrupt-<YYYYMMDDThhmmss> and a fresh
 // spool is started: Stat().Quarantined says so. Every persisted cursor is
 // registered again as a sink that resumes where it stopped, its Received
-// starting at its backlog. Open fails for I/O errors that leave no file to
-// use (permissions, a read-only file system).
+// starting at its backlog.
+//
+// A file that cannot be created or opened for a reason of its environment
+// (a missing or read-only state directory, a full disk, permissions) does
+// not fail Open: the spool starts degraded, holding records in memory, and
+// retries the file every second like a disk that fails later (see
+// adoptLocked for a file that turns up with records of its own). A new
+// file is created under a temporary name and renamed into place once
+// bbolt has written it, so a failed creation leaves nothing that a later
+// start would take for a damaged file. Open fails only when another
+// process holds the file, or a fresh file is damaged at once.
 func Open(opts Options) (*Spool, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
 	o := opts.withDefaults()
-	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
-		return nil, fmt.Errorf("spool: create state directory: %w", err)
-	}
 	s := &Spool{
-		opts:     o,
-		log:      o.Logger.With("path", o.Path),
-		sinks:    make(map[string]*diskSink),
-		removed:  make(map[string]bool),
-		evictLog: logthrottle.New(evictLogEvery, 1),
+		opts:      o,
+		log:       o.Logger.With("path", o.Path),
+		sinks:     make(map[string]*diskSink),
+		removed:   make(map[string]bool),
+		evictLog:  logthrottle.New(evictLogEvery, 1),
+		memLog:    logthrottle.New(evictLogEvery, 1),
+		first:     1, // no file yet: initState sets these from the file
+		diskFirst: 1,
 	}
 	start := time.Now()
-	db, ld, release, err := openChecked(o.Path, false, o.LockTimeout, true, o.noSync)
-	if release != nil {
-		if qerr := s.quarantine(err, release); qerr != nil {
-			return nil, qerr
+	db, ld, err := s.openFile(o.LockTimeout)
+	switch {
+	case err == nil:
+		s.db = db
+		s.initState(ld)
+		// A compaction cut short by a crash leaves its output behind; the
+		// original file is whole, so the partial copy just goes. (Only now,
+		// with the lock held: it may be a running agent's.)
+		if err := os.Remove(s.compactPath()); err == nil {
+			s.log.Info("removed an unfinished compaction file", "file", s.compactPath())
 		}
-		db, ld, release, err = openChecked(o.Path, false, o.LockTimeout, true, o.noSync)
-		if release != nil {
-			release() // a fresh file damaged at once: give up rather than loop
-		}
-	}
-	if err != nil {
+	case errors.Is(err, ErrLocked), errors.Is(err, ErrCorrupt):
 		return nil, err
-	}
-	s.db = db
-	s.initState(ld)
-	// A compaction cut short by a crash leaves its output behind; the
-	// original file is whole, so the partial copy just goes. (Only now, with
-	// the lock held: it may be a running agent's.)
-	if err := os.Remove(s.compactPath()); err == nil {
-		s.log.Info("removed an unfinished compaction file", "file", s.compactPath())
+	default:
+		s.wmu.Lock()
+		s.failedLocked(o.Now(), err)
+		s.wmu.Unlock()
+		s.startAckFlusher()
+		return s, nil
 	}
 
 	// Settle what the file held: records behind every cursor, cursors behind
@@ -133,7 +155,6 @@ func Open(opts Options) (*Spool, error) {
 	s.enforceCapLocked()
 	_ = s.commitLocked(true) // a failure is logged and leaves the spool degraded
 	s.wmu.Unlock()
-
 	s.startAckFlusher()
 
 	st := s.Stat()
@@ -150,12 +171,14 @@ func (s *Spool) initState(ld loaded) {
 	s.diskFirst = ld.diskFirst
 	s.diskLast = ld.lastSeq
 	s.hwm = ld.hwm
+	s.gaps = ld.gaps
+	s.saved = ld.counters
 	for name, c := range ld.cursors {
 		// Clamp a cursor into [first-1, last]: records behind first are gone.
 		cur := min(max(c, s.first-1), s.lastSeq)
 		s.sinks[name] = &diskSink{
 			cursor:   cur,
-			received: s.lastSeq - cur, // the backlog is what it has to deliver
+			received: s.pendingLocked(cur), // the backlog is what it has to deliver
 			dirty:    cur != c,
 			ready:    make(chan struct{}, 1),
 		}
@@ -227,8 +250,11 @@ func (s *Spool) RemoveSink(name string) (SinkStat, error) {
 //
 // When the disk write fails, the records are held in memory instead and
 // Append returns an error wrapping ErrNotDurable; Stat().Degraded is set.
-// Later writes retry at most once per second and move everything held to
-// disk, in order, when one succeeds.
+// What is held in memory is bounded by Options.MemoryMaxBytes: over it the
+// oldest records held go (memory_full). Writes are retried at most once a
+// second (by later calls, or by a goroutine of the spool while nothing
+// else writes); once one succeeds, what is held moves to disk in order, in
+// transactions of at most persistChunkBytes each.
 func (s *Spool) Append(data [][]byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -258,6 +284,9 @@ func (s *Spool) Append(data [][]byte) error {
 	s.collectLocked() // with no sinks, nothing is kept
 	s.enforceCapLocked()
 	err := s.commitLocked(false)
+	if err != nil {
+		s.enforceMemoryLocked()
+	}
 	for _, sk := range s.sinks {
 		select {
 		case sk.ready <- struct{}{}:
@@ -276,9 +305,20 @@ func (s *Spool) Append(data [][]byte) error {
 // it alone is larger (maxBytes <= 0: no byte limit). It does not move the
 // cursor. Records read from disk are copies; records still held in memory
 // (degraded mode) share the slices given to Append and must not be modified.
+//
+// The records returned have consecutive seqs: a batch stops before a gap
+// left by records dropped from memory (memory_full), and before the
+// records held in memory when it began on disk. A forwarder that counts a
+// batch by its first and last seq counts it right.
 func (s *Spool) Read(sink string, limit, maxBytes int) ([]Record, error) {
+	return s.read(sink, 0, limit, maxBytes)
+}
+
+// read is Read from seq after instead of the sink's cursor when after > 0
+// (tests read past a batch's end without acking).
+func (s *Spool) read(sink string, after uint64, limit, maxBytes int) ([]Record, error) {
 	var b Batch
-	err := s.ReadBatch(sink, 0, limit, maxBytes, &b)
+	err := s.ReadBatch(sink, after, limit, maxBytes, &b)
 	if len(b.Recs) == 0 {
 		return nil, err
 	}
@@ -351,7 +391,7 @@ func (s *Spool) Stat() Stat {
 		first = max(first, live)
 	}
 	if first <= s.lastSeq {
-		st.Records = s.lastSeq - first + 1
+		st.Records = s.lastSeq - first + 1 - s.missingLocked(first-1, s.lastSeq)
 		st.FirstSeq = first
 	}
 	for name, sk := range s.sinks {
@@ -367,7 +407,13 @@ func (s *Spool) Stat() Stat {
 func (s *Spool) Close() error {
 	s.stopAckFlusher()
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	err := s.closeLocked()
+	s.wmu.Unlock()
+	s.retryWG.Wait()
+	return err
+}
+
+func (s *Spool) closeLocked() error {
 	if s.closed {
 		return nil
 	}
@@ -382,9 +428,15 @@ func (s *Spool) Close() error {
 	s.held, s.heldCost = nil, 0
 	s.notifySyncedLocked()
 	s.mu.Unlock()
+	if s.retryStop != nil {
+		close(s.retryStop)
+		s.retryStop = nil
+	}
 	s.dbmu.Lock()
-	if err := s.db.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("spool: close %s: %w", s.opts.Path, err))
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("spool: close %s: %w", s.opts.Path, err))
+		}
 	}
 	s.dbmu.Unlock()
 	return errors.Join(errs...)
@@ -392,11 +444,12 @@ func (s *Spool) Close() error {
 
 func (s *Spool) sinkStatLocked(sk *diskSink) SinkStat {
 	return SinkStat{
-		Received: sk.received,
-		Acked:    sk.acked,
-		Evicted:  sk.evicted,
-		Pending:  s.lastSeq - sk.cursor,
-		Cursor:   sk.cursor,
+		Received:      sk.received,
+		Acked:         sk.acked,
+		Evicted:       sk.evicted,
+		MemoryEvicted: sk.memEvicted,
+		Pending:       s.pendingLocked(sk.cursor),
+		Cursor:        sk.cursor,
 	}
 }
 

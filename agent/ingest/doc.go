@@ -10,6 +10,12 @@
 //	POST /v1/sessions, DELETE /v1/sessions/{id}, POST /v1/sessions/{id}/frames
 //	GET  /v1/stats, /metrics, /healthz, /readyz
 //
+// Every item is held to envelope.Validate before anything else; a request
+// over a limit is refused whole with 413 naming the limit (Answer.Limit).
+// An answer sent before the body was read whole is followed by a bounded
+// lingering read (linger.go), so clients that write their whole body
+// first read it.
+//
 // It needs only a submit function to hand envelopes to the pipeline (it
 // waits on the returned waiter before answering 202), the stamper, the
 // session registry and the telemetry registry; it owns the server's

@@ -27,7 +27,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok && reason == "" {
 		return // the client left
 	}
-	body, err := readBody(w, r, s.MaxBodyBytes)
+	body, err := readBody(w, r, s.MaxBodyBytes, limitBody)
 	if err != nil {
 		if ok {
 			s.admission.leave()
@@ -55,9 +55,8 @@ func (s *Server) ingestBody(ctx context.Context, source string, body []byte, pre
 	return s.ingestHeld(ctx, source, items, prepare)
 }
 
-// ingest takes an ingest slot (or answers the refusal), validates items
-// with prepare, submits the good ones, waits until they are in the spool
-// (or the request ends), and builds the answer.
+// ingest takes an ingest slot (or answers the refusal: 429 or 503 with
+// Retry-After, admit.go) and ingests items.
 func (s *Server) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
 	ok, reason := s.enter(ctx)
 	if !ok {
@@ -69,8 +68,12 @@ func (s *Server) ingest(ctx context.Context, source string, items []item, prepar
 	return s.ingestHeld(ctx, source, items, prepare)
 }
 
-// ingestHeld is ingest for a caller holding an ingest slot, which it
-// releases once the events are submitted: the wait for the spool holds none.
+// ingestHeld validates items with prepare, submits the good ones, waits
+// until they are in the spool (or the request ends), and builds the answer.
+// A request with more items, or more bytes once prepared, than it may hand
+// to the ring is refused whole (413), never partly dropped. The caller holds
+// an ingest slot, released once the events are submitted: the wait for the
+// spool holds none.
 func (s *Server) ingestHeld(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
 	entered := true
 	defer func() {
@@ -78,6 +81,10 @@ func (s *Server) ingestHeld(ctx context.Context, source string, items []item, pr
 			s.admission.leave()
 		}
 	}()
+	if n := len(items); s.MaxRequestEvents > 0 && n > s.MaxRequestEvents {
+		s.Rejected(source, uint64(n))
+		return s.tooMany(Limit{Name: "EDGERELAY_RING_MAX_EVENTS", Unit: "events", Max: int64(s.MaxRequestEvents), Got: int64(n)})
+	}
 	ans := Answer{Rejected: []Rejection{}}
 	good := make([]pipeline.Entry, 0, len(items))
 	index := make([]int, 0, len(items))
@@ -98,13 +105,23 @@ func (s *Server) ingestHeld(ctx context.Context, source string, items []item, pr
 		good = append(good, e)
 		index = append(index, i)
 	}
+	if s.MaxRequestBytes > 0 {
+		var size int64
+		for _, e := range good {
+			size += int64(len(e.Env))
+		}
+		if size > s.MaxRequestBytes {
+			s.Rejected(source, uint64(len(items)))
+			return s.tooMany(Limit{Name: "EDGERELAY_RING_MAX_BYTES", Unit: "bytes", Max: s.MaxRequestBytes, Got: size})
+		}
+	}
 	s.Rejected(source, uint64(len(ans.Rejected)))
 	if len(good) == 0 {
 		ans.Error = "no acceptable item"
 		return http.StatusBadRequest, ans
 	}
 	w, err := s.Submit(source, good)
-	s.admission.leave() // the wait for the spool holds no slot
+	s.admission.leave()
 	entered = false
 	if err != nil {
 		ans.Error = err.Error()
@@ -130,6 +147,18 @@ func (s *Server) ingestHeld(ctx context.Context, source string, items []item, pr
 		return http.StatusServiceUnavailable, ans
 	}
 	return http.StatusAccepted, ans
+}
+
+// tooMany refuses a request whole for what it would hand to the ring: half
+// the ring's cap, so that one request never overruns the ring.
+func (s *Server) tooMany(l Limit) (int, Answer) {
+	what := "events"
+	if l.Unit == "bytes" {
+		what = "bytes once stamped"
+	}
+	msg := fmt.Sprintf("request: %d %s is over the limit of %d per request (half the ring, %s); split it into smaller requests",
+		l.Got, what, l.Max, l.Name)
+	return http.StatusRequestEntityTooLarge, Answer{Rejected: []Rejection{}, Error: msg, Limit: &l}
 }
 
 // handleStream is the WebSocket form of /v1/events: each text message is a

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,19 @@ type Options struct {
 	// waits for a slot before a 429; 0 means DefaultQueueWait.
 	IngestSlots int
 	QueueWait   time.Duration
+
+	// MaxRequestEvents and MaxRequestBytes bound what one request hands to
+	// the ring (events, and bytes once stamped); a larger request is
+	// refused whole with 413, so a request on an idle agent is never partly
+	// dropped for a full ring. The agent sets half the ring's caps. 0 means
+	// no limit.
+	MaxRequestEvents int
+	MaxRequestBytes  int64
+	// LingerBytes and LingerTime bound how much of a body the server reads
+	// and throws away after answering early (linger.go), and for how long.
+	// 0 means the defaults: 16 times MaxBodyBytes, 30 s.
+	LingerBytes int64
+	LingerTime  time.Duration
 }
 
 // Server is the local API (see the package doc for its routes). Set the
@@ -65,7 +80,10 @@ type Server struct {
 	Stopping context.Context
 	Report   func() any   // GET /v1/stats
 	Metrics  http.Handler // GET /metrics
-	Logger   *slog.Logger
+	// Debug, when set, serves /debug/pprof/ (EDGERELAY_PPROF); behind the
+	// token like every route but the probes.
+	Debug  http.Handler
+	Logger *slog.Logger
 
 	admission *admission
 	srv       *http.Server
@@ -89,6 +107,9 @@ func (s *Server) Start() error {
 	mux.HandleFunc("POST /v1/sessions/{id}/frames", s.intake(s.handleFrames))
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Report()) })
 	mux.Handle("GET /metrics", s.Metrics)
+	if s.Debug != nil {
+		mux.Handle("/debug/pprof/", s.Debug)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -101,7 +122,7 @@ func (s *Server) Start() error {
 	})
 
 	s.srv = &http.Server{
-		Handler:           s.authenticate(mux),
+		Handler:           s.linger(s.authenticate(mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -193,25 +214,37 @@ func listenUnix(path string) (net.Listener, error) {
 }
 
 // authenticate requires the bearer token, when one is configured, on every
-// endpoint but the liveness and readiness probes.
+// endpoint but the liveness and readiness probes. The scheme is matched
+// without regard to case ("bearer", "BEARER"), as RFC 7235 says; the token
+// exactly, in constant time.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	if s.Token == "" {
 		return next
 	}
-	want := []byte("Bearer " + s.Token)
+	want := []byte(s.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if subtle.ConstantTimeCompare(bearerToken(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or bad bearer token"})
+			writeError(w, http.StatusUnauthorized, map[string]string{"error": "missing or bad bearer token"})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the credentials of an Authorization header of the
+// Bearer scheme (RFC 7235: "Bearer" in any case, then one or more spaces),
+// or nil.
+func bearerToken(h string) []byte {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil
+	}
+	return []byte(strings.TrimLeft(token, " "))
 }
 
 // intake answers 503 unless the agent is running.
@@ -219,18 +252,33 @@ func (s *Server) intake(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if ok, state := s.Running(); !ok {
 			w.Header().Set("Retry-After", "1")
-			writeJSON(w, http.StatusServiceUnavailable, Answer{Rejected: []Rejection{}, Error: "agent " + state})
+			writeError(w, http.StatusServiceUnavailable, Answer{Rejected: []Rejection{}, Error: "agent " + state})
 			return
 		}
 		h(w, r)
 	}
 }
 
+// writeJSON writes v as the whole answer, with its Content-Length: an answer
+// that is complete by itself, which a client can read before the server has
+// finished with the request's body.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"error":"answer could not be encoded"}`)
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	w.Write(b)
 }
+
+// writeError answers a request with an error, in JSON. It may be called
+// before the body is read, or with the body half read: the server's
+// lingering close (linger.go) then lets the client read the answer, whatever
+// the handler did with the body. Use it for every refusal.
+func writeError(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
 
 type connKey struct{}
 

@@ -13,19 +13,28 @@ import (
 )
 
 func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, 64<<10)
+	body, err := readBody(w, r, 64<<10, limitAttach)
 	if err != nil {
 		writeBodyError(w, err)
 		return
 	}
+	if err := envelope.Validate(body); err != nil && !envelope.IsSyntax(err) {
+		// Repeated keys, invalid UTF-8: the session's identity is stamped
+		// into every envelope of the session; refuse what readers disagree on.
+		writeError(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
 	sess, err := session.Decode(body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeError(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
+	}
+	if sess.PID == 0 {
+		sess.PID = peerPID(r) // the runner attaching over the unix socket
 	}
 	sess.Attached = time.Now().UTC()
 	if err := s.Sessions.Attach(sess); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeError(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusCreated, sess)
@@ -34,7 +43,7 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleSessionDetach(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !s.Sessions.Detach(id) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("session %q is not attached", id)})
+		writeError(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("session %q is not attached", id)})
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -46,20 +55,20 @@ func (s *Server) handleFrames(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	switch attached, channel := s.Sessions.HasChannel(id); {
 	case !attached:
-		writeJSON(w, http.StatusNotFound, Answer{Rejected: []Rejection{}, Error: fmt.Sprintf("session %q is not attached", id)})
+		writeError(w, http.StatusNotFound, Answer{Rejected: []Rejection{}, Error: fmt.Sprintf("session %q is not attached", id)})
 		return
 	case !channel:
-		writeJSON(w, http.StatusConflict, Answer{Rejected: []Rejection{}, Error: fmt.Sprintf("session %q has no events_url", id)})
+		writeError(w, http.StatusConflict, Answer{Rejected: []Rejection{}, Error: fmt.Sprintf("session %q has no events_url", id)})
 		return
 	}
-	body, err := readBody(w, r, s.MaxBodyBytes)
+	body, err := readBody(w, r, s.MaxBodyBytes, limitBody)
 	if err != nil {
 		writeBodyError(w, err)
 		return
 	}
 	items, err := splitItems(body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()})
+		writeError(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()})
 		return
 	}
 	ans := Answer{Rejected: []Rejection{}}
@@ -76,17 +85,17 @@ func (s *Server) handleFrames(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(frames) == 0 {
 		ans.Error = "no acceptable frame"
-		writeJSON(w, http.StatusBadRequest, ans)
+		writeError(w, http.StatusBadRequest, ans)
 		return
 	}
 	switch err := s.Sessions.AppendFrames(id, frames); {
 	case errors.Is(err, session.ErrChannelEnded):
 		ans.Error = err.Error()
-		writeJSON(w, http.StatusGone, ans)
+		writeError(w, http.StatusGone, ans)
 		return
 	case err != nil:
 		ans.Error = err.Error()
-		writeJSON(w, http.StatusNotFound, ans)
+		writeError(w, http.StatusNotFound, ans)
 		return
 	}
 	ans.Accepted = len(frames)

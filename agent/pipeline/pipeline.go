@@ -87,6 +87,9 @@ func (p *Pipeline) Close() {
 // Close).
 func (p *Pipeline) Wait() { <-p.done }
 
+// Done is closed when the writer has returned (after Close).
+func (p *Pipeline) Done() <-chan struct{} { return p.done }
+
 // Counters returns the pipeline's counts.
 func (p *Pipeline) Counters() *Counters { return p.o.Counters }
 

@@ -5,8 +5,8 @@
 // One goroutine, Run, samples everything on its cadences (spec/nvml.md,
 // "What to sample"): every Interval the memory, utilization, temperature,
 // power and SM clock of each GPU, and the host's interfaces; every
-// ProcessInterval the processes on each GPU; every ECCInterval the ECC and
-// remapped-row counters. NVML calls therefore never overlap, except the Xid
+// ProcessInterval the processes on each GPU and the runners' network
+// namespaces; every ECCInterval the ECC and remapped-row counters. NVML calls therefore never overlap, except the Xid
 // event wait, which runs in a second goroutine that Run starts and waits
 // for.
 //
@@ -30,14 +30,19 @@
 //	                      slow cadence ecc_volatile_uncorrected,
 //	                      ecc_volatile_corrected, ecc_aggregate_uncorrected,
 //	                      remapped_rows_correctable, remapped_rows_uncorrectable,
-//	                      remapped_rows_pending, remapped_rows_failure. A
+//	                      remapped_rows_pending, remapped_rows_failure, and
+//	                      gpu_idle: false when a session uses the GPU (its
+//	                      id is then the session_id: see Options.SessionFor),
+//	                      true otherwise. A
 //	                      reading the GPU does not support is absent, never 0.
 //	                      A GPU whose memory cannot be read that tick emits
 //	                      nothing (counted, reason "no_memory").
 //	gpu_process_sample    one per (GPU, process) per process interval: gpu_id,
 //	                      device_id, pid (host pid), used_gpu_memory_bytes,
 //	                      process_name, container_id, cgroup, pipeline,
-//	                      model_id; unknown ones absent.
+//	                      model_id, session_id (the session whose runner is
+//	                      the process or an ancestor of it); unknown ones
+//	                      absent.
 //	gpu_xid_event         a critical Xid error: gpu_id, device_id, name,
 //	                      pci_bus_id, xid.
 //	gpu_device_lost       a GPU stopped answering (ERROR_GPU_IS_LOST and
@@ -48,6 +53,11 @@
 //	                      pci_bus_id, lost_for_ms.
 //	host_network_sample   one per interface (not lo) per tick: see
 //	                      hostnet.Reading.Data.
+//	stream_bandwidth_sample one per session runner per process interval,
+//	                      from the second reading on: see
+//	                      hostnet.NSReading.Data. A runner whose figures
+//	                      would not be its own gets none (counted by reason
+//	                      in edgerelay_stream_bandwidth_skipped_total).
 //
 // Emit is never called concurrently, and each data map is the callee's to
 // keep.

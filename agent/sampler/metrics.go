@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/livepeer/edgerelay/agent/hostnet"
 	"github.com/livepeer/edgerelay/nvml"
 )
 
@@ -16,7 +17,7 @@ type collector struct {
 
 	memUsed, memFree, memTotal, memReserved *prometheus.Desc
 	util, memUtil, temp, power, smClock     *prometheus.Desc
-	lost, skipped                           *prometheus.Desc
+	lost, skipped, streamSkipped            *prometheus.Desc
 }
 
 func newCollector(s *Sampler) *collector {
@@ -38,6 +39,8 @@ func newCollector(s *Sampler) *collector {
 		lost:        g("lost", "1 while the GPU does not answer NVML (ERROR_GPU_IS_LOST and friends), else 0."),
 		skipped: prometheus.NewDesc("edgerelay_gpu_samples_skipped_total",
 			"GPU ticks that emitted no gpu_memory_sample, by reason (lost, no_memory, error).", []string{"reason"}, nil),
+		streamSkipped: prometheus.NewDesc("edgerelay_stream_bandwidth_skipped_total",
+			"Readings of a session's runner that gave no stream_bandwidth_sample, by reason (agent_netns, netns_shared, netns_unreadable).", []string{"reason"}, nil),
 	}
 }
 
@@ -46,12 +49,13 @@ func newCollector(s *Sampler) *collector {
 // edgerelay_gpu_utilization_ratio, edgerelay_gpu_memory_utilization_ratio,
 // edgerelay_gpu_temperature_celsius, edgerelay_gpu_power_watts,
 // edgerelay_gpu_sm_clock_hz and edgerelay_gpu_lost, labelled uuid, index
-// and name, and edgerelay_gpu_samples_skipped_total{reason}. Register it
+// and name, edgerelay_gpu_samples_skipped_total{reason} and
+// edgerelay_stream_bandwidth_skipped_total{reason}. Register it
 // once; it is safe for concurrent use.
 func (s *Sampler) Collector() prometheus.Collector { return s.coll }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.memUsed, c.memFree, c.memTotal, c.memReserved, c.util, c.memUtil, c.temp, c.power, c.smClock, c.lost, c.skipped} {
+	for _, d := range []*prometheus.Desc{c.memUsed, c.memFree, c.memTotal, c.memReserved, c.util, c.memUtil, c.temp, c.power, c.smClock, c.lost, c.skipped, c.streamSkipped} {
 		ch <- d
 	}
 }
@@ -59,6 +63,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, reason := range skipReasons {
 		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.CounterValue, float64(c.s.skipped[i].Load()), reason)
+	}
+	for i, reason := range hostnet.SkipReasons {
+		ch <- prometheus.MustNewConstMetric(c.streamSkipped, prometheus.CounterValue, float64(c.s.streamSkipped[i].Load()), reason)
 	}
 	c.s.mu.RLock()
 	defer c.s.mu.RUnlock()

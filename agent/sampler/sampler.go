@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ const (
 	TypeLost      = "gpu_device_lost"
 	TypeRecovered = "gpu_device_recovered"
 	TypeHostNet   = "host_network_sample"
+	TypeStreamNet = "stream_bandwidth_sample"
 )
 
 // Collector is the v3 collector name of gpu_memory_sample records.
@@ -69,6 +71,12 @@ type HostNet interface {
 	Sample(now time.Time) ([]hostnet.Reading, error)
 }
 
+// StreamNet reads the traffic of the runners' network namespaces;
+// *hostnet.Namespaces has it.
+type StreamNet interface {
+	Sample(now time.Time, targets []hostnet.Target) []hostnet.NSReading
+}
+
 // Options configures New. Zero values take the documented defaults; Emit is
 // required.
 type Options struct {
@@ -77,6 +85,11 @@ type Options struct {
 	GPUs GPUs
 	// HostNet, when set, is read every tick for host_network_sample.
 	HostNet HostNet
+	// StreamNet and Runners, when both set, give stream_bandwidth_sample:
+	// every ProcessInterval, each runner's bytes up and down since the
+	// previous reading. They are read on Run's goroutine, not NVML's.
+	StreamNet StreamNet
+	Runners   func() []hostnet.Target
 	// Emit receives every event (family, data). Required. Never called
 	// concurrently; data is the callee's to keep.
 	Emit func(typ string, data map[string]any)
@@ -94,14 +107,21 @@ type Options struct {
 	// it to the watchdog, and shutdown waits for it no longer than its
 	// deadline. Default 5s.
 	CallTimeout time.Duration
-	// SessionFor gives the v3 session_id of a GPU's samples (for example the
-	// live stream session on it). nil, or an empty answer, means the
-	// sampler's own id, fixed for the process's life.
-	SessionFor func(gpuUUID string) string
+	// SessionFor names the session that uses a GPU, or "" for none: the
+	// one attached to gpuUUID, else the one whose runner is among pids (the
+	// GPU's processes and their ancestors, from the last process sample).
+	// With gpuUUID "" it names the session of one process (pids is that
+	// process and its ancestors). A GPU's samples carry the session's
+	// session_id (the agent adds its identity) and gpu_idle false; without
+	// a session, gpu_idle true and the sampler's own session_id, fixed for
+	// the process's life. nil means no sessions. Called without the
+	// sampler's locks held.
+	SessionFor func(gpuUUID string, pids []int) string
 	// Allocators, when set, supplies the allocator_* fields.
 	Allocators Allocators
-	// ProcRoot is where process attribution reads <pid>/cgroup and
-	// <pid>/environ; default "/proc".
+	// ProcRoot is where process attribution reads <pid>/cgroup,
+	// <pid>/environ and <pid>/stat (the parent, to find a process's
+	// session); default "/proc".
 	ProcRoot string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -208,6 +228,10 @@ type Sampler struct {
 	gpus map[string]*gpuState
 
 	skipped [len(skipReasons)]atomic.Uint64
+
+	// Owned by Run's goroutine: the (session, reason) pairs already logged.
+	streamSkipLogged map[[2]string]bool
+	streamSkipped    [len(hostnet.SkipReasons)]atomic.Uint64
 }
 
 // gpuState is the latest known about one GPU; guarded by Sampler.mu.
@@ -219,6 +243,7 @@ type gpuState struct {
 	lostAt   time.Time
 	ecc      nvml.ECC
 	procUsed map[int]uint64
+	pids     []int // the GPU's processes and their ancestors at the last process sample; replaced, never changed
 }
 
 // New checks the options and makes a Sampler; Run starts it.
@@ -291,13 +316,15 @@ func (s *Sampler) Run(ctx context.Context) error {
 
 	now := time.Now()
 	s.call(ctx, func() { s.tick(now); s.sampleECC(); s.sampleProcesses() })
+	s.sampleStreams(now)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
 			s.call(ctx, func() { s.tick(now) })
-		case <-procTick.C:
+		case now := <-procTick.C:
+			s.sampleStreams(now)
 			s.call(ctx, s.sampleProcesses)
 		case <-eccTick.C:
 			s.call(ctx, s.sampleECC)
@@ -416,7 +443,7 @@ func (s *Sampler) sampleGPU(slot int, now time.Time) {
 	st.dev, st.sample, st.at = smp.Device, *smp, now
 	wasLost, lostAt := st.lost, st.lostAt
 	st.lost = false
-	ecc := st.ecc
+	ecc, pids := st.ecc, st.pids
 	s.mu.Unlock()
 
 	if wasLost {
@@ -430,7 +457,7 @@ func (s *Sampler) sampleGPU(slot int, now time.Time) {
 		s.warn(fmt.Sprintf("nomem-%d", slot), "gpu memory unreadable; no gpu_memory_sample this tick", "index", slot, "uuid", smp.UUID)
 		return
 	}
-	s.emit(TypeMemory, s.memoryData(smp, &s.boxes[slot], &ecc, now))
+	s.emit(TypeMemory, s.memoryData(smp, &s.boxes[slot], &ecc, s.sessionOf(smp.UUID, pids), now))
 }
 
 // slotBoxes keeps a slot's strings boxed in interface values, so that a
@@ -505,14 +532,16 @@ func deviceData(dev nvml.Device) map[string]any {
 	return d
 }
 
-// session is the v3 session_id of a GPU's samples.
-func (s *Sampler) session(gpuUUID string) string {
-	if s.opts.SessionFor != nil {
-		if id := s.opts.SessionFor(gpuUUID); strings.TrimSpace(id) != "" {
-			return id
-		}
+// sessionOf names the session using a GPU (gpuUUID "": a process), ""
+// when none.
+func (s *Sampler) sessionOf(gpuUUID string, pids []int) string {
+	if s.opts.SessionFor == nil {
+		return ""
 	}
-	return s.runID
+	if id := s.opts.SessionFor(gpuUUID, pids); strings.TrimSpace(id) != "" {
+		return id
+	}
+	return ""
 }
 
 // memoryFields is the capacity of a gpu_memory_sample map: the 23 v3 fields
@@ -539,10 +568,15 @@ func (s *Sampler) memoryTemplate() map[string]any {
 }
 
 // memoryData builds a gpu_memory_sample payload: the v3 record fields, then
-// the NVML extras (spec/envelope.md).
-func (s *Sampler) memoryData(smp *nvml.Sample, bx *slotBoxes, ecc *nvml.ECC, now time.Time) map[string]any {
+// the NVML extras (spec/envelope.md), and gpu_idle: false when a session
+// uses the GPU (its id is the record's session_id), true otherwise.
+func (s *Sampler) memoryData(smp *nvml.Sample, bx *slotBoxes, ecc *nvml.ECC, session string, now time.Time) map[string]any {
 	d := maps.Clone(s.memTemplate)
-	d["session_id"] = box(&bx.session, &bx.vSession, s.session(smp.UUID))
+	d["gpu_idle"] = session == ""
+	if session == "" {
+		session = s.runID
+	}
+	d["session_id"] = box(&bx.session, &bx.vSession, session)
 	d["timestamp_ns"] = now.UnixNano()
 	d["device_id"] = smp.Index
 	d["device_used_bytes"] = smp.MemUsed
@@ -626,6 +660,46 @@ func optional(v *int64) any {
 	return *v
 }
 
+// sampleStreams emits one stream_bandwidth_sample per runner whose
+// namespace gives its own figures; the others are counted by reason and
+// logged once per session.
+func (s *Sampler) sampleStreams(now time.Time) {
+	if s.opts.StreamNet == nil || s.opts.Runners == nil {
+		return
+	}
+	targets := s.opts.Runners()
+	if len(targets) == 0 && s.streamSkipLogged == nil {
+		return
+	}
+	if s.streamSkipLogged == nil {
+		s.streamSkipLogged = map[[2]string]bool{}
+	}
+	seen := make(map[string]bool, len(targets))
+	for _, r := range s.opts.StreamNet.Sample(now, targets) {
+		seen[r.Key] = true
+		if r.Skip != "" {
+			if i := slices.Index(hostnet.SkipReasons[:], r.Skip); i >= 0 {
+				s.streamSkipped[i].Add(1)
+			}
+			if k := [2]string{r.Key, r.Skip}; !s.streamSkipLogged[k] {
+				s.streamSkipLogged[k] = true
+				s.log.Warn("no stream_bandwidth_sample for a session: its runner's network figures would not be its own",
+					"session_id", r.Key, "pid", r.PID, "reason", r.Skip,
+					"next", "run the runner in a network namespace of its own and let the agent read /proc/<pid>/ns/net (same user, or CAP_SYS_PTRACE); see docs/NAAP.md")
+			}
+			continue
+		}
+		if r.HasDelta {
+			s.emit(TypeStreamNet, r.Data())
+		}
+	}
+	for k := range s.streamSkipLogged {
+		if !seen[k[0]] {
+			delete(s.streamSkipLogged, k) // the session ended
+		}
+	}
+}
+
 // sampleProcesses emits one gpu_process_sample per (GPU, process).
 func (s *Sampler) sampleProcesses() {
 	var pids []int
@@ -650,10 +724,14 @@ func (s *Sampler) sampleProcesses() {
 			continue
 		}
 		used := make(map[int]uint64, len(procs))
+		var lineages []int
 		for _, p := range procs {
 			pids = append(pids, p.PID)
 			at, _ := s.attr.Lookup(p.PID)
 			d := map[string]any{"gpu_id": gpuUUID, "device_id": slot, "pid": p.PID}
+			lin := s.lineage(p.PID)
+			lineages = append(lineages, lin...)
+			putString(d, "session_id", s.sessionOf("", lin))
 			if p.HasUsed {
 				d["used_gpu_memory_bytes"] = p.UsedBytes
 				used[p.PID] = p.UsedBytes
@@ -671,7 +749,7 @@ func (s *Sampler) sampleProcesses() {
 		}
 		s.mu.Lock()
 		if st := s.gpus[gpuUUID]; st != nil {
-			st.procUsed = used
+			st.procUsed, st.pids = used, lineages
 		}
 		s.mu.Unlock()
 	}

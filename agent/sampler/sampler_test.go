@@ -131,3 +131,14 @@ func TestHostNetWithoutGPUs(t *testing.T) {
 		}
 	})
 }
+
+// FuzzParsePPID: any /proc/<pid>/stat content gives a parent pid >= 0 or
+// an error, never a panic. Seeds are in testdata/fuzz/FuzzParsePPID.
+func FuzzParsePPID(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ppid, err := ParsePPID(b)
+		if err == nil && ppid < 0 {
+			t.Fatalf("%q: ppid %d", b, ppid)
+		}
+	})
+}

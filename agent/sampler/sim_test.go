@@ -165,7 +165,12 @@ func TestMemorySamplesPassV3Validation(t *testing.T) {
 		sim  func(*nvml.Sim)
 	}{
 		{"no allocator figures", Options{}, func(*nvml.Sim) {}},
-		{"with allocator figures", Options{Allocators: allocs, SessionFor: func(id string) string { return "stream-" + id[len(id)-1:] }}, func(*nvml.Sim) {}},
+		{"with allocator figures", Options{Allocators: allocs, SessionFor: func(id string, _ []int) string {
+			if id == "" {
+				return ""
+			}
+			return "stream-" + id[len(id)-1:]
+		}}, func(*nvml.Sim) {}},
 		{"unsupported readings", Options{}, func(s *nvml.Sim) {
 			for i := range s.Len() {
 				s.SetUnsupported(i, nvml.FieldPower|nvml.FieldUtilization|nvml.FieldTemperature|nvml.FieldSMClock, true)
@@ -211,7 +216,7 @@ func TestAllocatorJoinAndSession(t *testing.T) {
 				nvml.SimUUID(0): {PID: 4321, Allocated: 5 << 30, Reserved: 6 << 30, Active: &active, Change: -1 << 20, Source: "push"},
 				nvml.SimUUID(1): {PID: -1, Allocated: 1 << 30, Reserved: 2 << 30, Source: "stormlog", Stale: true},
 			},
-			SessionFor: func(id string) string {
+			SessionFor: func(id string, _ []int) string {
 				if id == nvml.SimUUID(0) {
 					return "stream-abc"
 				}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +74,7 @@ type Registry struct {
 
 type entry struct {
 	sess   *Session
+	gpu    string             // the GPU its processes were last seen on (sess.GPUID unset); guarded by Registry.mu
 	ch     *channel           // nil without events_url
 	unsubs context.CancelFunc // ends the subscriber of subscribe_url, nil without
 }
@@ -95,25 +98,79 @@ func New(o Options) *Registry {
 }
 
 // Identity returns the identity of a session, nil if it is not attached.
+// Its gpu_id is the one it attached with, else the GPU its processes were
+// last seen on (ForGPU).
 func (r *Registry) Identity(id string) envelope.Identity {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if e, ok := r.m[id]; ok {
-		return e.sess.Identity()
+		ident := e.sess.Identity()
+		if ident["gpu_id"] == "" {
+			ident["gpu_id"] = e.gpu
+		}
+		return ident
 	}
 	return nil
 }
 
-// ForGPU returns the session attached to a GPU (by UUID), if any.
-func (r *Registry) ForGPU(uuid string) (*Session, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+// ForGPU returns the session using a GPU: the one attached with its UUID,
+// else the one whose runner (PID) is among pids, the GPU's processes and
+// their ancestors; of several, the latest attached. A session found by its
+// processes takes the GPU as its gpu_id (Identity). uuid "" matches by pids
+// only (a single process's session).
+func (r *Registry) ForGPU(uuid string, pids []int) (*Session, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var best *entry
 	for _, e := range r.m {
-		if e.sess.GPUID == uuid {
-			return e.sess, true
+		if uuid != "" && e.sess.GPUID == uuid && (best == nil || later(e, best)) {
+			best = e
 		}
 	}
-	return nil, false
+	if best == nil && len(pids) > 0 {
+		for _, e := range r.m {
+			if e.sess.PID > 0 && slices.Contains(pids, e.sess.PID) && (best == nil || later(e, best)) {
+				best = e
+			}
+		}
+		if best != nil && uuid != "" && best.sess.GPUID == "" {
+			best.gpu = uuid
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	return best.sess, true
+}
+
+// later orders entries by attach time, then id, so that a choice among
+// several is the same every time.
+func later(a, b *entry) bool {
+	if !a.sess.Attached.Equal(b.sess.Attached) {
+		return a.sess.Attached.After(b.sess.Attached)
+	}
+	return a.sess.SessionID > b.sess.SessionID
+}
+
+// Runner is a session's runner process, for its network figures.
+type Runner struct {
+	SessionID string
+	PID       int
+}
+
+// Runners returns the sessions that named (or were attached by) a runner
+// process, in session id order.
+func (r *Registry) Runners() []Runner {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []Runner
+	for id, e := range r.m {
+		if e.sess.PID > 0 {
+			out = append(out, Runner{SessionID: id, PID: e.sess.PID})
+		}
+	}
+	slices.SortFunc(out, func(a, b Runner) int { return strings.Compare(a.SessionID, b.SessionID) })
+	return out
 }
 
 // Count returns the number of attached sessions.
@@ -154,7 +211,7 @@ func (r *Registry) Attach(s *Session) error {
 	if e.ch != nil {
 		r.channels.Add(1)
 	}
-	r.o.Logger.Info("session attached", "session_id", s.SessionID, "stream_id", s.StreamID, "gpu_id", s.GPUID,
+	r.o.Logger.Info("session attached", "session_id", s.SessionID, "stream_id", s.StreamID, "gpu_id", s.GPUID, "pid", s.PID,
 		"events_channel", s.EventsURL != "", "subscribed", s.SubscribeURL != "")
 	return nil
 }

@@ -10,18 +10,25 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/envelope"
+	"github.com/livepeer/edgerelay/relay"
 )
 
 // Session is a live AI session attached by its runner: the identity stamped
 // into its events and, optionally, its trickle events channel.
 type Session struct {
-	SessionID    string    `json:"session_id"`
-	StreamID     string    `json:"stream_id,omitempty"`
-	RequestID    string    `json:"request_id,omitempty"`
-	ManifestID   string    `json:"manifest_id,omitempty"`
-	Pipeline     string    `json:"pipeline,omitempty"`
-	ModelID      string    `json:"model_id,omitempty"`
-	GPUID        string    `json:"gpu_id,omitempty"`
+	SessionID  string `json:"session_id"`
+	StreamID   string `json:"stream_id,omitempty"`
+	RequestID  string `json:"request_id,omitempty"`
+	ManifestID string `json:"manifest_id,omitempty"`
+	Pipeline   string `json:"pipeline,omitempty"`
+	ModelID    string `json:"model_id,omitempty"`
+	GPUID      string `json:"gpu_id,omitempty"`
+	// PID is the runner's process id as the agent sees it (with the host's
+	// pid namespace, the host pid NVML reports). Its GPU processes and
+	// their children tie the GPUs it uses to the session, and its network
+	// namespace gives the session's bandwidth. Default: the process at the
+	// other end of the unix socket that attached the session.
+	PID          int       `json:"pid,omitempty"`
 	EventsURL    string    `json:"events_url,omitempty"`    // the session's trickle events channel: the agent publishes there
 	SubscribeURL string    `json:"subscribe_url,omitempty"` // a channel to read telemetry frames from and relay
 	OwnsChannel  bool      `json:"owns_channel,omitempty"`  // the agent may DELETE the channel at detach
@@ -69,6 +76,9 @@ func Decode(body []byte) (*Session, error) {
 			errs = append(errs, fmt.Errorf("subscribe_url: %w", err))
 		}
 	}
+	if s.PID < 0 {
+		errs = append(errs, errors.New("pid: must be a process id (a positive integer)"))
+	}
 	if s.OwnsChannel && s.EventsURL == "" {
 		errs = append(errs, errors.New("owns_channel: needs events_url"))
 	}
@@ -79,7 +89,7 @@ func Decode(body []byte) (*Session, error) {
 func CheckURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", v)
+		return fmt.Errorf("%q is not an http(s) URL", relay.RedactURL(v)) // the query may hold a key
 	}
 	return nil
 }

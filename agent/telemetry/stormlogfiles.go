@@ -93,12 +93,20 @@ func sinkSegments(dir, namedPath string) ([]sinkSegmentFile, error) {
 // without one of a lone segment file: its manifest's, else one derived
 // from the file's path.
 func segmentSession(path string) string {
+	id, _ := SegmentSessionID(path)
+	return id
+}
+
+// SegmentSessionID is the session id stormlog's loader gives the records
+// without one of the segment file at path: the one manifest.json beside it
+// lists for the file (listed true), else one derived from the file's path.
+func SegmentSessionID(path string) (id string, listed bool) {
 	for _, s := range readSinkManifest(filepath.Join(filepath.Dir(path), "manifest.json")) {
 		if s.Filename == filepath.Base(path) && s.SessionID != "" {
-			return s.SessionID
+			return s.SessionID, true
 		}
 	}
-	return LegacySessionID(resolvedPath(path), "sink")
+	return LegacySessionID(resolvedPath(path), "sink"), false
 }
 
 // readSinkManifest returns the segments a manifest lists; a missing or

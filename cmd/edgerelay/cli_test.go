@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -231,5 +232,122 @@ func TestLogDurationsAsText(t *testing.T) {
 	newLogger(&buf, "text", new(slog.LevelVar)).Info("x", "took", 1500*time.Millisecond)
 	if !strings.Contains(buf.String(), "took=1.5s") {
 		t.Errorf("text log line %s", buf.String())
+	}
+}
+
+// TestRunCheck: run --check prints every effective setting with secrets
+// redacted (tokens, keys, passwords; URLs without credentials or query),
+// starts nothing, and exits 0 for a valid configuration, 2 for a bad one,
+// naming the variable, still without a secret.
+func TestRunCheck(t *testing.T) {
+	secrets := []string{
+		"EDGERELAY_ENABLED=true",
+		"EDGERELAY_INGEST_TOKEN=SECRET-token",
+		"EDGERELAY_HTTP_URL=https://user:SECRET-pw@metrics.example/v1/metrics?api_key=SECRET-q",
+		"EDGERELAY_HTTP_API_KEY=SECRET-key",
+		"EDGERELAY_TRICKLE_SUBSCRIBE=https://orch.example/s-events?sig=SECRET-sig",
+		"EDGERELAY_KAFKA_BROKERS=k1:9092", "EDGERELAY_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+		"EDGERELAY_KAFKA_USERNAME=u", "EDGERELAY_KAFKA_PASSWORD=SECRET-kafka",
+	}
+	for _, c := range []struct {
+		name  string
+		env   []string
+		args  []string
+		code  int
+		wants []string
+	}{
+		{"valid", secrets, []string{"run", "--check"}, 0, []string{
+			"EDGERELAY_HTTP_URL=https://metrics.example/v1/metrics\n", "EDGERELAY_HTTP_API_KEY=<redacted>\n",
+			"EDGERELAY_INGEST_TOKEN=<redacted>\n", "EDGERELAY_KAFKA_PASSWORD=<redacted>\n",
+			"EDGERELAY_TRICKLE_SUBSCRIBE=https://orch.example/s-events\n", "EDGERELAY_STDOUT=false\n",
+			"EDGERELAY_SHUTDOWN_GRACE=3s\n", "EDGERELAY_KAFKA_TOPIC=events-x\n", "configuration valid",
+		}},
+		{"bad", append(slices.Clone(secrets), "EDGERELAY_SAMPLE_INTERVAL=10ms"), []string{"run", "--check"}, 2, []string{
+			"EDGERELAY_SAMPLE_INTERVAL: 10ms is below the minimum", "EDGERELAY_HTTP_API_KEY=<redacted>\n",
+		}},
+		{"bad URL", []string{"EDGERELAY_ENABLED=true", "EDGERELAY_HTTP_URL=ftp://u:SECRET-pw@x/?k=SECRET-q", "EDGERELAY_HTTP_API_KEY=k"}, []string{"run", "--check"}, 2, []string{
+			"EDGERELAY_HTTP_URL:",
+		}},
+		{"not enabled", nil, []string{"run", "--check"}, 0, []string{"EDGERELAY_ENABLED=false\n", "not enabled"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := c.args
+			if c.code == 0 && c.name == "valid" {
+				args = append(slices.Clone(args), "--shutdown-grace", "3s", "--kafka-topic", "events-x")
+			}
+			cmd := exec.Command(binPath, args...)
+			cmd.Env = cleanEnv(c.env...)
+			cmd.Dir = t.TempDir()
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			all := stdout.String() + stderr.String()
+			if code != c.code {
+				t.Errorf("exit %d, want %d:\n%s", code, c.code, all)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(all, w) {
+					t.Errorf("output lacks %q:\n%s", w, all)
+				}
+			}
+			if strings.Contains(all, "SECRET") {
+				t.Errorf("a secret in the output:\n%s", all)
+			}
+			if ents, _ := os.ReadDir(cmd.Dir); len(ents) != 0 {
+				t.Errorf("--check created %s", ents[0].Name())
+			}
+		})
+	}
+}
+
+// TestVersionEverywhere: `edgerelay version` and --version print the
+// version set at link time (as the Makefile does), the VCS revision and the
+// Go version; the first log line of a run carries them too.
+func TestVersionEverywhere(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		out, err := exec.Command(binPath, arg).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`^edgerelay ` + regexp.QuoteMeta(testVersion) + ` \(revision [0-9a-f]{40}(-dirty)?, go1\.[0-9.]+\)\n$`).Match(out) {
+			t.Errorf("%s: %q", arg, out)
+		}
+	}
+	// The revision is the one Go stamped (this checkout's) or, with
+	// -buildvcs=false, the one set at link time.
+	out, _ := exec.Command(binPath, "version").Output()
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if !strings.Contains(string(out), testRevision) && (err != nil || !strings.Contains(string(out), strings.TrimSpace(string(head)))) {
+		t.Errorf("version %q names neither the link-time revision nor the checkout's", out)
+	}
+	// A run that stops at its configuration still logs its first line.
+	cmd := exec.Command(binPath, "run")
+	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LOG_FORMAT=json", "EDGERELAY_SAMPLE_INTERVAL=10ms")
+	cmd.Dir = t.TempDir()
+	out, _ = cmd.CombinedOutput()
+	first, _, _ := strings.Cut(string(out), "\n")
+	var line map[string]any
+	if err := json.Unmarshal([]byte(first), &line); err != nil || line["msg"] != "edgerelay starting" || line["version"] != testVersion || line["go_version"] == nil || line["revision"] == nil {
+		t.Errorf("first log line %q", first)
+	}
+}
+
+// TestRunHelpTypedFlags: run's help names each flag's type, and a boolean
+// flag needs no value.
+func TestRunHelpTypedFlags(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"run", "--help"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"\n  -enabled\n", "\n  -shutdown-grace duration\n", "\n  -kafka-topic string\n", "\n  -kafka-tls\n", "\n  -spool-max-bytes bytes\n", "\n  -http-url url\n", "\n  -check\n", "\n  -pprof\n"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("run --help lacks %q", want)
+		}
 	}
 }

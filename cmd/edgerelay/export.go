@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/livepeer/edgerelay/agent/naap"
 	"github.com/livepeer/edgerelay/agent/telemetry"
 )
 
@@ -24,7 +25,8 @@ FILE or standard input, and writes a stormlog sink directory that stormlog
 loads as it is: manifest.json and segment-NNNNNN.jsonl files, one v3 record
 a line, each session's records in its own segments.
 
-Exported: gpu_memory_sample and allocator_sample envelopes. Each becomes the
+Exported: gpu_memory_sample and allocator_sample envelopes, also in the
+shape of NAAP mode (ai_stream_events with that data.type). Each becomes the
 v3 record of its data; every other key of data (gpu_id, name, pipeline,
 utilization_gpu_pct, …) moves into the record's metadata, with the
 envelope's id as metadata.envelope_id. Session ids are the records' own.
@@ -160,6 +162,12 @@ func (x *exporter) line(line []byte) error {
 	}
 	if env.Type == "" {
 		return errors.New("not an envelope: no type")
+	}
+	if env.Type == naap.Family { // NAAP mode: the native family is data.type
+		var d struct{ Type string }
+		if json.Unmarshal(env.Data, &d) == nil && exportFamilies[d.Type] {
+			env.Type = d.Type
+		}
 	}
 	if !exportFamilies[env.Type] {
 		x.skipped[env.Type]++

@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/livepeer/edgerelay/agent"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version and revision are set at build time with -ldflags "-X
+// main.version=… -X main.revision=…" (the Makefile: git describe and the
+// commit); a revision Go stamped into the binary wins (agent.BuildOf).
+var version, revision = "dev", ""
 
 const usage = `edgerelay: GPU telemetry sidecar for Livepeer AI nodes
 
@@ -33,8 +37,16 @@ commands:
 
 const versionUsage = `usage: edgerelay version
 
-Prints the version of this binary.
+Prints the version of this binary (set at build time: make build uses git
+describe), the VCS revision it was built from and the Go version.
 `
+
+// printVersion writes "edgerelay VERSION (revision REV, GOVERSION)": the
+// labels of edgerelay_build_info.
+func printVersion(w io.Writer) {
+	b := agent.BuildOf(version, revision)
+	fmt.Fprintf(w, "edgerelay %s (revision %s, %s)\n", b.Version, b.Revision, b.GoVersion)
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -61,10 +73,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if fs.NArg() > 0 {
 			return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
 		}
-		fmt.Fprintln(stdout, "edgerelay", version)
+		printVersion(stdout)
 		return 0
 	case "--version", "-v":
-		fmt.Fprintln(stdout, "edgerelay", version)
+		printVersion(stdout)
 		return 0
 	case "help", "--help", "-h", "-help":
 		if len(rest) > 0 && cmd == "help" && !isHelp(rest[0]) {

@@ -22,13 +22,18 @@ import (
 // which run it as a user would.
 var binPath string
 
+// testVersion and testRevision are what the test binary is built with;
+// a revision Go stamps (with -buildvcs) takes the place of testRevision.
+const testVersion, testRevision = "v0.0.0-test", "0123456789abcdef0123456789abcdef01234567"
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "edgerelay-bin-")
 	if err != nil {
 		panic(err)
 	}
 	binPath = filepath.Join(dir, "edgerelay")
-	build := exec.Command("go", "build", "-race", "-o", binPath, ".")
+	// The version and revision as the Makefile sets them.
+	build := exec.Command("go", "build", "-race", "-ldflags", "-X main.version="+testVersion+" -X main.revision="+testRevision, "-o", binPath, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building edgerelay:", err)

@@ -21,14 +21,17 @@ import (
 	"github.com/livepeer/edgerelay/agent"
 )
 
-const runUsage = `usage: edgerelay run [--demo] [--<setting> VALUE]...
+const runUsage = `usage: edgerelay run [--demo] [--check] [--<setting> VALUE]...
 
 Runs the agent. It does nothing unless EDGERELAY_ENABLED=true, or --demo
 (stdout sink, simulated GPUs, agent_status every second). Every setting is an
 environment variable and a flag of the same name (EDGERELAY_HTTP_RATE is
 --http-rate; the flag wins); configs/edgerelay.env lists them with their
-defaults. Exit codes: 0 clean stop or not enabled, 1 runtime failure, 2 bad
-configuration.
+defaults. A boolean flag alone means true (--enabled); give other values
+after = (--enabled=false). --check validates the configuration and prints
+the effective settings, secrets redacted, without starting anything. Exit
+codes: 0 clean stop, not enabled, or a valid --check; 1 runtime failure; 2
+bad configuration.
 `
 
 // defaultUsageHeader is the flag package's usage line for run's flag set,
@@ -60,6 +63,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &fe) {
 		return 2
 	}
+	if cfg.Check {
+		return checkConfig(cfg, err, stdout, stderr)
+	}
 	if !cfg.Enabled {
 		// A switch that is not a boolean is a mistake, not "off".
 		if serr := switchError(err); serr != nil {
@@ -74,6 +80,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	logger := newLogger(stderr, cfg.LogFormat, level)
+	b := agent.BuildOf(version, revision)
+	logger.Info("edgerelay starting", "version", b.Version, "revision", b.Revision, "go_version", b.GoVersion, "pid", os.Getpid())
 	if err != nil {
 		logger.Error("bad configuration; not starting", "err", err)
 		fmt.Fprintf(stderr, "edgerelay: bad configuration:\n%v\n", err)
@@ -81,7 +89,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	level.Set(parseLevel(cfg.LogLevel))
 
-	a, err := agent.New(cfg, agent.Options{Stdout: stdout, Logger: logger, LogLevel: level})
+	a, err := agent.New(cfg, agent.Options{Stdout: stdout, Logger: logger, LogLevel: level, Version: version, Revision: revision})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
@@ -116,6 +124,28 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgerelay: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+// checkConfig is run --check: it prints the effective settings (secrets
+// redacted, URLs without credentials or query) on stdout, then the problems
+// on stderr; 0 when the configuration is valid, 2 when not. It starts
+// nothing and writes nothing to disk.
+func checkConfig(cfg agent.Config, err error, stdout, stderr io.Writer) int {
+	b := agent.BuildOf(version, revision)
+	fmt.Fprintf(stdout, "# edgerelay %s (revision %s, %s): effective settings\n", b.Version, b.Revision, b.GoVersion)
+	for _, kv := range cfg.Effective() {
+		fmt.Fprintf(stdout, "%s=%s\n", kv[0], kv[1])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgerelay: bad configuration:\n%v\n", err)
+		return 2
+	}
+	if !cfg.Enabled {
+		fmt.Fprintln(stderr, "edgerelay: configuration valid; the agent is not enabled (EDGERELAY_ENABLED is not true)")
+		return 0
+	}
+	fmt.Fprintln(stderr, "edgerelay: configuration valid")
 	return 0
 }
 

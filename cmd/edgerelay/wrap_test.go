@@ -70,11 +70,14 @@ mark("sigint " + ("ignored" if signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 if AGENT:
     wait_ready()
     post("start", int(os.environ.get("START_EVENTS", "0")))
-mark("started")
 if "EXIT_AFTER_START" in os.environ:
+    mark("started")
     post("final", int(os.environ.get("FINAL_EVENTS", "0")))
     sys.exit(int(os.environ["EXIT_AFTER_START"]))
 try:
+    # Inside the try: a Ctrl-C sent as soon as the mark is seen may land
+    # before the mark's file is closed.
+    mark("started")
     while True:
         time.sleep(0.02)
 except KeyboardInterrupt:

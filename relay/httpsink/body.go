@@ -48,6 +48,15 @@ func bodySize(prefixLen, n, dataBytes int) int {
 	return prefixLen + dataBytes + commas + len(bodySuffix)
 }
 
+// requestSize is len(appendBody(nil, prefix, recs)).
+func requestSize(prefix []byte, recs []spool.Record) int {
+	n := 0
+	for _, r := range recs {
+		n += len(r.Data)
+	}
+	return bodySize(len(prefix), len(recs), n)
+}
+
 // maxIDLen bounds an id quoted in a log line: ids are UUIDs, and a producer's
 // odd id must not flood the log.
 const maxIDLen = 128

@@ -15,7 +15,7 @@ const (
 	TooLarge                     // 413: split; a single event still refused is dropped
 	Unauthorized                 // 401, 403: pause until the key changes; keep everything
 	Misconfigured                // 404, 405, 3xx: pause until the configuration is fixed
-	Throttled                    // 408, 425, 429: wait max(backoff, Retry-After)
+	Throttled                    // 408, 425, 429: wait Retry-After, else back off
 	Transient                    // 5xx and anything else: back off and retry
 )
 

@@ -235,22 +235,19 @@ func startRig(t testing.TB, s *Sink, o rigOptions) *rig {
 	if len(o.preloaded) > 0 {
 		r.append(o.preloaded)
 	}
-	batch, maxBytes := s.Limits()
 	r.fwd = &relay.Forwarder{
 		Name:          sinkName,
 		Sink:          r.spy,
 		Queue:         r.mem,
 		Stats:         r.stats,
-		Batch:         batch,
-		MaxBytes:      maxBytes,
 		Linger:        o.linger,
 		ProbeInterval: o.probe,
-		Resume:        s.Resume(),
 		Logger:        o.logger,
 	}
 	if o.backoff > 0 {
 		r.fwd.NewBackOff = func() backoff.BackOff { return backoff.NewConstantBackOff(o.backoff) }
 	}
+	s.Tune(r.fwd) // as the agent does
 	r.fwd.Init()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

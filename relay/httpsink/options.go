@@ -46,6 +46,7 @@ type Options struct {
 	MaxEvents int
 	// MaxBody caps the uncompressed request body in bytes, wrapper included;
 	// 0 means 1,000,000. At most 1 MiB (the API's limit), at least 1024.
+	// After a 413 the sink cuts lower, as it learned (see ReprobeAfter).
 	MaxBody int
 	// RatePerMinute is the request budget, retries and probes included.
 	// 0 means no budget, as EDGERELAY_HTTP_RATE=0 does; the metrics API

@@ -26,6 +26,13 @@ const (
 	PauseMisconfigured = "misconfigured"
 )
 
+// DropNotAccepted is the drop reason (stage "sink") of events in a request
+// that the API answered with success but counted fewer accepted than sent
+// (spec/metrics-api.md: such an answer acknowledges the batch, and is
+// counted and logged). The answer does not say which events it left out;
+// the count is exact, the ids in the log line are the request's range.
+const DropNotAccepted = "not_accepted"
+
 const (
 	snippetLen     = 256      // bytes of an error answer quoted in the error
 	drainLimit     = 64 << 10 // answer bytes read so the connection can be reused
@@ -37,11 +44,12 @@ const (
 //
 // Send is called from one goroutine (the forwarder's); it is not safe for
 // concurrent Sends. For several requests in flight, each lane (see Lane)
+// has its own goroutine. For several requests in flight, each lane (see Lane)
 // has its own goroutine. Reload, Resume, WatchKey, Limits and Close are safe to
 // call from any goroutine at any time.
 type Sink struct {
 	url       string // the configured endpoint
-	logURL    string // scheme://host/path, for log lines (no userinfo or query)
+	logURL    string // relay.RedactURL(url): scheme://host/path, for logs and errors
 	prefix    []byte // `{"app":…,"host":…,"events":[`
 	maxEvents int
 	maxBody   int
@@ -53,9 +61,14 @@ type Sink struct {
 	log       *slog.Logger
 	keys      *keySource
 
-	rate *bucket // shared by the lanes (lane.go); safe for concurrent use
+	// rate and sh are shared by the sink's lanes (lane.go) and safe for
+	// concurrent use: the request budget, the body limit learned from 413s
+	// and the Retry-After of the last throttled answer.
+	rate *bucket
+	sh   *shared
 
 	// Owned by the Send goroutine.
+	answer        []byte       // the start of the last success answer (cap answerKeep); reused
 	buf           []byte       // the last body built; reused
 	zbuf          bytes.Buffer // the last gzipped body; reused
 	zw            *gzip.Writer
@@ -81,7 +94,7 @@ func New(opts Options) (*Sink, error) {
 	u, _ := url.Parse(o.URL) // Validate parsed it
 	s := &Sink{
 		url:       o.URL,
-		logURL:    u.Scheme + "://" + u.Host + u.EscapedPath(),
+		logURL:    relay.RedactURL(o.URL),
 		prefix:    bodyPrefix(o.App, o.Host),
 		maxEvents: o.MaxEvents,
 		maxBody:   o.MaxBody,
@@ -93,6 +106,8 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
+		sh:        &shared{limit: newBodyLimit(o.MaxBody)},
+		answer:    make([]byte, 0, answerKeep),
 		dropLog:   logthrottle.New(time.Minute, dropLogPerMin),
 		alive:     o.Alive,
 	}
@@ -108,8 +123,9 @@ func New(opts Options) (*Sink, error) {
 }
 
 // Limits returns the relay.Forwarder Batch and MaxBytes (record bytes) that
-// make every batch it reads fit one request: MaxBody less the wrapper and
-// the commas between MaxEvents events.
+// make every batch it reads fit one request of MaxBody: MaxBody less the
+// wrapper and the commas between MaxEvents events. (Under a limit learned
+// from a 413 a batch goes out in several requests.) Tune sets them.
 func (s *Sink) Limits() (batch, maxBytes int) {
 	return s.maxEvents, s.maxBody - len(s.prefix) - len(bodySuffix) - (s.maxEvents - 1)
 }
@@ -149,13 +165,28 @@ func (s *Sink) Close() {
 // reports the settled prefix (see the package doc). It returns when ctx
 // ends, with what was settled before.
 func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
+	s.sh.retryAfter.Store(0)
+	res := s.send(ctx, recs)
+	var te *relay.ThrottledError
+	if errors.As(res.Err, &te) && te.RetryAfter > 0 {
+		s.sh.retryAfter.Store(int64(min(te.RetryAfter, relay.MaxRetryAfter)))
+	}
+	return res
+}
+
+func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 	var res relay.Result
+	if limit, raised := s.sh.limitAt(time.Now()); raised {
+		s.log.Info("trying a larger request body: the limit learned from a 413 may have gone up", "limit_bytes", limit, "max_body", s.maxBody)
+	}
 	plen := len(s.prefix)
 	start, data := 0, 0 // recs[start:i] is the request being filled, holding data bytes
 	for i := 0; i <= len(recs); i++ {
 		if i < len(recs) {
 			n := len(recs[i].Data)
-			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.maxBody {
+			// The limit now, not a copy: a 413 earlier in this Send (or in
+			// another lane) lowers it.
+			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.sh.limitCur() {
 				data += n
 				continue
 			}
@@ -173,8 +204,9 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 		}
 		start, data = i, len(recs[i].Data)
 		if bodySize(plen, 1, data) > s.maxBody {
-			// Alone it would break the body limit: the API would refuse it,
-			// so it is dropped without spending a request.
+			// Alone it would break the configured body limit: the API would
+			// refuse it, so it is dropped without spending a request. (One
+			// over a learned limit only goes alone: the API may take it.)
 			s.drop(&res.Dropped, recs[i], relay.DropOversize, 0)
 			res.Settled++
 			start, data = i+1, 0
@@ -191,17 +223,30 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 // refused says the caller already knows the peer refuses recs as a whole:
 // recs is the right half of a poison batch whose left half went through
 // without a drop, so the poison must be here and the request for the whole
-// is skipped. A single event is never dropped on inference: it is dropped
-// only after the peer refused it alone, so a flaky peer costs requests, not
-// events.
+// is skipped. Likewise recs no smaller than a body the peer refused with
+// 413 are split without a request. A single event is never dropped on
+// inference: it is dropped only after the peer refused it alone, so a flaky
+// peer costs requests, not events.
 func (s *Sink) deliver(ctx context.Context, recs []spool.Record, drops *[]relay.Drop, refused bool) (int, error) {
-	out, err := Poison, error(nil)
-	if !refused || len(recs) == 1 {
-		out, err = s.post(ctx, recs)
+	var (
+		out      = Poison
+		accepted int
+		err      error
+	)
+	switch {
+	case refused && len(recs) > 1:
+		// The poison is in recs: split without a request.
+	case len(recs) > 1 && s.sh.refusedBefore(requestSize(s.prefix, recs)):
+		out = TooLarge // as large as a body refused before: split without a request
+	default:
+		out, accepted, err = s.post(ctx, recs)
 	}
 	var reason string
 	switch out {
 	case Success:
+		if accepted < len(recs) {
+			s.notAccepted(drops, recs, accepted)
+		}
 		return len(recs), nil
 	case Poison:
 		reason = relay.DropRejected
@@ -232,11 +277,12 @@ func (s *Sink) deliver(ctx context.Context, recs []spool.Record, drops *[]relay.
 	return n + m, err
 }
 
-// post makes one request carrying recs. It returns the outcome, and the
-// error explaining it unless the outcome is Success.
-func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
+// post makes one request carrying recs. It returns the outcome, how many
+// events a success answer says were accepted (len(recs) when it does not
+// say), and the error explaining the outcome unless it is Success.
+func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, error) {
 	if err := s.rate.take(ctx); err != nil {
-		return Transient, err
+		return Transient, 0, err
 	}
 	if s.alive != nil {
 		s.alive()
@@ -246,10 +292,11 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 	s.keys.drain()
 	key, err := s.keys.get()
 	if err != nil {
-		return Unauthorized, &relay.PausedError{Reason: PauseUnauthorized, Err: err}
+		return Unauthorized, 0, &relay.PausedError{Reason: PauseUnauthorized, Err: err}
 	}
 
 	s.buf = appendBody(s.buf[:0], s.prefix, recs)
+	size := len(s.buf) // what the body limit counts: uncompressed bytes
 	body := s.buf
 	if s.gzip {
 		s.zbuf.Reset()
@@ -265,7 +312,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 	rb.r.Reset(body)
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.url, rb)
 	if err != nil {
-		panic("BUG: httpsink: request for a validated URL: " + err.Error())
+		panic("BUG: httpsink: request for a validated URL: " + relay.RedactError(err).Error())
 	}
 	req.ContentLength = int64(len(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -282,39 +329,104 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, error) {
 		cancel()
 		s.reclaim(rb)
 		s.stats.AddRequest(relay.RequestCode(ctx, err))
-		return Transient, fmt.Errorf("metrics request (%d events): %w", len(recs), err)
+		return Transient, 0, fmt.Errorf("metrics request (%d events): %w", len(recs), relay.RedactError(err))
 	}
 	code := resp.StatusCode
-	var snippet string
-	if Classify(code) != Success {
-		n, _ := io.ReadFull(resp.Body, s.snip[:])
-		snippet = redact(strings.ToValidUTF8(string(s.snip[:n]), "?"), key)
+	out := Classify(code)
+	if out == Success {
+		// Success only once the whole answer is in (spec/metrics-api.md): an
+		// answer that breaks off may come from a peer that failed after all,
+		// and the batch goes again (receivers de-duplicate by id).
+		accepted, got, err := s.readAnswer(resp, len(recs))
+		resp.Body.Close()
+		cancel()
+		s.reclaim(rb)
+		if err != nil {
+			s.stats.AddRequest(relay.RequestCode(ctx, err))
+			return Transient, 0, fmt.Errorf("metrics request (%d events): the %d answer broke off after %d bytes, so the events are not taken as delivered: %w", len(recs), code, got, relay.RedactError(err))
+		}
+		s.stats.AddRequest(strconv.Itoa(code))
+		s.misconfLogged = false
+		s.sh.accepted(size)
+		return Success, accepted, nil
 	}
+	n, _ := io.ReadFull(resp.Body, s.snip[:])
+	snippet := redact(strings.ToValidUTF8(string(s.snip[:n]), "?"), key)
 	io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 	resp.Body.Close()
 	cancel()
 	s.reclaim(rb)
 	s.stats.AddRequest(strconv.Itoa(code))
 
-	out := Classify(code)
-	if out == Success {
-		s.misconfLogged = false
-		return Success, nil
-	}
 	serr := &StatusError{Code: code, Body: snippet}
 	switch out {
 	case Throttled:
-		return out, &relay.ThrottledError{RetryAfter: relay.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: serr}
+		return out, 0, &relay.ThrottledError{RetryAfter: relay.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: serr}
 	case Unauthorized:
-		return out, &relay.PausedError{Reason: PauseUnauthorized, Err: serr}
+		return out, 0, &relay.PausedError{Reason: PauseUnauthorized, Err: serr}
 	case Misconfigured:
 		if !s.misconfLogged {
 			s.misconfLogged = true
 			s.log.Error("metrics API refuses the URL; sink paused, events kept, probing until the configuration is fixed", "url", s.logURL, "status", code)
 		}
-		return out, &relay.PausedError{Reason: PauseMisconfigured, Err: serr}
+		return out, 0, &relay.PausedError{Reason: PauseMisconfigured, Err: serr}
+	case TooLarge:
+		if cur, changed := s.sh.refused(size, time.Now()); changed {
+			s.log.Info("metrics API refused a request body as too large; later requests are cut to the learned limit",
+				"refused_bytes", size, "limit_bytes", cur, "max_body", s.maxBody, "reprobe_in", ReprobeAfter)
+		}
 	}
-	return out, serr
+	return out, 0, serr
+}
+
+// readAnswer reads a success answer to its end. It returns how many events
+// the answer says were accepted (sent when it does not say, or says more),
+// and how many bytes arrived. An answer that breaks off is an error: a
+// reset or a timeout mid-body, fewer bytes than its Content-Length, a
+// chunked body without its last chunk (all reported by the transport), or a
+// close-delimited JSON object cut short (answerCut).
+func (s *Sink) readAnswer(resp *http.Response, sent int) (accepted int, got int64, err error) {
+	b := s.answer[:0]
+	var spill [512]byte // past answerKeep: read to the end, not kept
+	for {
+		p := spill[:]
+		if len(b) < cap(b) {
+			p = b[len(b):cap(b)]
+		}
+		n, err := resp.Body.Read(p)
+		if len(b) < cap(b) {
+			b = b[:len(b)+n]
+		}
+		got += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, got, err
+		}
+	}
+	if answerCut(resp, b, got) {
+		return 0, got, io.ErrUnexpectedEOF
+	}
+	if n, ok := parseAccepted(b); ok && n < sent {
+		return n, got, nil
+	}
+	return sent, got, nil
+}
+
+// notAccepted records recs[accepted:] as dropped (DropNotAccepted) after a
+// success answer that counted fewer events accepted than sent, and logs the
+// request once (throttled with the other drop lines).
+func (s *Sink) notAccepted(drops *[]relay.Drop, recs []spool.Record, accepted int) {
+	for _, r := range recs[accepted:] {
+		*drops = append(*drops, relay.Drop{Seq: r.Seq, ID: envelopeID(r.Data), Reason: DropNotAccepted})
+	}
+	if !s.dropLog.Allow() {
+		return
+	}
+	s.log.Warn("metrics API accepted fewer events than sent; the rest are counted as dropped", "reason", DropNotAccepted,
+		"sent", len(recs), "accepted", accepted, "first_id", envelopeID(recs[0].Data), "last_id", envelopeID(recs[len(recs)-1].Data),
+		"first_seq", recs[0].Seq, "last_seq", recs[len(recs)-1].Seq, "suppressed", s.dropLog.Suppressed())
 }
 
 // reclaim makes the body buffer safe to reuse. The transport may close the

@@ -118,7 +118,7 @@ func (o Options) Validate() error {
 	}
 	for _, b := range o.Brokers {
 		if err := checkBroker(b); err != nil {
-			bad("Brokers", "broker %q: %v", b, err)
+			bad("Brokers", "broker %q: %v", relay.RedactAddr(b), err)
 		}
 	}
 	if o.Topic != "" {
@@ -169,8 +169,12 @@ func (o Options) LogValue() slog.Value {
 	case o.SASLPassword != "":
 		pw = "set"
 	}
+	brokers := make([]string, len(o.Brokers))
+	for i, b := range o.Brokers {
+		brokers[i] = relay.RedactAddr(b)
+	}
 	return slog.GroupValue(
-		slog.Any("brokers", o.Brokers),
+		slog.Any("brokers", brokers),
 		slog.String("topic", o.Topic),
 		slog.String("sasl", o.SASLMechanism),
 		slog.String("user", o.SASLUser),
@@ -191,6 +195,10 @@ func checkBroker(b string) error {
 			return errors.New("an IPv6 address needs brackets: [addr]:port")
 		}
 		if strings.Contains(b, ":") {
+			var ae *net.AddrError
+			if errors.As(err, &ae) {
+				return errors.New(ae.Err) // without the address, which may hold credentials
+			}
 			return err
 		}
 		return nil // bare host

@@ -38,6 +38,20 @@ const (
 	abandonGrace = 5 * time.Second
 )
 
+// recordOverhead bounds what a record batch of one record adds to the
+// record's key and value: the batch header (61 bytes) and the record's own
+// length, attributes, deltas and header count (varints).
+const recordOverhead = 128
+
+// MaxEventBytes is the largest envelope the sink can produce within
+// franz-go's batch limit, its key (the envelope's id, at most
+// envelope.MaxIDBytes) included: the agent refuses larger events at
+// ingest. A topic whose max.message.bytes is lower than the client's limit
+// can still refuse an event below it; that one is dropped as oversize.
+func MaxEventBytes() int {
+	return int(defaultBatchMax) - recordOverhead - envelope.MaxIDBytes
+}
+
 // Sink produces spool records to one Kafka topic. It implements relay.Sink.
 //
 // Send is called by one forwarder goroutine at a time. Reload, Resume,

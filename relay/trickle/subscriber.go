@@ -241,7 +241,7 @@ func (r *subRun) segment(ctx context.Context) error {
 	resp, err := s.client.Do(req)
 	if err != nil {
 		s.count(func(st *SubscriberStats) { st.Requests["error"]++ })
-		return cause(rctx, err)
+		return cause(rctx, relay.RedactError(err))
 	}
 	defer resp.Body.Close()
 	s.count(func(st *SubscriberStats) { st.Requests[statusCode(resp.StatusCode)]++ })
