@@ -193,18 +193,27 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			sinks = append(sinks, ls.Lane())
 		}
 	}
-	work := make(chan *flight)
+	// With one lane, Send runs on this goroutine, as Sink's contract has
+	// always said (a sink may change the forwarder's fields in Send: the
+	// agent's late-started sinks set Batch); with more, each lane has its
+	// goroutine.
+	var work chan *flight
 	var lanes sync.WaitGroup
-	for _, sk := range sinks {
-		lanes.Go(func() {
-			for fl := range work {
-				fl.res = sk.Send(ctx, fl.b.Recs)
-				close(fl.done)
-			}
-		})
+	if len(sinks) > 1 {
+		work = make(chan *flight)
+		for _, sk := range sinks {
+			lanes.Go(func() {
+				for fl := range work {
+					fl.res = sk.Send(ctx, fl.b.Recs)
+					close(fl.done)
+				}
+			})
+		}
 	}
 	defer func() {
-		close(work)
+		if work != nil {
+			close(work)
+		}
 		lanes.Wait()
 	}()
 	r := &run{f: f, ctx: ctx, work: work, lanes: len(sinks), bo: f.NewBackOff(),
@@ -371,6 +380,11 @@ func (r *run) dispatch(fl *flight) {
 		r.f.busySince.Store(time.Now().UnixNano())
 	}
 	r.win = append(r.win, fl)
+	if r.work == nil {
+		fl.res = r.f.Sink.Send(r.ctx, fl.b.Recs)
+		close(fl.done)
+		return
+	}
 	r.work <- fl // a lane is free: at most r.lanes flights are unsettled
 }
 
