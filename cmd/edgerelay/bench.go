@@ -251,6 +251,12 @@ type bench struct {
 	recBytes int      // bytes of records
 }
 
+// benchPassThrough are the settings the bench's agents take from the
+// bench's own environment when set there (EDGERELAY_HTTP_INFLIGHT=1 for the
+// one-request-at-a-time baseline, EDGERELAY_NAAP=off for the envelopes
+// forwarded as stamped); e2e_http reports them.
+var benchPassThrough = []string{"EDGERELAY_HTTP_INFLIGHT", "EDGERELAY_NAAP"}
+
 // benchPerRequest is the events per ingest request (the HTTP batch size too).
 const benchPerRequest = 500
 
@@ -632,6 +638,12 @@ func (b *bench) startAgent(dir string, extra map[string]string, stdout io.Writer
 	}
 	for k, v := range extra {
 		env[k] = v
+	}
+	// Settings under study pass through from the bench's own environment.
+	for _, k := range benchPassThrough {
+		if v := os.Getenv(k); v != "" {
+			env[k] = v
+		}
 	}
 	cfg, err := agent.Load(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {

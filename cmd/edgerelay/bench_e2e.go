@@ -174,7 +174,8 @@ func benchE2EHTTP(b *bench) (*benchResult, error) {
 	r.add("p50_ingest_latency_ms", p50.median())
 	r.add("p99_ingest_latency_ms", p99.median())
 	r.add("clients", contenders[0].clients)
-	r.add("inflight", inflightSetting())
+	r.add("inflight", envSetting("EDGERELAY_HTTP_INFLIGHT"))
+	r.add("naap", envSetting("EDGERELAY_NAAP"))
 	r.add("refused_events", refused)
 	r.add("rss_bytes", rss)
 	r.add("rss_anon_bytes", anon)
@@ -188,9 +189,9 @@ func benchE2EHTTP(b *bench) (*benchResult, error) {
 	return r, nil
 }
 
-// inflightSetting is EDGERELAY_HTTP_INFLIGHT as the bench's agents get it.
-func inflightSetting() string {
-	if v := os.Getenv("EDGERELAY_HTTP_INFLIGHT"); v != "" {
+// envSetting is a pass-through setting as the bench's agents got it.
+func envSetting(k string) string {
+	if v := os.Getenv(k); v != "" {
 		return v
 	}
 	return "default"
