@@ -417,6 +417,8 @@ func (a *Agent) newAPI() *ingest.Server {
 		Submit:   func(source string, e []pipeline.Entry) (*pipeline.Waiter, error) { return a.pipe.Submit(source, e) },
 		Durable:  func() bool { return a.durable },
 		Rejected: a.counters.AddRejected,
+		Refused:  a.counters.AddRefused,
+		Room:     func(ctx context.Context) bool { return a.pipe.WaitRoom(ctx) },
 		Stamper:  a.stamper,
 		Sessions: a.sessions,
 		Tail:     a.tail,

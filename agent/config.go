@@ -63,6 +63,7 @@ type Config struct {
 	HTTPMaxBody       int
 	HTTPGzip          bool
 	HTTPLinger        time.Duration
+	HTTPInflight      int // requests in flight at once (EDGERELAY_HTTP_INFLIGHT)
 	HTTPProbeInterval time.Duration
 	HTTPInsecure      bool
 	HTTPTimeout       time.Duration
@@ -161,6 +162,7 @@ func settings() []setting {
 		{env: "EDGERELAY_HTTP_BATCH", def: strconv.Itoa(httpsink.DefaultMaxEvents), usage: "events per request (1..500 for the metrics API)", value: intTo(func(c *Config) *int { return &c.HTTPBatch }, 1)},
 		{env: "EDGERELAY_HTTP_MAX_BODY", def: strconv.Itoa(httpsink.DefaultMaxBody), usage: "request body limit in bytes", value: intTo(func(c *Config) *int { return &c.HTTPMaxBody }, 1024)},
 		{env: "EDGERELAY_HTTP_GZIP", def: "off", usage: "gzip request bodies", value: boolTo(func(c *Config) *bool { return &c.HTTPGzip })},
+		{env: "EDGERELAY_HTTP_INFLIGHT", def: "4", usage: "HTTP requests in flight at once, acknowledged in order; all within EDGERELAY_HTTP_RATE", value: intTo(func(c *Config) *int { return &c.HTTPInflight }, 1)},
 		{env: "EDGERELAY_HTTP_LINGER", def: "2s", usage: "how long a partial batch waits to fill", value: durTo(func(c *Config) *time.Duration { return &c.HTTPLinger }, 0)},
 		{env: "EDGERELAY_HTTP_PROBE_INTERVAL", def: "5m", usage: "how often a paused HTTP sink probes", value: durTo(func(c *Config) *time.Duration { return &c.HTTPProbeInterval }, time.Second)},
 		{env: "EDGERELAY_HTTP_TIMEOUT", def: "30s", usage: "timeout of one request to the metrics API", value: durTo(func(c *Config) *time.Duration { return &c.HTTPTimeout }, 100*time.Millisecond)},

@@ -42,6 +42,7 @@ type collector struct{ a *Agent }
 
 var (
 	descReceived    = prometheus.NewDesc("edgerelay_events_received_total", "Events accepted into the pipeline, by source.", []string{"source"}, nil)
+	descRefused     = prometheus.NewDesc("edgerelay_events_refused_total", "Items refused at ingest because the agent was overloaded (429 or 503 with Retry-After), by source and reason; never accepted, the client sends them again.", []string{"source", "reason"}, nil)
 	descRejected    = prometheus.NewDesc("edgerelay_events_rejected_total", "Items refused at ingest (invalid), by source; never accepted.", []string{"source"}, nil)
 	descDelivered   = prometheus.NewDesc("edgerelay_events_delivered_total", "Events a sink delivered.", []string{"sink"}, nil)
 	descDropped     = prometheus.NewDesc("edgerelay_events_dropped_total", "Events dropped, by stage and reason (spool and sink drops are summed over sinks).", []string{"stage", "reason"}, nil)
@@ -72,7 +73,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descRejected, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped, descSubRelayed, descSubDup, descSubBad, descSubReconn, descSubJumps, descSubSkipped, descSubGone, descBuildInfo} {
+	for _, d := range []*prometheus.Desc{descReceived, descRejected, descRefused, descDelivered, descDropped, descSinkDropped, descSinkRecv, descPending, descRing, descRingBytes, descSpoolBytes, descSpoolEvents, descDurable, descDegraded, descQuarantine, descRequests, descRetries, descPaused, descLastSuccess, descSessions, descTailDropped, descSubRelayed, descSubDup, descSubBad, descSubReconn, descSubJumps, descSubSkipped, descSubGone, descBuildInfo} {
 		ch <- d
 	}
 }
@@ -94,6 +95,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for stage, reasons := range r.Dropped {
 		for reason, n := range reasons {
 			counter(descDropped, n, stage, reason)
+		}
+	}
+	for src, reasons := range r.Refused {
+		for reason, n := range reasons {
+			counter(descRefused, n, src, reason)
 		}
 	}
 	for name, s := range r.Sinks {

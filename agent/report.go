@@ -23,6 +23,7 @@ type Report struct {
 	Degraded    bool                         `json:"spool_degraded"`
 	Received    map[string]uint64            `json:"received"`
 	Rejected    map[string]uint64            `json:"rejected"`
+	Refused     map[string]map[string]uint64 `json:"refused"` // source -> reason -> items refused when overloaded (429/503)
 	Dropped     map[string]map[string]uint64 `json:"dropped"` // stage -> reason -> events
 	RingEvents  int                          `json:"ring_events"`
 	RingBytes   int64                        `json:"ring_bytes"`
@@ -129,6 +130,7 @@ func (a *Agent) Report() Report {
 		State:       stateName(a.state.Load()),
 		Received:    received,
 		Rejected:    rejected,
+		Refused:     a.counters.Refused(),
 		Dropped:     dropped,
 		Sessions:    a.sessions.Count(),
 		TailDropped: a.tail.Dropped(),

@@ -114,6 +114,7 @@ func (a *Agent) startHTTP() error {
 	opts := httpOptions(a.cfg)
 	opts.Stats, opts.Logger, opts.Alive = f.Stats, a.log.With("sink", "http"), f.Alive
 	f.Linger, f.ProbeInterval = a.cfg.HTTPLinger, a.cfg.HTTPProbeInterval
+	f.Inflight = a.cfg.HTTPInflight // lanes when the sink starts at once; a sink started late sends one batch at a time
 	a.startSink("http", f, func() (*built, error) {
 		sink, err := httpsink.New(opts)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -53,97 +54,188 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 	}
 	// Duplicate keys: the last wins, as in a map. A stable sort keeps the
 	// order of equal keys; keep the last of each run.
-	slices.SortStableFunc(data, func(x, y member) int { return bytes.Compare(x.key, y.key) })
+	sortMembers(data)
 	data = dedupLast(data)
-	get := func(k string) ([]byte, bool) {
-		i, found := slices.BinarySearchFunc(data, k, func(m member, k string) int { return bytes.Compare(m.key, []byte(k)) })
-		if !found {
-			return nil, false
+	// One pass over data's members finds the identity keys and "type"
+	// (instead of a search per key), and marks the members that go: an
+	// identity key with an empty value, and data's own client_source.
+	var (
+		idVal     [maxIdentityKeys][]byte
+		idFound   [maxIdentityKeys]bool
+		typeFound bool
+		skipBuf   [32]bool
+	)
+	skip := skipBuf[:0]
+	for _, m := range data {
+		drop := false
+		if i, ok := identityIndex[string(m.key)]; ok {
+			idFound[i], idVal[i] = true, dataRaw[m.valStart:m.end]
+			drop = isEmptyIdentityRaw(idVal[i])
+		} else if string(m.key) == "type" {
+			typeFound = true
+		} else if string(m.key) == "client_source" {
+			drop = true // client_source is always ours
 		}
-		return dataRaw[data[i].valStart:data[i].end], true
+		skip = append(skip, drop)
 	}
 	typ := string(typB)
 	var sess Identity
 	var sid string
-	if v, found := get("session_id"); found && !isEmptyIdentityRaw(v) {
+	if v := idVal[sessionIndex]; idFound[sessionIndex] && !isEmptyIdentityRaw(v) {
 		if str, ok := jsonString(v); ok && str != "" {
 			sid = str
 			sess = s.o.Session(str)
 		}
 	}
 
-	// Members to add: identity, type, client_source. They are strings; a key
-	// of data present with an empty identity value is removed.
-	type extra struct{ key, val string }
-	var adds [16]extra
+	// Members to add, already in key order: identity (session first, then
+	// node) for every key data lacks or has empty, type unless data names a
+	// subtype, and client_source. They are strings.
+	// val is the value to write; member, when set, is the whole member
+	// already written for the node's identity (`"host":"…"`).
+	type extra struct {
+		key, val string
+		member   []byte
+	}
+	var adds [maxIdentityKeys + 2]extra
 	add := adds[:0]
-	var drop [16]string
-	dropped := drop[:0]
-	for _, k := range IdentityKeys {
-		if v, found := get(k); found {
-			if !isEmptyIdentityRaw(v) {
+	size := len(dataRaw) + 256
+	for _, c := range extrasInOrder {
+		e := extra{key: c.key}
+		switch {
+		case c.idx >= 0:
+			if idFound[c.idx] && !isEmptyIdentityRaw(idVal[c.idx]) {
 				continue
 			}
-			dropped = append(dropped, k)
+			if e.val = sess[c.key]; e.val == "" {
+				e.member = s.nodeMember[c.idx]
+			}
+		case c.idx == extraType:
+			if typeFound {
+				continue
+			}
+			e.val = typ
+		default:
+			e.member = clientSourceMember
 		}
-		if v := sess[k]; v != "" {
-			add = append(add, extra{k, v})
-		} else if v := s.o.Node[k]; v != "" {
-			add = append(add, extra{k, v})
+		if e.val != "" || e.member != nil {
+			add = append(add, e)
+			size += len(c.key) + len(e.val) + len(e.member) + 6
 		}
 	}
-	if _, found := get("type"); !found {
-		add = append(add, extra{"type", typ})
-	}
-	// client_source is always ours: data's own goes.
-	dropped = append(dropped, "client_source")
-	add = append(add, extra{"client_source", ClientSource})
-	slices.SortFunc(add, func(x, y extra) int { return cmpString(x.key, y.key) })
 
-	size := len(dataRaw) + 256
-	for _, e := range add {
-		size += len(e.key) + len(e.val) + 6
+	id, err := uuid.NewV7FromReader(&s.rand)
+	if err != nil {
+		return Prepared{}, false
 	}
-	body := make([]byte, 0, size)
-	body = append(body, '{')
+	// The envelope is written in one buffer: its head, data, its tail.
+	env := s.appendEnvelopeHead(make([]byte, 0, size+128), id, typ)
+	env = append(env, '{')
 	first := true
 	writeKey := func(k []byte) {
 		if !first {
-			body = append(body, ',')
+			env = append(env, ',')
 		}
 		first = false
-		body = append(body, '"')
-		body = append(body, k...)
-		body = append(body, '"', ':')
+		env = append(env, '"')
+		env = append(env, k...)
+		env = append(env, '"', ':')
 	}
 	i, j := 0, 0
 	for i < len(data) || j < len(add) {
 		if j < len(add) && (i == len(data) || add[j].key < string(data[i].key)) {
-			writeKey([]byte(add[j].key))
-			body = appendJSONString(body, add[j].val)
+			if m := add[j].member; m != nil {
+				if !first {
+					env = append(env, ',')
+				}
+				first = false
+				env = append(env, m...)
+			} else {
+				writeKey([]byte(add[j].key))
+				env = appendJSONString(env, add[j].val)
+			}
 			j++
 			continue
 		}
 		m := data[i]
 		i++
-		if slices.Contains(dropped, string(m.key)) {
+		if skip[i-1] {
 			continue
 		}
 		writeKey(m.key)
-		body = appendCompactHTML(body, dataRaw[m.valStart:m.end])
+		env = appendCompactHTML(env, dataRaw[m.valStart:m.end])
 	}
-	body = append(body, '}')
-
-	id, err := uuid.NewV7()
-	if err != nil {
-		return Prepared{}, false
-	}
-	env := s.appendEnvelope(make([]byte, 0, len(body)+128), id, typ, body)
+	env = s.finishEnvelope(append(env, '}', '}'))
 	if s.o.MaxBytes > 0 && len(env) > s.o.MaxBytes {
 		return Prepared{}, false // the general path words the error
 	}
 	return Prepared{Env: env, Type: typ, SessionID: sid}, true
 }
+
+// sortMembers sorts ms by key, keeping the order of equal keys: an
+// insertion sort, since an event has a handful of members.
+func sortMembers(ms []member) {
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0 && string(ms[j].key) < string(ms[j-1].key); j-- {
+			ms[j], ms[j-1] = ms[j-1], ms[j]
+		}
+	}
+}
+
+// clientSourceMember is data.client_source as the fast path writes it.
+var clientSourceMember = appendMember(nil, "client_source", ClientSource)
+
+// appendMember appends `"key":value` with value written as encoding/json
+// writes a string.
+func appendMember(b []byte, key, val string) []byte {
+	b = appendJSONString(b, key)
+	b = append(b, ':')
+	return appendJSONString(b, val)
+}
+
+// maxIdentityKeys bounds IdentityKeys for the fast path's arrays.
+const maxIdentityKeys = 16
+
+// extraType marks "type" in extrasInOrder; client_source is -2.
+const extraType = -1
+
+var (
+	// identityIndex is the position of each identity key in IdentityKeys.
+	identityIndex = func() map[string]int {
+		if len(IdentityKeys) > maxIdentityKeys {
+			panic("BUG: envelope: more identity keys than the fast path holds")
+		}
+		m := make(map[string]int, len(IdentityKeys))
+		for i, k := range IdentityKeys {
+			m[k] = i
+		}
+		return m
+	}()
+	sessionIndex = identityIndex["session_id"]
+	// extrasInOrder are the members the fast path may add, sorted by key.
+	extrasInOrder = func() []struct {
+		key string
+		idx int
+	} {
+		out := []struct {
+			key string
+			idx int
+		}{{"type", extraType}, {"client_source", -2}}
+		for i, k := range IdentityKeys {
+			out = append(out, struct {
+				key string
+				idx int
+			}{k, i})
+		}
+		slices.SortFunc(out, func(a, b struct {
+			key string
+			idx int
+		}) int {
+			return strings.Compare(a.key, b.key)
+		})
+		return out
+	}()
+)
 
 func dedupLast(ms []member) []member {
 	out := ms[:0]
@@ -154,16 +246,6 @@ func dedupLast(ms []member) []member {
 		out = append(out, ms[i])
 	}
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // plainBytes: printable ASCII that encoding/json writes unchanged.

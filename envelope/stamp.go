@@ -2,12 +2,15 @@ package envelope
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,6 +53,11 @@ type StamperOptions struct {
 // is stamped. It is safe for concurrent use.
 type Stamper struct {
 	o StamperOptions
+	// nodeMember is `"key":"value"` for each of o.Node's identity keys by
+	// IdentityKeys position (nil when unknown), written once for the fast
+	// path.
+	nodeMember [maxIdentityKeys][]byte
+	rand       randReader // UUID randomness, read from crypto/rand in blocks
 }
 
 // NewStamper returns a stamper.
@@ -60,7 +68,36 @@ func NewStamper(o StamperOptions) *Stamper {
 	if o.Session == nil {
 		o.Session = func(string) Identity { return nil }
 	}
-	return &Stamper{o: o}
+	st := &Stamper{o: o}
+	for i, k := range IdentityKeys {
+		if v := o.Node[k]; v != "" {
+			st.nodeMember[i] = appendMember(nil, k, v)
+		}
+	}
+	return st
+}
+
+// randReader is crypto/rand read a block at a time: a UUID per event would
+// otherwise cost a getrandom call each. Safe for concurrent use.
+type randReader struct {
+	mu  sync.Mutex
+	buf [4096]byte
+	n   int // unread bytes at the end of buf
+}
+
+func (r *randReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n < len(p) {
+		if _, err := io.ReadFull(rand.Reader, r.buf[:]); err != nil {
+			return 0, err
+		}
+		r.n = len(r.buf)
+	}
+	n := copy(p, r.buf[len(r.buf)-r.n:])
+	clear(r.buf[len(r.buf)-r.n : len(r.buf)-r.n+n]) // used randomness does not linger
+	r.n -= n
+	return n, nil
 }
 
 // Stamp builds an envelope for an event of the agent's own sources: a fresh
@@ -73,7 +110,7 @@ func (s *Stamper) Stamp(typ string, data map[string]any, session Identity) ([]by
 	if strings.TrimSpace(typ) == "" {
 		return nil, fieldErr("type", "must be a non-empty string")
 	}
-	id, err := uuid.NewV7()
+	id, err := uuid.NewV7FromReader(&s.rand)
 	if err != nil {
 		return nil, fmt.Errorf("stamp: uuid: %w", err)
 	}
@@ -211,6 +248,22 @@ func (s *Stamper) by() string {
 
 // appendEnvelope writes the envelope in the field order of spec/envelope.md.
 func (s *Stamper) appendEnvelope(b []byte, id uuid.UUID, typ string, data []byte) []byte {
+	b = s.appendEnvelopeHead(b, id, typ)
+	b = append(b, data...)
+	return s.finishEnvelope(append(b, '}'))
+}
+
+// finishEnvelope applies StamperOptions.Finish to a whole envelope.
+func (s *Stamper) finishEnvelope(b []byte) []byte {
+	if s.o.Finish != nil {
+		b = s.o.Finish(b)
+	}
+	return b
+}
+
+// appendEnvelopeHead appends the envelope up to its data: the caller
+// appends data and the closing brace.
+func (s *Stamper) appendEnvelopeHead(b []byte, id uuid.UUID, typ string) []byte {
 	b = append(b, `{"id":"`...)
 	b = appendUUID(b, id)
 	b = append(b, `","type":`...)
@@ -219,13 +272,7 @@ func (s *Stamper) appendEnvelope(b []byte, id uuid.UUID, typ string, data []byte
 	b = strconv.AppendInt(b, s.o.Now().UnixMilli(), 10)
 	b = append(b, `","gateway":`...)
 	b = appendJSONString(b, s.o.Gateway)
-	b = append(b, `,"data":`...)
-	b = append(b, data...)
-	b = append(b, '}')
-	if s.o.Finish != nil {
-		b = s.o.Finish(b)
-	}
-	return b
+	return append(b, `,"data":`...)
 }
 
 // appendJSONString appends s as encoding/json writes a string (HTML-escaped).

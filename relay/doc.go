@@ -8,7 +8,9 @@
 // transient error, max(backoff, Retry-After) when throttled, a periodic
 // probe while paused. The forwarder never drops anything on its own; only a
 // sink decides that a record is undeliverable (poison, oversize) and says so
-// in its Result.
+// in its Result. A sink that offers lanes (LaneSink) may have several
+// batches in flight (Forwarder.Inflight): each is read after the last one
+// sent, and they are acknowledged strictly in order.
 //
 // Outcome classes are carried by typed errors (ThrottledError, PausedError,
 // ErrClosed; any other error is transient) and mapped by Classify, the one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,9 +23,11 @@ const (
 // Queue is what a forwarder reads its sink's records from: spool.Spool on
 // disk or spool.Memory. Name is the sink's cursor in it.
 type Queue interface {
-	// Read returns up to max records (and about maxBytes of data) after the
-	// sink's acknowledged position, without blocking and without moving it.
-	Read(sink string, max, maxBytes int) ([]spool.Record, error)
+	// ReadBatch reads into b up to max records (and about maxBytes of
+	// data) after position after, or after the sink's acknowledged
+	// position when that is further, without blocking and without moving
+	// it. A forwarder with batches in flight reads after the last one.
+	ReadBatch(sink string, after uint64, max, maxBytes int, b *spool.Batch) error
 	// AckFrom marks every record up to and including seq as done and
 	// returns the position it moved from: records at or before it were
 	// evicted over the cap while in flight.
@@ -48,6 +51,10 @@ type Forwarder struct {
 	Batch    int           // records per Send; 0 means DefaultBatch
 	MaxBytes int           // record bytes per Send; 0 means unbounded
 	Linger   time.Duration // how long a partial batch may wait to fill; 0 sends at once
+	// Inflight is how many batches may be in flight at once when Sink is a
+	// LaneSink (0 or 1: one). Batches are read one after the other and
+	// acknowledged in order; see Run.
+	Inflight int
 	// ProbeInterval is how often a paused sink tries one small batch; 0 means
 	// DefaultProbeInterval.
 	ProbeInterval time.Duration
@@ -144,79 +151,191 @@ func (f *Forwarder) Init() {
 	f.Logger = f.Logger.With("sink", f.Name)
 }
 
+// flight is one batch handed to a lane.
+type flight struct {
+	b     spool.Batch
+	after uint64 // the position it was read after
+	res   Result
+	done  chan struct{} // closed when Send returned
+}
+
+func (fl *flight) finished() bool {
+	select {
+	case <-fl.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Run forwards until ctx is done (returning ctx.Err()) or the sink reports
 // ErrClosed (returning ErrClosed). Records not settled when it returns stay
 // in the spool.
+//
+// With Inflight > 1 and a LaneSink, up to Inflight batches are in flight,
+// each on a lane of its own, read one after the other. Batches are settled
+// (acknowledged, counted) strictly in order: a batch that finishes early
+// waits for those before it. When a batch fails, the batches behind it are
+// waited for and their outcome discarded, and everything from the failed
+// batch's unsettled records on is read again after the wait that Classify
+// asks for, one batch at a time until a send succeeds: a batch behind a
+// failure may reach the peer twice, which envelope ids make harmless, and
+// nothing is acknowledged out of order. A partial batch is held back while
+// others are in flight (it may still fill), and sent alone after the
+// linger, as with one lane.
 func (f *Forwarder) Run(ctx context.Context) error {
 	if f.wake == nil {
 		panic("BUG: relay: Forwarder.Run before Init")
 	}
-	bo := f.NewBackOff()
-	var (
-		partialSince time.Time // when a partial batch was first seen waiting
-		paused       string    // pause reason while paused
-		resumed      bool      // the pause was ended by Resume: try a full batch
-		retrying     bool      // the last Send failed: its records go after the wait, without lingering again
-		transientLog = logthrottle.New(time.Minute, 1)
-		lastActive   = time.Now() // last Send or Idle, for IdleAfter
-	)
+	sinks := []Sink{f.Sink}
+	if ls, ok := f.Sink.(LaneSink); ok {
+		for range f.Inflight - 1 {
+			sinks = append(sinks, ls.Lane())
+		}
+	}
+	// With one lane, Send runs on this goroutine, as Sink's contract has
+	// always said (a sink may change the forwarder's fields in Send: the
+	// agent's late-started sinks set Batch); with more, each lane has its
+	// goroutine.
+	var work chan *flight
+	var lanes sync.WaitGroup
+	if len(sinks) > 1 {
+		work = make(chan *flight)
+		for _, sk := range sinks {
+			lanes.Go(func() {
+				for fl := range work {
+					fl.res = sk.Send(ctx, fl.b.Recs)
+					close(fl.done)
+				}
+			})
+		}
+	}
+	defer func() {
+		if work != nil {
+			close(work)
+		}
+		lanes.Wait()
+	}()
+	r := &run{f: f, ctx: ctx, work: work, lanes: len(sinks), bo: f.NewBackOff(),
+		transientLog: logthrottle.New(time.Minute, 1), lastActive: time.Now()}
+	err := r.loop()
+	// Whatever is still in flight returns promptly (ctx is done, or the
+	// destination closed); what it settled is acknowledged in order.
+	for _, fl := range r.win {
+		<-fl.done
+	}
+	for _, fl := range r.win {
+		if fl.res.Settled > len(fl.b.Recs) {
+			break
+		}
+		f.ack(fl.b.Recs, fl.res)
+		if fl.res.Err != nil || fl.res.Settled != len(fl.b.Recs) {
+			break
+		}
+	}
+	r.win = nil
+	f.busySince.Store(0)
+	return err
+}
+
+// run is the state of one Run.
+type run struct {
+	f     *Forwarder
+	ctx   context.Context
+	work  chan *flight
+	lanes int
+
+	win  []*flight // in flight or finished but not yet settled, oldest first
+	free []*flight // settled, for reuse (their buffers stay)
+	pos  uint64    // last record handed to a flight; 0: start at the cursor
+
+	bo           backoff.BackOff
+	partialSince time.Time // when a partial batch was first seen waiting
+	paused       string    // pause reason while paused
+	resumed      bool      // the pause was ended by Resume: try a full batch
+	retrying     bool      // the last Send failed: its records go after the wait, alone and without lingering again
+	transientLog *logthrottle.Throttle
+	lastActive   time.Time // last Send or Idle, for IdleAfter
+}
+
+func (r *run) loop() error {
+	f := r.f
 	for {
-		if err := ctx.Err(); err != nil {
+		if err := r.ctx.Err(); err != nil {
 			return err
 		}
-		limit := f.Batch
-		if paused != "" && !resumed {
-			limit = 1 // a periodic probe is one small batch
-		}
-		recs, err := f.Queue.Read(f.Name, limit, f.MaxBytes)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
+		for len(r.win) > 0 && r.win[0].finished() {
+			if err := r.settleHead(); err != nil {
 				return err
 			}
-			d := nextBackOff(bo)
-			if transientLog.Allow() {
-				f.Logger.Error("spool read failed; retrying", "err", err, "retry_in", d)
-			}
-			if !sleep(ctx, d, nil) {
-				return ctx.Err()
-			}
-			continue
 		}
-		if len(recs) == 0 {
-			partialSince = time.Time{}
-			var idle *time.Timer
-			var idleC <-chan time.Time
-			if f.Idle != nil {
-				idle = time.NewTimer(max(f.IdleAfter-time.Since(lastActive), 0))
-				idleC = idle.C
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-f.ready:
-			case <-f.wake:
-			case <-idleC:
-				lastActive = time.Now()
-				if err := f.Idle(ctx); errors.Is(err, ErrClosed) {
-					f.Logger.Info("destination closed; forwarder stops", "err", err)
-					return ErrClosed
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+
+		limit := f.Batch
+		if r.paused != "" && !r.resumed {
+			limit = 1 // a periodic probe is one small batch
+		}
+		window := r.lanes
+		if r.paused != "" || r.retrying {
+			window = 1 // a probe or a retry goes alone
+		}
+		if len(r.win) < window {
+			fl := r.take()
+			err := f.Queue.ReadBatch(f.Name, r.pos, limit, f.MaxBytes, &fl.b)
+			switch {
+			case err != nil:
+				r.free = append(r.free, fl)
+				if len(r.win) > 0 {
+					break // settle what is in flight first
 				}
-			}
-			if idle != nil {
-				idle.Stop()
-			}
-			continue
-		}
-		if paused == "" && !retrying && f.Linger > 0 && !f.draining.Load() && len(recs) < limit && !f.full(recs) && !f.cutByBytes(recs, limit) {
-			if partialSince.IsZero() {
-				partialSince = time.Now()
-			}
-			if wait := f.Linger - time.Since(partialSince); wait > 0 {
+				if errors.Is(err, context.Canceled) {
+					return err
+				}
+				d := nextBackOff(r.bo)
+				if r.transientLog.Allow() {
+					f.Logger.Error("spool read failed; retrying", "err", err, "retry_in", d)
+				}
+				if !sleep(r.ctx, d, nil) {
+					return r.ctx.Err()
+				}
+				continue
+			case len(fl.b.Recs) == 0:
+				r.free = append(r.free, fl)
+				if len(r.win) > 0 {
+					break
+				}
+				r.partialSince = time.Time{}
+				if err := r.idle(); err != nil {
+					return err
+				}
+				continue
+			default:
+				recs := fl.b.Recs
+				partial := r.paused == "" && !r.retrying && f.Linger > 0 && !f.draining.Load() &&
+					len(recs) < limit && !f.full(recs) && !fl.b.Cut
+				var wait time.Duration
+				if partial && len(r.win) == 0 {
+					if r.partialSince.IsZero() {
+						r.partialSince = time.Now()
+					}
+					wait = f.Linger - time.Since(r.partialSince)
+					partial = wait > 0
+				}
+				if !partial {
+					r.dispatch(fl)
+					continue
+				}
+				r.free = append(r.free, fl)
+				if len(r.win) > 0 {
+					break // it may fill while the others are in flight
+				}
 				t := time.NewTimer(wait)
 				select {
-				case <-ctx.Done():
+				case <-r.ctx.Done():
 					t.Stop()
-					return ctx.Err()
+					return r.ctx.Err()
 				case <-f.ready:
 				case <-f.wake:
 				case <-t.C:
@@ -225,84 +344,200 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				continue
 			}
 		}
-
-		f.busySince.Store(time.Now().UnixNano())
-		res := f.Sink.Send(ctx, recs)
-		f.busySince.Store(0)
-		lastActive = time.Now()
-		if res.Settled > len(recs) {
-			panic("BUG: relay: sink settled more records than it was given")
+		// Wait for the oldest flight, or for records to fill a free lane.
+		var ready <-chan struct{}
+		if len(r.win) < window {
+			ready = f.ready
 		}
-		if res.Err == nil && res.Settled != len(recs) {
-			panic("BUG: relay: sink returned no error but did not settle the batch")
-		}
-		class, retryAfter := Classify(res.Err)
-		if class == ClassSuccess && paused != "" {
-			// Cleared before the batch is acknowledged, so no reader sees
-			// everything delivered by a sink that still says it is paused.
-			f.Logger.Info("sink resumed", "paused_reason", paused)
-			f.Stats.SetPaused("")
-			paused = ""
-		}
-		if res.Settled > 0 {
-			// The ack (which may write the cursor to disk) runs without any
-			// lock that a status reader takes; the outcome is counted after
-			// it, and a reader in between sees the batch still pending.
-			first, last := recs[0].Seq, recs[res.Settled-1].Seq
-			if prev, err := f.Queue.AckFrom(f.Name, last); err != nil {
-				f.Logger.Error("spool ack failed; the batch may be sent again", "seq", last, "err", err)
-			} else {
-				f.Stats.Settle(first, last, prev, res.Dropped)
-			}
-		}
-		// Records left by an error have waited already: they go after the
-		// backoff, without a second linger.
-		retrying = res.Err != nil
-		partialSince = time.Time{}
-
-		switch class {
-		case ClassSuccess:
-			bo.Reset()
-			resumed = false
-			transientLog.Reset()
-		case ClassClosed:
-			f.Logger.Info("destination closed; forwarder stops", "err", res.Err)
-			return ErrClosed
-		case ClassPaused:
-			var pe *PausedError
-			errors.As(res.Err, &pe)
-			probe := f.ProbeInterval
-			if pe.Probe > 0 {
-				probe = pe.Probe
-			}
-			if paused != pe.Reason {
-				f.Logger.Error("sink paused; events are kept in the spool", "reason", pe.Reason, "err", res.Err, "probe_in", probe)
-				f.Stats.SetPaused(pe.Reason)
-				paused = pe.Reason
-			}
-			f.Stats.AddRetry("paused")
-			early, ok := sleepEarly(ctx, probe, f.Resume)
-			if !ok {
-				return ctx.Err()
-			}
-			resumed = early
-		case ClassThrottled, ClassTransient:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			d := nextBackOff(bo)
-			if class == ClassThrottled {
-				d = max(d, retryAfter)
-			}
-			f.Stats.AddRetry(class.String())
-			if transientLog.Allow() {
-				f.Logger.Warn("send failed; retrying", "class", class.String(), "err", res.Err, "records", len(recs)-res.Settled, "retry_in", d, "suppressed", transientLog.Suppressed())
-			}
-			if !sleep(ctx, d, nil) {
-				return ctx.Err()
-			}
+		select {
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case <-r.win[0].done:
+		case <-ready:
+		case <-f.wake:
 		}
 	}
+}
+
+// take returns a flight to read into, reusing a settled one's buffers.
+func (r *run) take() *flight {
+	if n := len(r.free); n > 0 {
+		fl := r.free[n-1]
+		r.free = r.free[:n-1]
+		return fl
+	}
+	return &flight{}
+}
+
+// dispatch hands fl, just read after r.pos, to a free lane.
+func (r *run) dispatch(fl *flight) {
+	fl.after = r.pos
+	fl.res = Result{}
+	fl.done = make(chan struct{})
+	r.pos = fl.b.Recs[len(fl.b.Recs)-1].Seq
+	r.partialSince = time.Time{}
+	if len(r.win) == 0 {
+		r.f.busySince.Store(time.Now().UnixNano())
+	}
+	r.win = append(r.win, fl)
+	if r.work == nil {
+		fl.res = r.f.Sink.Send(r.ctx, fl.b.Recs)
+		close(fl.done)
+		return
+	}
+	r.work <- fl // a lane is free: at most r.lanes flights are unsettled
+}
+
+// settleHead settles the oldest flight, which has finished: it acknowledges
+// what the sink settled, counts it, and on an error discards the flights
+// behind it and waits as Classify says. It returns a non-nil error when Run
+// must return.
+func (r *run) settleHead() error {
+	f := r.f
+	fl := r.win[0]
+	recs, res := fl.b.Recs, fl.res
+	r.lastActive = time.Now()
+	if res.Settled > len(recs) {
+		panic("BUG: relay: sink settled more records than it was given")
+	}
+	if res.Err == nil && res.Settled != len(recs) {
+		panic("BUG: relay: sink returned no error but did not settle the batch")
+	}
+	class, retryAfter := Classify(res.Err)
+	if class == ClassSuccess && r.paused != "" {
+		// Cleared before the batch is acknowledged, so no reader sees
+		// everything delivered by a sink that still says it is paused.
+		f.Logger.Info("sink resumed", "paused_reason", r.paused)
+		f.Stats.SetPaused("")
+		r.paused = ""
+	}
+	acked := f.ack(recs, res)
+	r.win = r.win[1:]
+	r.free = append(r.free, fl)
+	if len(r.win) > 0 {
+		f.busySince.Store(time.Now().UnixNano()) // the pipeline moved
+	} else {
+		f.busySince.Store(0)
+	}
+	if class == ClassSuccess {
+		r.bo.Reset()
+		r.resumed = false
+		r.retrying = false
+		r.transientLog.Reset()
+		if !acked {
+			r.goBack(fl.after) // offer the batch again
+		}
+		return nil
+	}
+
+	// Go back: what follows the failed batch's settled records is read
+	// again after the wait, whatever the flights behind it did.
+	to := fl.after
+	if acked && res.Settled > 0 {
+		to = recs[res.Settled-1].Seq
+	}
+	r.goBack(to)
+	// Records left by an error have waited already: they go after the
+	// backoff, without a second linger.
+	r.retrying = true
+	r.partialSince = time.Time{}
+
+	switch class {
+	case ClassClosed:
+		f.Logger.Info("destination closed; forwarder stops", "err", res.Err)
+		return ErrClosed
+	case ClassPaused:
+		var pe *PausedError
+		errors.As(res.Err, &pe)
+		probe := f.ProbeInterval
+		if pe.Probe > 0 {
+			probe = pe.Probe
+		}
+		if r.paused != pe.Reason {
+			f.Logger.Error("sink paused; events are kept in the spool", "reason", pe.Reason, "err", res.Err, "probe_in", probe)
+			f.Stats.SetPaused(pe.Reason)
+			r.paused = pe.Reason
+		}
+		f.Stats.AddRetry("paused")
+		early, ok := sleepEarly(r.ctx, probe, f.Resume)
+		if !ok {
+			return r.ctx.Err()
+		}
+		r.resumed = early
+	case ClassThrottled, ClassTransient:
+		if r.ctx.Err() != nil {
+			return r.ctx.Err()
+		}
+		d := nextBackOff(r.bo)
+		if class == ClassThrottled {
+			d = max(d, retryAfter)
+		}
+		f.Stats.AddRetry(class.String())
+		if r.transientLog.Allow() {
+			f.Logger.Warn("send failed; retrying", "class", class.String(), "err", res.Err, "records", len(recs)-res.Settled, "retry_in", d, "suppressed", r.transientLog.Suppressed())
+		}
+		if !sleep(r.ctx, d, nil) {
+			return r.ctx.Err()
+		}
+	}
+	return nil
+}
+
+// goBack discards the flights behind the one just settled, once they have
+// returned, and makes the next read start after position to.
+func (r *run) goBack(to uint64) {
+	for _, o := range r.win {
+		<-o.done
+		r.free = append(r.free, o)
+	}
+	r.win = r.win[:0]
+	r.f.busySince.Store(0)
+	r.pos = to
+}
+
+// ack acknowledges the settled prefix of recs and counts its outcome; it
+// reports false when the acknowledgement failed (nothing is counted, and
+// the records are offered again). The ack runs without any lock that a
+// status reader takes; the outcome is counted after it, and a reader in
+// between sees the batch still pending.
+func (f *Forwarder) ack(recs []spool.Record, res Result) bool {
+	if res.Settled <= 0 {
+		return true
+	}
+	first, last := recs[0].Seq, recs[res.Settled-1].Seq
+	prev, err := f.Queue.AckFrom(f.Name, last)
+	if err != nil {
+		f.Logger.Error("spool ack failed; the batch may be sent again", "seq", last, "err", err)
+		return false
+	}
+	f.Stats.Settle(first, last, prev, res.Dropped)
+	return true
+}
+
+// idle waits, with nothing in flight and nothing to send, for records, a
+// wake-up, or IdleAfter (then it calls Idle).
+func (r *run) idle() error {
+	f := r.f
+	var idle *time.Timer
+	var idleC <-chan time.Time
+	if f.Idle != nil {
+		idle = time.NewTimer(max(f.IdleAfter-time.Since(r.lastActive), 0))
+		idleC = idle.C
+		defer idle.Stop()
+	}
+	select {
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	case <-f.ready:
+	case <-f.wake:
+	case <-idleC:
+		r.lastActive = time.Now()
+		if err := f.Idle(r.ctx); errors.Is(err, ErrClosed) {
+			f.Logger.Info("destination closed; forwarder stops", "err", err)
+			return ErrClosed
+		}
+	}
+	return nil
 }
 
 // nextBackOff is bo.NextBackOff without its give-up: an injected schedule
@@ -317,16 +552,6 @@ func nextBackOff(bo backoff.BackOff) time.Duration {
 		}
 	}
 	return d
-}
-
-// cutByBytes reports whether Read stopped short of limit because the next
-// record did not fit in MaxBytes: such a batch cannot grow by waiting.
-func (f *Forwarder) cutByBytes(recs []spool.Record, limit int) bool {
-	if f.MaxBytes <= 0 || len(recs) >= limit {
-		return false
-	}
-	more, err := f.Queue.Read(f.Name, len(recs)+1, 0)
-	return err == nil && len(more) > len(recs)
 }
 
 func (f *Forwarder) full(recs []spool.Record) bool {

@@ -724,7 +724,7 @@ func runRecover(ctx context.Context, t *testing.T, f *relay.Forwarder) (msg stri
 	return ""
 }
 
-// faultyQueue fails Read with readErrs in turn, and AckFrom with ackErrs in
+// faultyQueue fails ReadBatch with readErrs in turn, and AckFrom with ackErrs in
 // turn, then behaves like the queue it wraps.
 type faultyQueue struct {
 	relay.Queue
@@ -733,16 +733,17 @@ type faultyQueue struct {
 	ackErrs  []error
 }
 
-func (c *faultyQueue) Read(sink string, max, maxBytes int) ([]spool.Record, error) {
+func (c *faultyQueue) ReadBatch(sink string, after uint64, max, maxBytes int, b *spool.Batch) error {
 	c.mu.Lock()
 	if len(c.readErrs) > 0 {
 		err := c.readErrs[0]
 		c.readErrs = c.readErrs[1:]
 		c.mu.Unlock()
-		return nil, err
+		b.Recs = b.Recs[:0]
+		return err
 	}
 	c.mu.Unlock()
-	return c.Queue.Read(sink, max, maxBytes)
+	return c.Queue.ReadBatch(sink, after, max, maxBytes, b)
 }
 
 func (c *faultyQueue) AckFrom(sink string, seq uint64) (uint64, error) {

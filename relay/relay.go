@@ -18,6 +18,16 @@ type Sink interface {
 	Send(ctx context.Context, recs []spool.Record) Result
 }
 
+// LaneSink is a Sink that can have several batches in flight
+// (Forwarder.Inflight). Lane returns one more Sink for one more sending
+// goroutine: it shares the destination, the request budget and the counters
+// with the sink it came from, and its Send is called by one goroutine at a
+// time, as Sink's is. The forwarder calls Lane Inflight-1 times in Run.
+type LaneSink interface {
+	Sink
+	Lane() Sink
+}
+
 // Result says what a Send settled.
 //
 // Settled is the number of leading records of the batch that are finished

@@ -48,6 +48,7 @@ type commitPlan struct {
 	writeGaps      bool
 	final          bool
 	cursors        map[string]uint64
+	acked          map[string]uint64 // each written cursor's sink's acked count (ack.go)
 	removed        []string
 	counters       []byte // nil: not written
 }
@@ -57,6 +58,8 @@ func (s *Spool) needsCommitLocked() bool {
 		s.diskFirst < min(s.first, s.diskLast+1) {
 		return true
 	}
+	s.mu.Lock() // AckFrom sets dirty without wmu
+	defer s.mu.Unlock()
 	for _, sk := range s.sinks {
 		if sk.dirty {
 			return true
@@ -161,11 +164,15 @@ func (s *Spool) writeLocked() error {
 		p.recs = s.held
 		p.lastSeq = s.lastSeq
 		p.cursors = make(map[string]uint64)
+		p.acked = make(map[string]uint64)
+		s.mu.Lock() // AckFrom moves cursors without wmu
 		for name, sk := range s.sinks {
 			if sk.dirty {
 				p.cursors[name] = sk.cursor
+				p.acked[name] = sk.acked
 			}
 		}
+		s.mu.Unlock()
 		for name := range s.removed {
 			p.removed = append(p.removed, name)
 		}
@@ -198,8 +205,9 @@ func (s *Spool) applyLocked(p commitPlan) error {
 	}
 	if p.final {
 		for name, c := range p.cursors {
-			if sk := s.sinks[name]; sk != nil && sk.cursor == c {
-				sk.dirty = false
+			if sk := s.sinks[name]; sk != nil {
+				sk.syncedAcked = max(sk.syncedAcked, p.acked[name])
+				sk.dirty = sk.cursor != c
 			}
 		}
 		for _, name := range p.removed {
@@ -210,6 +218,7 @@ func (s *Spool) applyLocked(p commitPlan) error {
 		s.held, s.heldCost, s.heldDead = nil, 0, 0
 		s.usedCost = s.cost // everything live is on disk now
 		s.syncWanted = false
+		s.notifySyncedLocked()
 	}
 	return nil
 }
@@ -307,9 +316,11 @@ func (s *Spool) txLocked(p commitPlan) (int64, error) {
 // there is no sink).
 func (s *Spool) collectLocked() {
 	newFirst := s.lastSeq + 1
+	s.mu.Lock() // AckFrom moves cursors without wmu
 	for _, sk := range s.sinks {
 		newFirst = min(newFirst, sk.cursor+1)
 	}
+	s.mu.Unlock()
 	if newFirst <= s.first {
 		return
 	}

@@ -232,8 +232,10 @@ func (s *Spool) startRetryLocked() {
 }
 
 // Sync writes what is pending now, with the counters, in one transaction
-// (a no-op while degraded: the retries write it). The agent calls it when
-// its counters changed and nothing else committed them.
+// (a no-op while degraded: the retries write it): the acknowledgements not
+// yet on disk too, deleting what every sink has passed, which otherwise
+// reach disk with the next commit (ack.go). The agent calls it when its
+// counters changed and nothing else committed them.
 func (s *Spool) Sync() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -244,7 +246,12 @@ func (s *Spool) Sync() error {
 		return nil
 	}
 	s.syncWanted = s.opts.Counters != nil
-	return s.commitLocked(false)
+	s.collectLocked() // what acknowledgements since the last commit passed (ack.go)
+	err := s.commitLocked(false)
+	if err == nil {
+		s.maybeCompactLocked()
+	}
+	return err
 }
 
 // TakeSavedCounters returns the bytes Options.Counters returned for the

@@ -422,6 +422,9 @@ func TestReclaim(t *testing.T) {
 			break
 		}
 	}
+	if err := s.Sync(); err != nil { // the flusher would within AckDelay
+		t.Fatal(err)
+	}
 	st := s.Stat()
 	fi, err := os.Stat(o.Path)
 	if err != nil {

@@ -46,5 +46,9 @@
 //   - Corruption: a damaged file is moved aside whole (<name>.corrupt-<time>)
 //     and the spool starts empty; the old file stays for inspection.
 //   - Duplicates, not loss: a batch sent but not yet acked when the process
-//     dies is sent again after the restart.
+//     dies is sent again after the restart, and so are records acked whose
+//     cursor no commit had carried yet: an ack moves the cursor in memory
+//     and the next commit (the writer's group commit, or the ack flusher's
+//     within Options.AckDelay) writes it; at most Options.AckMaxUnsynced
+//     records per sink wait so (ack.go).
 package spool

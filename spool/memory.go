@@ -110,31 +110,44 @@ func (m *Memory) Append(data [][]byte) error {
 // is larger. It does not move the cursor. The Data slices are shared and must
 // not be modified.
 func (m *Memory) Read(sink string, max, maxBytes int) ([]Record, error) {
+	var b Batch
+	err := m.ReadBatch(sink, 0, max, maxBytes, &b)
+	if len(b.Recs) == 0 {
+		return nil, err
+	}
+	return b.Recs, err
+}
+
+// ReadBatch is Read into a reusable Batch, after position after or the
+// sink's cursor, whichever is further (see Spool.ReadBatch). The records
+// share the slices given to Append.
+func (m *Memory) ReadBatch(sink string, after uint64, limit, maxBytes int, b *Batch) error {
+	b.Recs, b.Cut = b.Recs[:0], false
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.sinks[sink]
 	if !ok {
-		return nil, ErrUnknownSink
+		return ErrUnknownSink
 	}
 	live := m.recs[m.head:]
 	if len(live) == 0 {
-		return nil, nil
+		return nil
 	}
 	start := 0
-	if first := live[0].Seq; s.cursor >= first {
-		start = int(s.cursor - first + 1)
+	if from := max(after, s.cursor) + 1; from > live[0].Seq {
+		start = int(min(from-live[0].Seq, uint64(len(live))))
 	}
-	var out []Record
 	size := 0
-	for i := start; i < len(live) && len(out) < max; i++ {
+	for i := start; i < len(live) && len(b.Recs) < limit; i++ {
 		n := len(live[i].Data)
-		if len(out) > 0 && maxBytes > 0 && size+n > maxBytes {
+		if len(b.Recs) > 0 && maxBytes > 0 && size+n > maxBytes {
+			b.Cut = true
 			break
 		}
 		size += n
-		out = append(out, live[i])
+		b.Recs = append(b.Recs, live[i])
 	}
-	return out, nil
+	return nil
 }
 
 // Ack moves the sink's cursor to seq (records up to seq are done for it).

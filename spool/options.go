@@ -11,6 +11,8 @@ const (
 	DefaultMaxBytes        = 1 << 30 // EDGERELAY_SPOOL_MAX_BYTES
 	DefaultLockTimeout     = 2 * time.Second
 	DefaultCompactMinBytes = 8 << 20
+	DefaultAckDelay        = 5 * time.Millisecond
+	DefaultAckMaxUnsynced  = 4096
 	// DefaultMemoryMaxBytes bounds what the spool holds in memory while its
 	// disk cannot be written (EDGERELAY_SPOOL_MEMORY_MAX_BYTES).
 	DefaultMemoryMaxBytes = 16 << 20
@@ -41,6 +43,14 @@ type Options struct {
 	// at most an eighth of it, so a drained backlog leaves a file of at most
 	// about this size.
 	CompactMinBytes int64
+	// AckDelay is how long an acknowledgement may wait for the spool
+	// writer's next group commit to carry its cursor to disk before the ack
+	// flusher commits it (default DefaultAckDelay).
+	AckDelay time.Duration
+	// AckMaxUnsynced bounds, per sink, the records acknowledged whose cursor
+	// is not yet on disk (default DefaultAckMaxUnsynced): AckFrom waits for
+	// a commit beyond it. A crash sends those records again.
+	AckMaxUnsynced int
 	// MemoryMaxBytes caps the records held in memory while the disk cannot
 	// be written (degraded mode; default DefaultMemoryMaxBytes). Over it the
 	// oldest records held in memory are dropped, counted per sink as
@@ -81,6 +91,9 @@ func (o Options) Validate() error {
 	if o.CompactMinBytes < 0 {
 		errs = append(errs, errors.New("spool: Options.CompactMinBytes must not be negative"))
 	}
+	if o.AckDelay < 0 || o.AckMaxUnsynced < 0 {
+		errs = append(errs, errors.New("spool: Options.AckDelay and AckMaxUnsynced must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -94,6 +107,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CompactMinBytes == 0 {
 		o.CompactMinBytes = DefaultCompactMinBytes
+	}
+	if o.AckDelay == 0 {
+		o.AckDelay = DefaultAckDelay
+	}
+	if o.AckMaxUnsynced == 0 {
+		o.AckMaxUnsynced = DefaultAckMaxUnsynced
 	}
 	if o.MemoryMaxBytes == 0 {
 		o.MemoryMaxBytes = DefaultMemoryMaxBytes

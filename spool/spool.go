@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +68,9 @@ type Spool struct {
 	retryWG     sync.WaitGroup        // the retry goroutine
 	syncWanted  bool                  // Sync asked for a commit (the counters changed)
 	saved       []byte                // counters found in the file at open, until TakeSavedCounters
+	synced      chan struct{}         // closed and replaced after each commit (ack.go)
+
+	flush ackFlusher // commits acknowledgements when no writer does (ack.go)
 
 	failWrites atomic.Bool              // test seam: every write transaction fails with ENOSPC
 	txHook     func(p commitPlan) error // test seam: runs in every write transaction; an error fails it
@@ -86,6 +88,9 @@ type diskSink struct {
 	// ack past readMax is one of a batch read before: it is ignored.
 	guarded bool
 	readMax uint64 // highest seq Read returned in the current epoch
+	// syncedAcked is acked as of the cursor last written to disk:
+	// acked-syncedAcked records would be sent again after a crash.
+	syncedAcked uint64
 }
 
 // Open opens or creates the spool file at opts.Path.
@@ -140,6 +145,7 @@ func Open(opts Options) (*Spool, error) {
 		s.wmu.Lock()
 		s.failedLocked(o.Now(), err)
 		s.wmu.Unlock()
+		s.startAckFlusher()
 		return s, nil
 	}
 
@@ -149,6 +155,7 @@ func Open(opts Options) (*Spool, error) {
 	s.enforceCapLocked()
 	_ = s.commitLocked(true) // a failure is logged and leaves the spool degraded
 	s.wmu.Unlock()
+	s.startAckFlusher()
 
 	st := s.Stat()
 	s.log.Info("spool opened", "records", st.Records, "file_bytes", s.hwm, "first_seq", st.FirstSeq,
@@ -310,127 +317,20 @@ func (s *Spool) Read(sink string, limit, maxBytes int) ([]Record, error) {
 // read is Read from seq after instead of the sink's cursor when after > 0
 // (tests read past a batch's end without acking).
 func (s *Spool) read(sink string, after uint64, limit, maxBytes int) ([]Record, error) {
-	s.dbmu.RLock()
-	defer s.dbmu.RUnlock()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, ErrClosed
+	var b Batch
+	err := s.ReadBatch(sink, after, limit, maxBytes, &b)
+	if len(b.Recs) == 0 {
+		return nil, err
 	}
-	sk, ok := s.sinks[sink]
-	if !ok {
-		s.mu.Unlock()
-		return nil, ErrUnknownSink
-	}
-	from := max(sk.cursor+1, after+1, s.first)
-	last, diskLast, held, db, epoch := s.lastSeq, s.diskLast, s.held, s.db, s.epoch
-	s.mu.Unlock()
-	if from > last || limit <= 0 {
-		return nil, nil
-	}
-
-	var out []Record
-	size := 0
-	full := false
-	fits := func(seq uint64, n int) bool {
-		if len(out) >= limit || (len(out) > 0 && maxBytes > 0 && size+n > maxBytes) ||
-			(len(out) > 0 && seq != out[len(out)-1].Seq+1) {
-			full = true
-			return false
-		}
-		return true
-	}
-	if from <= diskLast && db != nil {
-		// Keep the transaction short: copy each value out and go. A long
-		// read transaction would block a writer that needs to grow the file.
-		err := db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketRecords).Cursor()
-			for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-				seq := binary.BigEndian.Uint64(k)
-				if seq > diskLast || len(v) < crcSize {
-					break
-				}
-				if !fits(seq, len(v)-crcSize) {
-					break
-				}
-				d := make([]byte, len(v)-crcSize)
-				copy(d, v[crcSize:])
-				out = append(out, Record{Seq: seq, Data: d})
-				size += len(d)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("spool: read for sink %q: %w", sink, err)
-		}
-	}
-	if !full && len(out) == 0 && len(held) > 0 {
-		i := 0
-		if from > held[0].Seq {
-			i = int(from - held[0].Seq)
-		}
-		for ; i < len(held) && fits(held[i].Seq, len(held[i].Data)); i++ {
-			out = append(out, held[i])
-			size += len(held[i].Data)
-		}
-	}
-	if len(out) > 0 {
-		s.mu.Lock()
-		if sk := s.sinks[sink]; sk != nil && s.epoch == epoch {
-			sk.readMax = max(sk.readMax, out[len(out)-1].Seq)
-		}
-		s.mu.Unlock()
-	}
-	return out, nil
+	return b.Recs, err
 }
 
-// Ack moves the sink's cursor to seq (records up to seq are done for it),
-// persists it, and deletes the records every sink has passed. Acking behind
-// the cursor is a no-op; acking past the last record acks up to it.
-//
-// Ack returns nil once the cursor has moved, even if persisting it failed
-// (the spool is then degraded and writes it with the next successful
-// commit): the records are settled either way, and a crash before then
-// sends them again, which envelope ids make harmless.
+// Ack is AckFrom without the position it moved from: the cursor moves at
+// once, reaches disk with the next commit, and the records every sink has
+// passed are deleted by that commit.
 func (s *Spool) Ack(sink string, seq uint64) error {
 	_, err := s.AckFrom(sink, seq)
 	return err
-}
-
-// AckFrom is Ack that also returns the cursor it moved from. Records at or
-// before that position that the caller had read were evicted over the cap
-// while in flight: they are counted as Evicted, not acked.
-func (s *Spool) AckFrom(sink string, seq uint64) (prev uint64, err error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed {
-		return 0, ErrClosed
-	}
-	sk, ok := s.sinks[sink]
-	if !ok {
-		return 0, ErrUnknownSink
-	}
-	prev = sk.cursor
-	seq = min(seq, s.lastSeq)
-	if sk.guarded && seq > sk.readMax {
-		// Read before adoptLocked renumbered the records: those records
-		// are still pending under their new seqs and go again. Telling
-		// the caller they were evicted keeps it from counting them.
-		return max(seq, prev), nil
-	}
-	if seq <= sk.cursor {
-		return prev, nil
-	}
-	s.mu.Lock()
-	sk.acked += seq - sk.cursor - s.missingLocked(sk.cursor, seq)
-	sk.cursor = seq
-	sk.dirty = true
-	s.mu.Unlock()
-	s.collectLocked()
-	if s.commitLocked(false) == nil {
-		s.maybeCompactLocked()
-	}
-	return prev, nil
 }
 
 // Ready returns a channel that receives a value after records are appended.
@@ -480,9 +380,19 @@ func (s *Spool) Stat() Stat {
 		Quarantined: s.quarantined,
 		Sinks:       make(map[string]SinkStat, len(s.sinks)),
 	}
-	if s.first <= s.lastSeq {
-		st.Records = s.lastSeq - s.first + 1 - s.missingLocked(s.first-1, s.lastSeq)
-		st.FirstSeq = s.first
+	// Records every sink has passed are deleted by the next commit; they
+	// are not counted while they wait for it.
+	first := s.first
+	if len(s.sinks) > 0 {
+		live := s.lastSeq + 1
+		for _, sk := range s.sinks {
+			live = min(live, sk.cursor+1)
+		}
+		first = max(first, live)
+	}
+	if first <= s.lastSeq {
+		st.Records = s.lastSeq - first + 1 - s.missingLocked(first-1, s.lastSeq)
+		st.FirstSeq = first
 	}
 	for name, sk := range s.sinks {
 		st.Sinks[name] = s.sinkStatLocked(sk)
@@ -495,6 +405,7 @@ func (s *Spool) Stat() Stat {
 // error wrapping ErrNotDurable. Later calls to other methods return
 // ErrClosed; Close itself may be called again.
 func (s *Spool) Close() error {
+	s.stopAckFlusher()
 	s.wmu.Lock()
 	err := s.closeLocked()
 	s.wmu.Unlock()
@@ -507,6 +418,7 @@ func (s *Spool) closeLocked() error {
 		return nil
 	}
 	var errs []error
+	s.collectLocked() // what acknowledgements since the last commit passed
 	if err := s.commitLocked(true); err != nil && len(s.held) > 0 {
 		s.log.Error("spool closed with records not on disk; they are lost", "records", len(s.held), "err", err)
 		errs = append(errs, fmt.Errorf("spool: %d records lost at close: %w: %w", len(s.held), ErrNotDurable, err))
@@ -514,6 +426,7 @@ func (s *Spool) closeLocked() error {
 	s.mu.Lock()
 	s.closed = true
 	s.held, s.heldCost = nil, 0
+	s.notifySyncedLocked()
 	s.mu.Unlock()
 	if s.retryStop != nil {
 		close(s.retryStop)

@@ -104,6 +104,11 @@ type Answer struct {
 	Durable  *bool       `json:"durable,omitempty"` // false when accepted items are held in memory only
 	Error    string      `json:"error,omitempty"`   // why nothing was accepted, when it is not per item
 	Limit    *Limit      `json:"limit,omitempty"`   // the limit that refused the request whole (413)
+	// Refused is how many items an overloaded agent refused as a whole
+	// (429 or 503): none was accepted, send them again after RetryAfter
+	// seconds (also the Retry-After header). See admit.go.
+	Refused    int `json:"refused,omitempty"`
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // Limit is the limit that refused a request whole (413), so that a client

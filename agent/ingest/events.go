@@ -23,29 +23,64 @@ func (s *Server) prepareEvent(raw json.RawMessage) (pipeline.Entry, error) {
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	ok, reason := s.enter(r.Context()) // before the body is read: see admission
+	if !ok && reason == "" {
+		return // the client left
+	}
 	body, err := readBody(w, r, s.MaxBodyBytes, limitBody)
 	if err != nil {
+		if ok {
+			s.admission.leave()
+		}
 		writeBodyError(w, err)
 		return
 	}
+	if !ok {
+		status, ans := s.refuseBody("api", reason, body)
+		writeAnswer(w, status, ans)
+		return
+	}
 	status, ans := s.ingestBody(r.Context(), "api", body, s.prepareEvent)
-	writeJSON(w, status, ans)
+	writeAnswer(w, status, ans)
 }
 
-// ingestBody splits a body into items and ingests them.
+// ingestBody splits a body into items and ingests them. The caller holds an
+// ingest slot (enter); it is released here.
 func (s *Server) ingestBody(ctx context.Context, source string, body []byte, prepare prepareFunc) (int, Answer) {
 	items, err := splitItems(body)
 	if err != nil {
+		s.admission.leave()
 		return http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()}
 	}
-	return s.ingest(ctx, source, items, prepare)
+	return s.ingestHeld(ctx, source, items, prepare)
 }
 
-// ingest validates items with prepare, submits the good ones, waits until
-// they are in the spool (or the request ends), and builds the answer. A
-// request with more items, or more bytes once prepared, than it may hand to
-// the ring is refused whole (413), never partly dropped.
+// ingest takes an ingest slot (or answers the refusal: 429 or 503 with
+// Retry-After, admit.go) and ingests items.
 func (s *Server) ingest(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
+	ok, reason := s.enter(ctx)
+	if !ok {
+		if reason == "" {
+			return http.StatusServiceUnavailable, Answer{Rejected: []Rejection{}, Error: "request ended"}
+		}
+		return s.refusal(source, reason, len(items))
+	}
+	return s.ingestHeld(ctx, source, items, prepare)
+}
+
+// ingestHeld validates items with prepare, submits the good ones, waits
+// until they are in the spool (or the request ends), and builds the answer.
+// A request with more items, or more bytes once prepared, than it may hand
+// to the ring is refused whole (413), never partly dropped. The caller holds
+// an ingest slot, released once the events are submitted: the wait for the
+// spool holds none.
+func (s *Server) ingestHeld(ctx context.Context, source string, items []item, prepare prepareFunc) (int, Answer) {
+	entered := true
+	defer func() {
+		if entered {
+			s.admission.leave()
+		}
+	}()
 	if n := len(items); s.MaxRequestEvents > 0 && n > s.MaxRequestEvents {
 		s.Rejected(source, uint64(n))
 		return s.tooMany(Limit{Name: "EDGERELAY_RING_MAX_EVENTS", Unit: "events", Max: int64(s.MaxRequestEvents), Got: int64(n)})
@@ -86,6 +121,8 @@ func (s *Server) ingest(ctx context.Context, source string, items []item, prepar
 		return http.StatusBadRequest, ans
 	}
 	w, err := s.Submit(source, good)
+	s.admission.leave()
+	entered = false
 	if err != nil {
 		ans.Error = err.Error()
 		return http.StatusServiceUnavailable, ans
@@ -148,7 +185,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		status, ans := s.ingestBody(ctx, "stream", msg, s.prepareEvent)
+		var status int
+		var ans Answer
+		switch ok, reason := s.enter(ctx); {
+		case ok:
+			status, ans = s.ingestBody(ctx, "stream", msg, s.prepareEvent)
+		case reason != "":
+			status, ans = s.refuseBody("stream", reason, msg)
+		default:
+			return // the agent stops or the client left
+		}
 		out, _ := json.Marshal(struct {
 			Status int `json:"status"`
 			Answer

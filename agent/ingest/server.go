@@ -30,6 +30,11 @@ type Options struct {
 	MaxBodyBytes    int64
 	MaxEventBytes   int
 	TelemetryLegacy bool // accept legacy stormlog records on /v1/telemetry
+	// IngestSlots bounds the requests parsed and stamped at once; 0 means
+	// the number of CPUs (at least 2). QueueWait is how long a request
+	// waits for a slot before a 429; 0 means DefaultQueueWait.
+	IngestSlots int
+	QueueWait   time.Duration
 
 	// MaxRequestEvents and MaxRequestBytes bound what one request hands to
 	// the ring (events, and bytes once stamped); a larger request is
@@ -55,7 +60,15 @@ type Server struct {
 	// Durable reports whether accepted events survive a crash now.
 	Durable func() bool
 	// Rejected counts items refused at ingest, by source.
-	Rejected  func(source string, n uint64)
+	Rejected func(source string, n uint64)
+	// Refused counts items an overloaded agent refused as a whole (429 or
+	// 503 with Retry-After), by source and reason (admit.go). May be nil.
+	Refused func(source, reason string, n uint64)
+	// Room waits until the ring has room for more (the spool writer is not
+	// far behind) or ctx ends, and reports whether it has; a request that
+	// found none within QueueWait is refused (503) rather than pushing
+	// events out of the ring. May be nil.
+	Room      func(ctx context.Context) bool
 	Stamper   *envelope.Stamper
 	Sessions  *session.Registry
 	Allocs    *telemetry.Allocators
@@ -72,6 +85,7 @@ type Server struct {
 	Debug  http.Handler
 	Logger *slog.Logger
 
+	admission *admission
 	srv       *http.Server
 	tcpAddr   net.Addr
 	listeners []net.Listener
@@ -81,6 +95,7 @@ type Server struct {
 // Start listens on the unix socket and the TCP address (either may be off)
 // and serves on both.
 func (s *Server) Start() error {
+	s.admission = newAdmission(s.IngestSlots, s.QueueWait)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", s.intake(s.handleEvents))
 	mux.HandleFunc("GET /v1/stream", s.intake(s.handleStream))

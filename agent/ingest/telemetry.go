@@ -50,7 +50,7 @@ func (s *Server) handleTelemetry(w http.ResponseWriter, r *http.Request) {
 		env, err := s.Envelopes.Allocator(rec, nil, "")
 		return pipeline.Entry{Env: env, Type: telemetry.TypeAllocatorSample, Session: rec.SessionID()}, err
 	})
-	writeJSON(w, status, ans)
+	writeAnswer(w, status, ans)
 }
 
 // handleAllocator takes one torch.cuda.memory_stats() snapshot. Over the
@@ -106,5 +106,5 @@ func (s *Server) handleAllocator(w http.ResponseWriter, r *http.Request) {
 	status, ans := s.ingest(r.Context(), "allocator", []item{{raw: env}}, func(raw json.RawMessage) (pipeline.Entry, error) {
 		return pipeline.Entry{Env: raw, Type: telemetry.TypeAllocatorSample, Session: session}, nil
 	})
-	writeJSON(w, status, ans)
+	writeAnswer(w, status, ans)
 }

@@ -15,6 +15,35 @@ type Counters struct {
 	received map[string]uint64
 	rejected map[string]uint64
 	dropped  map[[2]string]uint64 // {stage, reason}
+	refused  map[[2]string]uint64 // {source, reason}
+}
+
+// AddRefused counts items an overloaded agent refused as a whole (answered
+// 429 or 503 with Retry-After; never accepted), by source and reason.
+func (c *Counters) AddRefused(source, reason string, n uint64) {
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.refused == nil {
+		c.refused = map[[2]string]uint64{}
+	}
+	c.refused[[2]string{source, reason}] += n
+	c.mu.Unlock()
+}
+
+// Refused copies the refusal counts, keyed by source, then reason.
+func (c *Counters) Refused() map[string]map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]map[string]uint64{}
+	for k, n := range c.refused {
+		if out[k[0]] == nil {
+			out[k[0]] = map[string]uint64{}
+		}
+		out[k[0]][k[1]] = n
+	}
+	return out
 }
 
 // AddReceived counts events accepted into the pipeline from source.

@@ -100,6 +100,13 @@ func (p *Pipeline) Ring() (events int, bytes int64, dropped uint64) {
 	return events, bytes, p.ring.Dropped()
 }
 
+// WaitRoom waits until the ring holds at most half its caps, or ctx ends,
+// and reports whether it does. Past half, the spool writer is behind: the
+// local API holds new requests here, and refuses them (503 with
+// Retry-After) when the wait runs out, instead of letting them push
+// accepted events out of the ring.
+func (p *Pipeline) WaitRoom(ctx context.Context) bool { return p.ring.WaitRoom(ctx) }
+
 // Submit hands entries to the ring with one waiter for all of them. It
 // fails only when the pipeline is not accepting entries.
 func (p *Pipeline) Submit(source string, entries []Entry) (*Waiter, error) {

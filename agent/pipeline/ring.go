@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type Ring struct {
 
 	dropped atomic.Uint64 // entries dropped as ring_full, ever
 	notify  chan struct{} // capacity 1: "entries may be available"
+	room    chan struct{} // closed when the ring falls to half its caps (WaitRoom); nil when nobody waits
 }
 
 // ringItem is one envelope waiting for the spool writer. w, when set, is told
@@ -110,6 +112,10 @@ func (r *Ring) Pop(dst []ringItem, max int) []ringItem {
 		dst = append(dst, r.takeOldestLocked())
 		max--
 	}
+	if r.room != nil && !r.overHalfLocked() {
+		close(r.room)
+		r.room = nil
+	}
 	return dst
 }
 
@@ -132,6 +138,31 @@ func (r *Ring) Len() (events int, bytes int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.n, r.bytes
+}
+
+// WaitRoom waits until the ring holds at most half of each cap, or ctx
+// ends; it reports whether there is room.
+func (r *Ring) WaitRoom(ctx context.Context) bool {
+	r.mu.Lock()
+	for r.overHalfLocked() && !r.closed {
+		if r.room == nil {
+			r.room = make(chan struct{})
+		}
+		ch := r.room
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+		r.mu.Lock()
+	}
+	r.mu.Unlock()
+	return true
+}
+
+func (r *Ring) overHalfLocked() bool {
+	return r.n > len(r.slots)/2 || (r.maxBytes > 0 && r.bytes > r.maxBytes/2)
 }
 
 // Dropped returns how many entries were dropped as ring_full since start.

@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"testing/synctest"
 )
 
 func TestRingDropsOldestByCount(t *testing.T) {
@@ -108,4 +110,36 @@ func BenchmarkChanBaseline(b *testing.B) {
 	b.StopTimer()
 	close(ch)
 	<-done
+}
+
+// WaitRoom holds a caller while the ring is over half full and lets it go
+// when the writer pops it down to half; a cancelled wait reports no room.
+func TestRingWaitRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := NewRing(10, 0)
+		for range 6 {
+			if err := r.Push([]byte("x"), "", nil, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make(chan bool, 1)
+		go func() { got <- r.WaitRoom(context.Background()) }()
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("WaitRoom returned with 6 of 10 held")
+		default:
+		}
+		r.Pop(nil, 1)
+		synctest.Wait()
+		if ok := <-got; !ok {
+			t.Fatal("WaitRoom reported no room at half")
+		}
+		r.Push([]byte("x"), "", nil, 0)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if r.WaitRoom(ctx) {
+			t.Fatal("a cancelled WaitRoom reported room with 6 of 10 held")
+		}
+	})
 }

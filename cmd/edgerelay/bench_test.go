@@ -66,10 +66,11 @@ func TestBenchCheapScenarios(t *testing.T) {
 // TestBenchAllScenarios runs every scenario with tiny sizes: a short window,
 // a 1 s outage, a drain of 5,000 events.
 func TestBenchAllScenarios(t *testing.T) {
-	knobs := benchKnobs{minWarm: 200 * time.Millisecond, outage: time.Second, drainEvents: 5000, drainWarm: 1000, clientWait: 30 * time.Second}
+	knobs := benchKnobs{minWarm: 200 * time.Millisecond, outage: time.Second, drainEvents: 5000, drainWarm: 1000, clientWait: 30 * time.Second,
+		loadgen: binPath, clients100: 4, overloadBacklog: 200_000}
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	if code := benchMain([]string{"--json", "--duration", "1s"}, &stdout, &stderr, knobs); code != 0 {
+	if code := benchMain([]string{"--json", "--duration", "1s", "--intervals", "2"}, &stdout, &stderr, knobs); code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
 	t.Logf("all scenarios in %s", time.Since(start))
@@ -89,14 +90,19 @@ func TestBenchAllScenarios(t *testing.T) {
 		}
 	}
 	positive(t, got["spool_append"], "ratio_to_bbolt_raw")
-	positive(t, got["e2e_http"], "ratio_to_bbolt_raw", "ingested_events_per_s")
+	positive(t, got["e2e_http"], "ratio_to_bbolt_raw", "ingested_events_per_s", "events_per_s_1000_clients", "ws_events_per_s",
+		"ratio_1000_to_100", "cpu_us_per_event", "rss_anon_bytes", "rss_file_bytes", "bbolt_raw_events_per_s", "events_per_s_spread_pct")
+	positive(t, got["overload"], "ratio_delivered_to_drain", "unloaded_drain_events_per_s", "offered_events_per_s")
+	if got["overload"]["refused_uncounted"] != 0.0 {
+		t.Errorf("overload: %v refused events answered but not counted", got["overload"]["refused_uncounted"])
+	}
 	positive(t, got["ingest_durable"], "p50_latency_ms", "p99_latency_ms")
 	positive(t, got["outage_memory"], "rss_start_bytes", "rss_end_bytes", "spool_bytes_end", "pending_events_end", "ingested_events_per_s")
 	positive(t, got["sampler_tick"], "tick_us")
 	if got["drain"]["delivered"].(float64) < 5000 {
 		t.Errorf("drain delivered %v, want at least the 5,000 measured", got["drain"]["delivered"])
 	}
-	for _, name := range []string{"e2e_http", "drain", "outage_memory"} {
+	for _, name := range []string{"e2e_http", "drain", "overload", "outage_memory"} {
 		if got[name]["balanced"] != true {
 			t.Errorf("%s: the sink's accounting does not balance", name)
 		}

@@ -36,7 +36,7 @@ func (s *Sink) Tune(f *relay.Forwarder) {
 	if inner == nil {
 		inner = newBackOff
 	}
-	f.NewBackOff = func() backoff.BackOff { return &schedule{inner: inner(), retryAfter: &s.retryAfter} }
+	f.NewBackOff = func() backoff.BackOff { return &schedule{inner: inner(), retryAfter: &s.sh.retryAfter} }
 }
 
 // newBackOff is the sink's own schedule: exponential from 1 s, doubling, with

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/livepeer/edgerelay/internal/logthrottle"
@@ -44,7 +43,9 @@ const (
 // Sink posts batches to the metrics API. It implements relay.Sink.
 //
 // Send is called from one goroutine (the forwarder's); it is not safe for
-// concurrent Sends. Reload, Resume, WatchKey, Limits and Close are safe to
+// concurrent Sends. For several requests in flight, each lane (see Lane)
+// has its own goroutine. For several requests in flight, each lane (see Lane)
+// has its own goroutine. Reload, Resume, WatchKey, Limits and Close are safe to
 // call from any goroutine at any time.
 type Sink struct {
 	url       string // the configured endpoint
@@ -60,14 +61,13 @@ type Sink struct {
 	log       *slog.Logger
 	keys      *keySource
 
-	// retryAfter is the Retry-After (ns) of the throttled answer that ended
-	// the last Send, 0 when it did not end so; the forwarder's schedule
-	// (Tune) takes it as the next wait.
-	retryAfter atomic.Int64
+	// rate and sh are shared by the sink's lanes (lane.go) and safe for
+	// concurrent use: the request budget, the body limit learned from 413s
+	// and the Retry-After of the last throttled answer.
+	rate *bucket
+	sh   *shared
 
 	// Owned by the Send goroutine.
-	rate          bucket
-	limit         bodyLimit    // the body size requests are cut at, learned from 413s
 	answer        []byte       // the start of the last success answer (cap answerKeep); reused
 	buf           []byte       // the last body built; reused
 	zbuf          bytes.Buffer // the last gzipped body; reused
@@ -106,7 +106,7 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
-		limit:     newBodyLimit(o.MaxBody),
+		sh:        &shared{limit: newBodyLimit(o.MaxBody)},
 		answer:    make([]byte, 0, answerKeep),
 		dropLog:   logthrottle.New(time.Minute, dropLogPerMin),
 		alive:     o.Alive,
@@ -165,18 +165,18 @@ func (s *Sink) Close() {
 // reports the settled prefix (see the package doc). It returns when ctx
 // ends, with what was settled before.
 func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
-	s.retryAfter.Store(0)
+	s.sh.retryAfter.Store(0)
 	res := s.send(ctx, recs)
 	var te *relay.ThrottledError
 	if errors.As(res.Err, &te) && te.RetryAfter > 0 {
-		s.retryAfter.Store(int64(min(te.RetryAfter, relay.MaxRetryAfter)))
+		s.sh.retryAfter.Store(int64(min(te.RetryAfter, relay.MaxRetryAfter)))
 	}
 	return res
 }
 
 func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 	var res relay.Result
-	if limit, raised := s.limit.at(time.Now()); raised {
+	if limit, raised := s.sh.limitAt(time.Now()); raised {
 		s.log.Info("trying a larger request body: the limit learned from a 413 may have gone up", "limit_bytes", limit, "max_body", s.maxBody)
 	}
 	plen := len(s.prefix)
@@ -184,8 +184,9 @@ func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 	for i := 0; i <= len(recs); i++ {
 		if i < len(recs) {
 			n := len(recs[i].Data)
-			// s.limit.cur, not a copy: a 413 earlier in this Send lowers it.
-			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.limit.cur {
+			// The limit now, not a copy: a 413 earlier in this Send (or in
+			// another lane) lowers it.
+			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.sh.limitCur() {
 				data += n
 				continue
 			}
@@ -235,7 +236,7 @@ func (s *Sink) deliver(ctx context.Context, recs []spool.Record, drops *[]relay.
 	switch {
 	case refused && len(recs) > 1:
 		// The poison is in recs: split without a request.
-	case len(recs) > 1 && s.limit.refusedBefore(requestSize(s.prefix, recs)):
+	case len(recs) > 1 && s.sh.refusedBefore(requestSize(s.prefix, recs)):
 		out = TooLarge // as large as a body refused before: split without a request
 	default:
 		out, accepted, err = s.post(ctx, recs)
@@ -346,7 +347,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, err
 		}
 		s.stats.AddRequest(strconv.Itoa(code))
 		s.misconfLogged = false
-		s.limit.accepted(size)
+		s.sh.accepted(size)
 		return Success, accepted, nil
 	}
 	n, _ := io.ReadFull(resp.Body, s.snip[:])
@@ -370,9 +371,9 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, err
 		}
 		return out, 0, &relay.PausedError{Reason: PauseMisconfigured, Err: serr}
 	case TooLarge:
-		if s.limit.refused(size, time.Now()) {
+		if cur, changed := s.sh.refused(size, time.Now()); changed {
 			s.log.Info("metrics API refused a request body as too large; later requests are cut to the learned limit",
-				"refused_bytes", size, "limit_bytes", s.limit.cur, "max_body", s.maxBody, "reprobe_in", ReprobeAfter)
+				"refused_bytes", size, "limit_bytes", cur, "max_body", s.maxBody, "reprobe_in", ReprobeAfter)
 		}
 	}
 	return out, 0, serr
