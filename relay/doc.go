@@ -5,7 +5,8 @@
 // sink, the one delivery loop of the agent, reads batches from that sink's
 // cursor in its Queue, hands them to Send, acknowledges what the sink
 // settled, and waits as the outcome requires: backoff with jitter after a
-// transient error, max(backoff, Retry-After) when throttled, a periodic
+// transient error (every wait at most MaxBackOff, jitter included), the
+// peer's Retry-After exactly when throttled with one, a periodic
 // probe while paused. The forwarder never drops anything on its own; only a
 // sink decides that a record is undeliverable (poison, oversize) and says so
 // in its Result. A sink that offers lanes (LaneSink) may have several

@@ -96,13 +96,25 @@ func (f *Forwarder) Stalled(now time.Time, limit time.Duration) bool {
 	return since != 0 && now.Sub(time.Unix(0, since)) > limit
 }
 
-// DefaultBackOff is the transient-error schedule: exponential with jitter,
-// 1 s to 60 s, retrying forever.
+// MaxBackOff caps every wait of the backoff, jitter included
+// (spec/metrics-api.md: at most 60 s). A peer's Retry-After is not a
+// backoff: it is capped by MaxRetryAfter instead.
+const MaxBackOff = time.Minute
+
+// backOffJitter is DefaultBackOff's randomization: a wait is drawn from
+// ±50% around the interval.
+const backOffJitter = 0.5
+
+// DefaultBackOff is the transient-error schedule: exponential with ±50%
+// jitter from 1 s, retrying forever, every wait at most MaxBackOff.
+// cenkalti/backoff draws the jitter after capping the interval at
+// MaxInterval, so the interval stops at MaxBackOff/1.5 (40 s): the waits
+// at the top are 20 s to 60 s.
 func DefaultBackOff() backoff.BackOff {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = time.Second
-	b.MaxInterval = time.Minute
-	b.RandomizationFactor = 0.5
+	b.MaxInterval = time.Duration(float64(MaxBackOff) / (1 + backOffJitter))
+	b.RandomizationFactor = backOffJitter
 	b.Multiplier = 2
 	b.MaxElapsedTime = 0 // never stop: the spool, not a timer, bounds what we keep
 	b.Reset()
@@ -468,9 +480,14 @@ func (r *run) settleHead() error {
 		if r.ctx.Err() != nil {
 			return r.ctx.Err()
 		}
-		d := nextBackOff(r.bo)
-		if class == ClassThrottled {
-			d = max(d, retryAfter)
+		// The peer's Retry-After replaces the backoff (spec/metrics-api.md):
+		// the wait is its word exactly, however many throttled answers came
+		// before, and the schedule does not grow meanwhile.
+		var d time.Duration
+		if class == ClassThrottled && retryAfter > 0 {
+			d = retryAfter
+		} else {
+			d = nextBackOff(r.bo)
 		}
 		f.Stats.AddRetry(class.String())
 		if r.transientLog.Allow() {
@@ -540,9 +557,10 @@ func (r *run) idle() error {
 	return nil
 }
 
-// nextBackOff is bo.NextBackOff without its give-up: an injected schedule
-// that returns Stop starts over instead of making the retries immediate
-// (the spool's cap, not a timer, decides when an event is given up).
+// nextBackOff is bo.NextBackOff without its give-up, and never more than
+// MaxBackOff: an injected schedule that returns Stop starts over instead of
+// making the retries immediate (the spool's cap, not a timer, decides when
+// an event is given up).
 func nextBackOff(bo backoff.BackOff) time.Duration {
 	d := bo.NextBackOff()
 	if d == backoff.Stop {
@@ -551,7 +569,7 @@ func nextBackOff(bo backoff.BackOff) time.Duration {
 			d = time.Second
 		}
 	}
-	return d
+	return min(d, MaxBackOff)
 }
 
 func (f *Forwarder) full(recs []spool.Record) bool {

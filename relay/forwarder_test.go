@@ -140,7 +140,8 @@ func TestForwarderTransientBackOff(t *testing.T) {
 	})
 }
 
-// The default schedule: exponential from 1 s to 60 s, ±50% jitter, and
+// The default schedule: exponential from 1 s, ±50% jitter, every wait at
+// most 60 s jitter included (the interval stops at 40 s), and
 // MaxElapsedTime 0, so it never returns Stop, however long the outage.
 func TestDefaultBackOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -148,7 +149,7 @@ func TestDefaultBackOff(t *testing.T) {
 		if !ok {
 			t.Fatalf("DefaultBackOff is %T, want *backoff.ExponentialBackOff", relay.DefaultBackOff())
 		}
-		if b.MaxElapsedTime != 0 || b.InitialInterval != time.Second || b.MaxInterval != time.Minute ||
+		if b.MaxElapsedTime != 0 || b.InitialInterval != time.Second || b.MaxInterval != 40*time.Second ||
 			b.RandomizationFactor != 0.5 || b.Multiplier != 2 {
 			t.Fatalf("DefaultBackOff = %+v", b)
 		}
@@ -159,17 +160,17 @@ func TestDefaultBackOff(t *testing.T) {
 			if d == backoff.Stop {
 				t.Fatalf("NextBackOff returned Stop after %s (attempt %d)", time.Since(start), i)
 			}
-			if float64(d) < 0.5*want || float64(d) > 1.5*want {
-				t.Fatalf("attempt %d: %s, want %s ±50%%", i, d, time.Duration(want))
+			if float64(d) < 0.5*want || float64(d) > 1.5*want || d > relay.MaxBackOff {
+				t.Fatalf("attempt %d: %s, want %s ±50%% and at most %s", i, d, time.Duration(want), relay.MaxBackOff)
 			}
-			want = min(2*want, float64(time.Minute))
+			want = min(2*want, float64(40*time.Second))
 			time.Sleep(d)
 		}
 	})
 }
 
 // With the default schedule (NewBackOff nil) the forwarder retries a failing
-// sink for hours: it never gives up, waits between 0.5 s and 90 s, and the
+// sink for hours: it never gives up, waits between 0.5 s and 60 s, and the
 // waits grow.
 func TestForwarderDefaultBackOffNeverStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -194,11 +195,11 @@ func TestForwarderDefaultBackOffNeverStops(t *testing.T) {
 		}
 		for i := 1; i < len(calls); i++ {
 			gap := calls[i].At.Sub(calls[i-1].At)
-			if gap < 500*time.Millisecond || gap > 90*time.Second {
-				t.Fatalf("wait %d was %s, want within [0.5s, 90s]", i, gap)
+			if gap < 500*time.Millisecond || gap > relay.MaxBackOff {
+				t.Fatalf("wait %d was %s, want within [0.5s, 60s]", i, gap)
 			}
 		}
-		if last := calls[len(calls)-1].At; time.Since(last) > 90*time.Second {
+		if last := calls[len(calls)-1].At; time.Since(last) > relay.MaxBackOff {
 			t.Fatalf("last Send %s before the end of a 3 h outage: the forwarder gave up", time.Since(last))
 		}
 		if first := calls[1].At.Sub(calls[0].At); first > 1500*time.Millisecond {
@@ -207,8 +208,9 @@ func TestForwarderDefaultBackOffNeverStops(t *testing.T) {
 	})
 }
 
-// Throttled: the next Send comes exactly max(backoff, RetryAfter) later,
-// with RetryAfter capped at 15 minutes.
+// Throttled: the next Send comes exactly RetryAfter later (capped at 15
+// minutes) when the peer gave one, whatever the backoff; the backoff when it
+// gave none.
 func TestForwarderThrottled(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -217,7 +219,7 @@ func TestForwarderThrottled(t *testing.T) {
 		want       time.Duration
 	}{
 		{"retry-after wins", 100 * time.Millisecond, 2 * time.Second, 2 * time.Second},
-		{"backoff wins", 3 * time.Second, 2 * time.Second, 3 * time.Second},
+		{"retry-after shorter than the backoff", 3 * time.Second, 2 * time.Second, 2 * time.Second},
 		{"no retry-after", 100 * time.Millisecond, 0, 100 * time.Millisecond},
 		{"capped", 100 * time.Millisecond, 2 * time.Hour, relay.MaxRetryAfter},
 	} {
@@ -237,6 +239,40 @@ func TestForwarderThrottled(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Many throttled answers in a row: every wait is the peer's Retry-After
+// exactly (spec/metrics-api.md: it replaces the backoff), and the backoff
+// does not grow meanwhile: a transient error after them waits the first
+// interval.
+func TestForwarderThrottledManyTimes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		throttled := failWith(fmt.Errorf("http 429: %w", &relay.ThrottledError{RetryAfter: 5 * time.Second, Err: errors.New("slow down")}))
+		steps := make([]step, 0, 13)
+		for range 12 {
+			steps = append(steps, throttled)
+		}
+		steps = append(steps, failWith(errors.New("http 502")))
+		sink := newScriptSink(steps...)
+		bo := &scriptBackOff{ds: []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}}
+		r := newRig(t, sink, func(f *relay.Forwarder) { f.NewBackOff = func() backoff.BackOff { return bo } })
+		t0 := time.Now()
+		r.add(2)
+		r.start()
+		time.Sleep(time.Hour)
+		want := []wantCall{{0, seqs(1, 2)}}
+		at := time.Duration(0)
+		for range 12 {
+			at += 5 * time.Second
+			want = append(want, wantCall{at, seqs(1, 2)})
+		}
+		want = append(want, wantCall{at + time.Second, seqs(1, 2)})
+		wantCalls(t, sink.Calls(), t0, want...)
+		snap, _ := r.check()
+		if snap.Retries["throttled"] != 12 || snap.Retries["transient"] != 1 || snap.Delivered != 2 {
+			t.Fatalf("retries %v delivered %d", snap.Retries, snap.Delivered)
+		}
+	})
 }
 
 // Paused, then probed: the pause reason shows in Stats; each probe comes one

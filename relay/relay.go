@@ -66,7 +66,7 @@ type Class int
 const (
 	ClassSuccess   Class = iota // nil error: acknowledge and go on
 	ClassTransient              // retry after exponential backoff with jitter
-	ClassThrottled              // retry after max(backoff, RetryAfter)
+	ClassThrottled              // retry after RetryAfter exactly when given, else the backoff
 	ClassPaused                 // stop sending; probe every ProbeInterval or when resumed
 	ClassClosed                 // the destination is gone for good; stop the forwarder
 )

@@ -11,8 +11,9 @@ import (
 
 // Waits between attempts (spec/metrics-api.md, "Status classification").
 const (
-	// MaxBackOff caps every wait of the backoff, jitter included.
-	MaxBackOff = time.Minute
+	// MaxBackOff caps every wait of the backoff, jitter included: the
+	// forwarder's (relay.MaxBackOff).
+	MaxBackOff = relay.MaxBackOff
 	// backOffFactor is the jitter: a wait is drawn from ±50% around the
 	// interval.
 	backOffFactor = 0.5
@@ -55,10 +56,11 @@ func newBackOff() backoff.BackOff {
 	return b
 }
 
-// schedule is the forwarder's backoff for this sink. The forwarder waits
-// max(NextBackOff, Retry-After) after a throttled answer; when the last Send
+// schedule is the forwarder's backoff for this sink. The forwarder itself
+// waits a throttled answer's Retry-After exactly; the schedule says the same
+// to any caller of NextBackOff after such an answer (when the last Send
 // ended with a Retry-After, NextBackOff returns that value without touching
-// the inner schedule, so the wait is the server's word.
+// the inner schedule), so the wait is the server's word either way.
 //
 // It is used by the forwarder's goroutine; retryAfter is shared with Send.
 type schedule struct {
