@@ -427,7 +427,7 @@ func TestRestartFreshGatewayReader(t *testing.T) {
 		}
 		var first trickletest.Request
 		for _, r := range postsOf(srv.Requests()[logged:]) {
-			if r.Status == 200 {
+			if r.Status == 200 && r.Restarts == 1 {
 				first = r
 				break
 			}

@@ -80,6 +80,10 @@ type Request struct {
 	Dropped bool   // POST of a seq already written: answered 200, data dropped
 	Cut     bool   // the server cut the connection (CutPost, Restart, Stop)
 	Closed  bool   // answered with Lp-Trickle-Closed
+	// Restarts is how many Restarts came before the request reached the
+	// channels: a request a restart cut short counts the server it was
+	// read by, even when it is logged after the restart.
+	Restarts int
 }
 
 // Server is a fake trickle server that behaves as spec/trickle.md says the
@@ -99,10 +103,15 @@ type Server struct {
 	stopOnce  sync.Once
 	handlers  sync.WaitGroup // running handlers; Add only under mu while !stopped
 
-	mu          sync.Mutex // guards everything below and every channel and segment
-	stopped     bool
-	channels    map[string]*channel
-	conns       map[net.Conn]struct{} // open connections, for Restart
+	mu       sync.Mutex // guards everything below and every channel and segment
+	stopped  bool
+	channels map[string]*channel
+	conns    map[net.Conn]struct{} // open connections, for Restart
+	// dead are the connections Restart closed, until they are gone: a
+	// request read on one before the restart must not reach the new
+	// server's channels (a restarted process never sees it).
+	dead        map[net.Conn]struct{}
+	restarts    int
 	received    map[string]map[int][]byte
 	log         []Request
 	logOverflow int
@@ -167,6 +176,7 @@ func NewServer(opts Options) (*Server, error) {
 		sweepDone:   make(chan struct{}),
 		channels:    make(map[string]*channel),
 		conns:       make(map[net.Conn]struct{}),
+		dead:        make(map[net.Conn]struct{}),
 		received:    make(map[string]map[int][]byte),
 		cuts:        make(map[string]int),
 		readersWake: make(chan struct{}),
@@ -274,6 +284,18 @@ func (s *Server) SetLatency(method string, d time.Duration) {
 	s.latency[method] = d
 }
 
+// lockLive takes mu for a request's handler, or drops the request without
+// an answer when its connection was lost in a Restart: the request was read
+// by the server that went away, and the restarted one never sees it.
+func (s *Server) lockLive(r *http.Request) {
+	s.mu.Lock()
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	if _, dead := s.dead[c]; dead {
+		s.mu.Unlock()
+		panic(http.ErrAbortHandler)
+	}
+}
+
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -282,6 +304,7 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 		s.conns[c] = struct{}{}
 	case http.StateHijacked, http.StateClosed:
 		delete(s.conns, c)
+		delete(s.dead, c)
 	}
 }
 
@@ -342,8 +365,10 @@ func (s *Server) Restart() {
 	s.mu.Lock()
 	s.dropAllLocked()
 	conns := make([]net.Conn, 0, len(s.conns))
+	s.restarts++
 	for c := range s.conns {
 		conns = append(conns, c)
+		s.dead[c] = struct{}{}
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
@@ -526,6 +551,8 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		reply(w, &rec, http.StatusNotFound, "Stream not found")
 		return
 	}
+	s.lockLive(r)
+	s.mu.Unlock()
 	s.CreateChannel(rec.Channel)
 	reply(w, &rec, http.StatusOK, "")
 }
@@ -538,7 +565,7 @@ func (s *Server) handleNext(w http.ResponseWriter, r *http.Request) {
 		reply(w, &rec, http.StatusBadRequest, "Invalid idx")
 		return
 	}
-	s.mu.Lock()
+	s.lockLive(r)
 	ch := s.channels[rec.Channel]
 	next := 0
 	if ch != nil {
@@ -557,6 +584,8 @@ func (s *Server) handleNext(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	rec := newRequest(r)
 	defer s.record(&rec)
+	s.lockLive(r)
+	s.mu.Unlock()
 	if !s.CloseChannel(rec.Channel) {
 		reply(w, &rec, http.StatusBadRequest, "Invalid stream")
 		return
@@ -567,7 +596,8 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleDeleteSeq(w http.ResponseWriter, r *http.Request) {
 	rec := newRequest(r)
 	defer s.record(&rec)
-	s.mu.Lock()
+	s.lockLive(r)
+	rec.Restarts = s.restarts
 	ch := s.channels[rec.Channel]
 	if ch == nil {
 		s.mu.Unlock()
@@ -602,7 +632,8 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 	defer r.Body.Close()
 	rc := http.NewResponseController(w)
 
-	s.mu.Lock()
+	s.lockLive(r)
+	rec.Restarts = s.restarts
 	ch := s.channels[rec.Channel]
 	if ch == nil && s.opts.AutoCreate {
 		ch = s.newChannelLocked(rec.Channel)
@@ -721,6 +752,13 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
+	if ch.gone {
+		// The server went away (Restart, Stop) as the body ended: a real
+		// one never answers that request.
+		s.mu.Unlock()
+		rec.Cut = true // recorded by the deferred record
+		panic(http.ErrAbortHandler)
+	}
 	if rec.Bytes == 0 {
 		// An empty segment is valid and advances the position.
 		ch.next, ch.writeTime = seq+1, time.Now()
@@ -758,7 +796,8 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	defer s.record(&rec)
 	conn, _ := r.Context().Value(connKey{}).(net.Conn)
 
-	s.mu.Lock()
+	s.lockLive(r)
+	rec.Restarts = s.restarts
 	ch := s.channels[rec.Channel]
 	if ch == nil {
 		s.mu.Unlock()
