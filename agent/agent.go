@@ -52,7 +52,6 @@ type Agent struct {
 	gpu     gpuLookup             // the GPU sampler, nil without NVML
 	gpus    *nvml.Backend         // NVML (or its simulation), nil without
 	sampler *sampler.Sampler      // GPUs and host network; nil when both are off
-	naap    *naap.Mapper          // the analytics pipeline's families; nil when EDGERELAY_NAAP is off
 
 	spool   Spool // set by start; never replaced
 	durable bool  // false in memory-only mode
@@ -161,9 +160,14 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		Grace:          cfg.ShutdownGrace,
 		Logger:         opts.Logger,
 	})
+	// NAAP mode: the stamper writes every envelope it stamps in the
+	// analytics pipeline's shape (agent/naap). Prebuilt and relayed
+	// envelopes keep theirs, as the envelope contract says; Entry.Type
+	// keeps the native family, so /v1/tail filters as before.
+	var mapping *envelope.Mapping
 	if cfg.NAAP {
 		o := cfg.naapOptions()
-		a.naap = naap.New(o)
+		mapping = naap.NewMapping(o)
 		if o.OrchestratorAddress == "" || o.OrchestratorURL == "" || o.Region == "" {
 			opts.Logger.Warn("NAAP mode without every dimension the analytics pipeline joins on; events go without the missing ones",
 				"orchestrator_address", o.OrchestratorAddress, "orchestrator_url", o.OrchestratorURL, "region", o.Region,
@@ -173,7 +177,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a.stamper = envelope.NewStamper(envelope.StamperOptions{
 		Node: cfg.Identity, Gateway: cfg.Gateway, Now: opts.Now,
 		Session: a.sessions.Identity, MaxBytes: cfg.MaxEventBytes, LimitBy: cfg.MaxEventBy,
-		Finish: a.finish,
+		Mapping: mapping,
 	})
 	return a, nil
 }
@@ -447,17 +451,6 @@ func (a *Agent) emit(source, typ string, data map[string]any, sess envelope.Iden
 		sessionID, _ = data["session_id"].(string)
 	}
 	a.pipe.Emit(source, pipeline.Entry{Env: env, Type: typ, Session: sessionID})
-}
-
-// finish puts every envelope the agent stamps in the analytics pipeline's
-// shape when EDGERELAY_NAAP is on (agent/naap). Prebuilt and relayed
-// envelopes keep theirs, as the envelope contract says; Entry.Type keeps
-// the native family, so /v1/tail filters as before.
-func (a *Agent) finish(env []byte) []byte {
-	if a.naap == nil {
-		return env
-	}
-	return a.naap.Map(env)
 }
 
 func addrString(a net.Addr) string {

@@ -13,8 +13,9 @@ import (
 // common {type, data} event whose keys need no escaping can be stamped by
 // walking its bytes: data's members are kept as they were sent (compacted),
 // identity members are merged in key order, exactly as json.Marshal of the
-// decoded map would write them. Anything else declines (ok false) and the
-// general path builds the same bytes, or the error message.
+// decoded map would write them, and the Mapping is applied as they are
+// written. Anything else declines (ok false) and the general path builds
+// the same bytes, or the error message.
 
 // prepareFast is Prepare for a plain {type, data} event; ms are raw's
 // top-level members.
@@ -63,18 +64,25 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		idVal     [maxIdentityKeys][]byte
 		idFound   [maxIdentityKeys]bool
 		typeFound bool
+		infoFound bool // data has its own orchestrator_info (the mapping adds none)
+		addrAt    = -1 // data's orchestrator_address, by position in data
 		skipBuf   [32]bool
 	)
 	skip := skipBuf[:0]
-	for _, m := range data {
+	for k, m := range data {
 		drop := false
 		if i, ok := identityIndex[string(m.key)]; ok {
 			idFound[i], idVal[i] = true, dataRaw[m.valStart:m.end]
 			drop = isEmptyIdentityRaw(idVal[i])
+			if i == addressIndex {
+				addrAt = k
+			}
 		} else if string(m.key) == "type" {
 			typeFound = true
 		} else if string(m.key) == "client_source" {
 			drop = true // client_source is always ours
+		} else if string(m.key) == keyOrchInfo {
+			infoFound = true
 		}
 		skip = append(skip, drop)
 	}
@@ -90,14 +98,17 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 
 	// Members to add, already in key order: identity (session first, then
 	// node) for every key data lacks or has empty, type unless data names a
-	// subtype, and client_source. They are strings.
+	// subtype, client_source, and the mapping's orchestrator_info unless
+	// data has one. They are strings but orchestrator_info.
 	// val is the value to write; member, when set, is the whole member
-	// already written for the node's identity (`"host":"…"`).
+	// already written for the node's identity (`"host":"…"`); info marks
+	// orchestrator_info, whose value is known once the address is written.
 	type extra struct {
 		key, val string
 		member   []byte
+		info     bool
 	}
-	var adds [maxIdentityKeys + 2]extra
+	var adds [maxIdentityKeys + 3]extra
 	add := adds[:0]
 	size := len(dataRaw) + 256
 	for _, c := range extrasInOrder {
@@ -115,10 +126,18 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 				continue
 			}
 			e.val = typ
+		case c.idx == extraInfo:
+			if s.m == nil || infoFound {
+				continue
+			}
+			e.info = true
+			// {"address":A,"url":U}: A is at most the longest address the
+			// event can have, HTML escapes aside.
+			size += len(c.key) + len(s.m.url) + len(s.m.addr) + len(idVal[addressIndex]) + len(sess[keyOrchAddress]) + 32
 		default:
 			e.member = clientSourceMember
 		}
-		if e.val != "" || e.member != nil {
+		if e.val != "" || e.member != nil || e.info {
 			add = append(add, e)
 			size += len(c.key) + len(e.val) + len(e.member) + 6
 		}
@@ -141,20 +160,50 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		env = append(env, k...)
 		env = append(env, '"', ':')
 	}
+	// The event's orchestrator_address in env once written (the mapping
+	// lower-cases it and copies it into orchestrator_info, which follows it
+	// in key order): hasAddr, and addr when it is a string.
+	var addr []byte
+	hasAddr := false
+	mapAddr := func(start int) {
+		if s.m == nil {
+			return
+		}
+		hasAddr = true
+		if env[start] == '"' {
+			lowerASCII(env[start:])
+			addr = env[start:]
+		}
+	}
 	i, j := 0, 0
 	for i < len(data) || j < len(add) {
 		if j < len(add) && (i == len(data) || add[j].key < string(data[i].key)) {
-			if m := add[j].member; m != nil {
+			a := add[j]
+			j++
+			switch {
+			case a.info:
+				if s.m.hasInfo(addr, hasAddr) {
+					writeKey([]byte(a.key))
+					env = s.m.appendInfo(env, addr)
+				}
+				continue
+			case a.member != nil:
 				if !first {
 					env = append(env, ',')
 				}
 				first = false
-				env = append(env, m...)
-			} else {
-				writeKey([]byte(add[j].key))
-				env = appendJSONString(env, add[j].val)
+				env = append(env, a.member...)
+				if a.key == keyOrchAddress {
+					mapAddr(len(env) - len(a.member) + len(a.key) + 3) // past `"key":`
+				}
+			default:
+				writeKey([]byte(a.key))
+				start := len(env)
+				env = appendJSONString(env, a.val)
+				if a.key == keyOrchAddress {
+					mapAddr(start)
+				}
 			}
-			j++
 			continue
 		}
 		m := data[i]
@@ -163,9 +212,13 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 			continue
 		}
 		writeKey(m.key)
+		start := len(env)
 		env = appendCompactHTML(env, dataRaw[m.valStart:m.end])
+		if i-1 == addrAt {
+			mapAddr(start)
+		}
 	}
-	env = s.finishEnvelope(append(env, '}', '}'))
+	env = append(env, '}', '}')
 	if s.o.MaxBytes > 0 && len(env) > s.o.MaxBytes {
 		return Prepared{}, false // the general path words the error
 	}
@@ -196,8 +249,12 @@ func appendMember(b []byte, key, val string) []byte {
 // maxIdentityKeys bounds IdentityKeys for the fast path's arrays.
 const maxIdentityKeys = 16
 
-// extraType marks "type" in extrasInOrder; client_source is -2.
-const extraType = -1
+// extraType marks "type" in extrasInOrder, extraInfo orchestrator_info;
+// client_source is -2.
+const (
+	extraType = -1
+	extraInfo = -3
+)
 
 var (
 	// identityIndex is the position of each identity key in IdentityKeys.
@@ -212,6 +269,7 @@ var (
 		return m
 	}()
 	sessionIndex = identityIndex["session_id"]
+	addressIndex = identityIndex[keyOrchAddress]
 	// extrasInOrder are the members the fast path may add, sorted by key.
 	extrasInOrder = func() []struct {
 		key string
@@ -220,7 +278,7 @@ var (
 		out := []struct {
 			key string
 			idx int
-		}{{"type", extraType}, {"client_source", -2}}
+		}{{"type", extraType}, {"client_source", -2}, {keyOrchInfo, extraInfo}}
 		for i, k := range IdentityKeys {
 			out = append(out, struct {
 				key string

@@ -6,20 +6,37 @@ import (
 	"time"
 )
 
+// testMapping is a mapping like the agent's NAAP mode.
+var testMapping = &Mapping{
+	Accepted:        []string{"stream_trace", "ai_stream_status", "ai_stream_events"},
+	Family:          "ai_stream_events",
+	OrchestratorURL: "https://orch.example.net:8935/<&>",
+}
+
 // TestFastPathSameBytes: the stamping fast path builds exactly the bytes of
-// the general path (but the random id), or declines.
+// the general path (but the random id), or declines; without a mapping and
+// with one.
 func TestFastPathSameBytes(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testFastPathSameBytes(t, nil) })
+	t.Run("mapped", func(t *testing.T) { testFastPathSameBytes(t, testMapping) })
+}
+
+func testFastPathSameBytes(t *testing.T, m *Mapping) {
 	fixed := time.UnixMilli(1767908945298)
 	s := NewStamper(StamperOptions{
-		Node: Identity{"host": "h<1>", "node_id": "n1", "region": "eu"},
+		Node: Identity{"host": "h<1>", "node_id": "n1", "region": "eu", "orchestrator_address": "0xAB<cD>"},
 		Now:  func() time.Time { return fixed },
 		Session: func(id string) Identity {
-			if id == "s1" {
+			switch id {
+			case "s1":
 				return Identity{"session_id": "s1", "stream_id": "st1"}
+			case "s2":
+				return Identity{"session_id": "s2", "orchestrator_address": "0xSESS\\ION\u2028"}
 			}
 			return nil
 		},
 		MaxBytes: 1 << 20,
+		Mapping:  m,
 	})
 	cases := []string{
 		`{"type":"a","data":{}}`,
@@ -34,6 +51,14 @@ func TestFastPathSameBytes(t *testing.T) {
 		"{\"type\":\"t\",\"data\":{\"w\":\"\u2028\"}}",
 		`{"type":"ty pe","data":{"a":"b"}}`,
 		`{ "type" : "t" , "data" : { "a" : 1 } }`,
+		`{"type":"ai_stream_status","data":{"orchestrator_address":"0xAB<cD>"}}`,
+		`{"type":"stream_trace","data":{"orchestrator_address":" 0xDEF\u00C9 ","orchestrator_b":1}}`,
+		`{"type":"t","data":{"orchestrator_address":7,"pipeline":"p"}}`,
+		`{"type":"t","data":{"orchestrator_address":{"A":"B"}}}`,
+		`{"type":"t","data":{"orchestrator_address":"","orchestrator_info":null}}`,
+		`{"type":"t","data":{"orchestrator_info":{"address":"X"},"orchestrator_address":"Y"}}`,
+		`{"type":"t","data":{"session_id":"s2","orchestrator_ab":"Z"}}`,
+		`{"type":"t","data":{"orchestrator_address":null,"session_id":"s2"}}`,
 	}
 	declined := 0
 	for _, c := range cases {
@@ -54,7 +79,7 @@ func TestFastPathSameBytes(t *testing.T) {
 			t.Errorf("%s:\nslow %s (%s %s)\nfast %s (%s %s)", c, slow.Env, slow.Type, slow.SessionID, fast.Env, fast.Type, fast.SessionID)
 		}
 	}
-	if declined > 3 {
+	if declined > 4 {
 		t.Errorf("the fast path declined %d of %d plain events", declined, len(cases))
 	}
 }

@@ -43,10 +43,11 @@ type StamperOptions struct {
 	// LimitBy says what set it, for the error of a larger event.
 	MaxBytes int
 	LimitBy  string
-	// Finish, when set, rewrites every envelope the stamper builds, before
-	// the size check (the agent's NAAP mapping, agent/naap). Envelopes a
-	// producer built are never passed to it.
-	Finish func(env []byte) []byte
+	// Mapping, when set, is applied to every envelope the stamper builds,
+	// as it builds it (the agent's NAAP mode, agent/naap); the size check
+	// sees the mapped envelope. Envelopes a producer built are never
+	// mapped.
+	Mapping *Mapping
 }
 
 // Stamper turns events into envelopes: it is the one place where an envelope
@@ -58,6 +59,7 @@ type Stamper struct {
 	// path.
 	nodeMember [maxIdentityKeys][]byte
 	rand       randReader // UUID randomness, read from crypto/rand in blocks
+	m          *mapping   // o.Mapping, nil when off
 }
 
 // NewStamper returns a stamper.
@@ -68,7 +70,7 @@ func NewStamper(o StamperOptions) *Stamper {
 	if o.Session == nil {
 		o.Session = func(string) Identity { return nil }
 	}
-	st := &Stamper{o: o}
+	st := &Stamper{o: o, m: newMapping(o.Mapping, o.Node)}
 	for i, k := range IdentityKeys {
 		if v := o.Node[k]; v != "" {
 			st.nodeMember[i] = appendMember(nil, k, v)
@@ -103,7 +105,8 @@ func (r *randReader) Read(p []byte) (int, error) {
 // Stamp builds an envelope for an event of the agent's own sources: a fresh
 // UUIDv7, the current time in epoch milliseconds as a decimal string,
 // data.type (unless data names a subtype), data.client_source, and identity
-// from session then node for every key that data does not already carry.
+// from session then node for every key that data does not already carry;
+// then the Mapping, when there is one.
 // Values in data may be any JSON-marshalable value, including
 // json.RawMessage and json.Number. Stamp modifies data.
 func (s *Stamper) Stamp(typ string, data map[string]any, session Identity) ([]byte, error) {
@@ -131,6 +134,9 @@ func (s *Stamper) Stamp(typ string, data map[string]any, session Identity) ([]by
 		data["type"] = typ
 	}
 	data["client_source"] = ClientSource
+	if s.m != nil {
+		s.m.mapData(data)
+	}
 	body, err := json.Marshal(data)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
@@ -250,24 +256,17 @@ func (s *Stamper) by() string {
 func (s *Stamper) appendEnvelope(b []byte, id uuid.UUID, typ string, data []byte) []byte {
 	b = s.appendEnvelopeHead(b, id, typ)
 	b = append(b, data...)
-	return s.finishEnvelope(append(b, '}'))
-}
-
-// finishEnvelope applies StamperOptions.Finish to a whole envelope.
-func (s *Stamper) finishEnvelope(b []byte) []byte {
-	if s.o.Finish != nil {
-		b = s.o.Finish(b)
-	}
-	return b
+	return append(b, '}')
 }
 
 // appendEnvelopeHead appends the envelope up to its data: the caller
-// appends data and the closing brace.
+// appends data and the closing brace. typ is the event's family; the
+// envelope's type is the mapping's for it.
 func (s *Stamper) appendEnvelopeHead(b []byte, id uuid.UUID, typ string) []byte {
 	b = append(b, `{"id":"`...)
 	b = appendUUID(b, id)
 	b = append(b, `","type":`...)
-	b = appendJSONString(b, typ)
+	b = appendJSONString(b, s.m.envType(typ))
 	b = append(b, `,"timestamp":"`...)
 	b = strconv.AppendInt(b, s.o.Now().UnixMilli(), 10)
 	b = append(b, `","gateway":`...)

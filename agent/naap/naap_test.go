@@ -1,9 +1,9 @@
 package naap
 
 import (
-	"bytes"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/livepeer/edgerelay/agent/naap/naaptest"
 	"github.com/livepeer/edgerelay/envelope"
@@ -15,8 +15,34 @@ const (
 	testURL  = "https://orch.example.net:8935"
 )
 
-func testMapper() *Mapper {
-	return New(Options{OrchestratorAddress: testAddr, OrchestratorURL: testURL, Region: "eu-west"})
+var testNow = time.UnixMilli(1767908945298)
+
+// testOptions are the stamper's options of an agent in NAAP mode: the node's
+// address and region are its identity, the mapping has the URL.
+func testOptions(o Options) envelope.StamperOptions {
+	node := envelope.Identity{"host": "node-1"}
+	if o.OrchestratorAddress != "" {
+		node["orchestrator_address"] = o.OrchestratorAddress
+	}
+	if o.Region != "" {
+		node["region"] = o.Region
+	}
+	return envelope.StamperOptions{
+		Node:    node,
+		Gateway: "gw",
+		Now:     func() time.Time { return testNow },
+		Session: func(id string) envelope.Identity {
+			if id == "sess-1" {
+				return envelope.Identity{"session_id": "sess-1", "stream_id": "stream-1", "orchestrator_address": "0xAAAA"}
+			}
+			return nil
+		},
+		Mapping: NewMapping(o),
+	}
+}
+
+func testStamper() *envelope.Stamper {
+	return envelope.NewStamper(testOptions(Options{OrchestratorAddress: testAddr, OrchestratorURL: testURL, Region: "eu-west"}))
 }
 
 type env struct {
@@ -36,28 +62,43 @@ func decode(t *testing.T, b []byte) env {
 	return e
 }
 
-// TestMapOwnEvent: a family the pipeline does not take travels as
-// ai_stream_events with its own family as data.type, the node's dimensions
-// added, and everything else byte for byte.
-func TestMapOwnEvent(t *testing.T) {
-	m := testMapper()
-	in := []byte(`{"id":"0194b7c4-6f2a-7c3e-9a51-2f0e6d1b8a90","type":"gpu_memory_sample","timestamp":"1767908945298","gateway":"gw","data":{"client_source":"edgerelay","device_used_bytes":123456789012,"gpu_id":"GPU-5e1d0000-0000-4000-8000-000000000000","metadata":{"allocator_source":"none"},"ratio":1.50,"type":"gpu_memory_sample"}}`)
-	out := m.Map(in)
+// afterID is an envelope the stamper wrote, without its random id.
+func afterID(b []byte) string { return string(b[len(`{"id":"0194b7c4-6f2a-7c3e-9a51-2f0e6d1b8a90`):]) }
+
+// TestStampOwnEvent: a family the pipeline does not take travels as
+// ai_stream_events with its own family as data.type and the node's
+// dimensions, in data's key order; the agent's own sources (Stamp) and the
+// local API (Prepare) write the same bytes.
+func TestStampOwnEvent(t *testing.T) {
+	s := testStamper()
+	out, err := s.Stamp("gpu_memory_sample", map[string]any{
+		"device_used_bytes": json.Number("123456789012"),
+		"gpu_id":            "GPU-5e1d0000-0000-4000-8000-000000000000",
+		"metadata":          map[string]string{"allocator_source": "none"},
+		"ratio":             json.RawMessage("1.50"),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := envelope.Check(out); err != nil {
 		t.Fatalf("mapped envelope fails Check: %v\n%s", err, out)
 	}
-	want := `{"id":"0194b7c4-6f2a-7c3e-9a51-2f0e6d1b8a90","type":"ai_stream_events","timestamp":"1767908945298","gateway":"gw","data":{"client_source":"edgerelay","device_used_bytes":123456789012,"gpu_id":"GPU-5e1d0000-0000-4000-8000-000000000000","metadata":{"allocator_source":"none"},"ratio":1.50,"type":"gpu_memory_sample","orchestrator_address":"` + lowAddr + `","orchestrator_info":{"address":"` + lowAddr + `","url":"` + testURL + `"},"region":"eu-west"}}`
-	if string(out) != want {
-		t.Fatalf("mapped:\n got %s\nwant %s", out, want)
+	want := `","type":"ai_stream_events","timestamp":"1767908945298","gateway":"gw","data":{"client_source":"edgerelay","device_used_bytes":123456789012,"gpu_id":"GPU-5e1d0000-0000-4000-8000-000000000000","host":"node-1","metadata":{"allocator_source":"none"},"orchestrator_address":"` + lowAddr + `","orchestrator_info":{"address":"` + lowAddr + `","url":"` + testURL + `"},"ratio":1.50,"region":"eu-west","type":"gpu_memory_sample"}}`
+	if got := afterID(out); got != want {
+		t.Fatalf("mapped:\n got %s\nwant %s", got, want)
 	}
-	if len(out) > len(in)+m.Growth() {
-		t.Errorf("grew by %d, Growth says at most %d", len(out)-len(in), m.Growth())
+	p, err := s.Prepare([]byte(`{"type":"gpu_memory_sample","data":{"ratio":1.50,"metadata":{"allocator_source":"none"},"gpu_id":"GPU-5e1d0000-0000-4000-8000-000000000000","device_used_bytes":123456789012}}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if again := m.Map(out); !bytes.Equal(again, out) {
-		t.Errorf("mapping twice changes it:\n%s\n%s", out, again)
+	if got := afterID(p.Env); got != want {
+		t.Errorf("Prepare:\n got %s\nwant %s", got, want)
 	}
-	in2 := naaptest.NewIngest()
-	rec, why := in2.Take(out)
+	if p.Type != "gpu_memory_sample" {
+		t.Errorf("Prepared.Type %q: want the native family", p.Type)
+	}
+	in := naaptest.NewIngest()
+	rec, why := in.Take(out)
 	if why != "" {
 		t.Fatalf("the pipeline would not take it: %s", why)
 	}
@@ -67,14 +108,22 @@ func TestMapOwnEvent(t *testing.T) {
 	if p := naaptest.Dimensions(rec.Data, false, true); len(p) > 0 {
 		t.Errorf("dimensions: %v", p)
 	}
-	if _, why := naaptest.NewIngest().Take(in); why != naaptest.UnsupportedFamily {
+	o := testOptions(Options{})
+	o.Mapping = nil
+	native, err := envelope.NewStamper(o).Stamp("gpu_memory_sample", map[string]any{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, why := naaptest.NewIngest().Take(native); why != naaptest.UnsupportedFamily {
 		t.Errorf("the native envelope: %q, want %s", why, naaptest.UnsupportedFamily)
 	}
 }
 
-// TestMapCases covers the other rules of the package doc.
-func TestMapCases(t *testing.T) {
-	m := testMapper()
+// TestStampCases covers the other rules of the package doc, through the
+// local API's stamping.
+func TestStampCases(t *testing.T) {
+	s := testStamper()
+	nodeInfo := `{"address":"` + lowAddr + `","url":"` + testURL + `"}`
 	for _, tc := range []struct {
 		name, in string
 		typ      string            // want top-level type
@@ -83,25 +132,25 @@ func TestMapCases(t *testing.T) {
 	}{
 		{
 			name: "accepted family keeps its type",
-			in:   `{"id":"a","type":"ai_stream_status","timestamp":"1767908945298","gateway":"","data":{"client_source":"edgerelay","type":"status"}}`,
+			in:   `{"type":"ai_stream_status","data":{"type":"status"}}`,
 			typ:  "ai_stream_status",
-			data: map[string]string{"type": `"status"`, "orchestrator_address": `"` + lowAddr + `"`, "region": `"eu-west"`},
+			data: map[string]string{"type": `"status"`, "orchestrator_address": `"` + lowAddr + `"`, "orchestrator_info": nodeInfo, "region": `"eu-west"`},
 		},
 		{
 			name: "no data.type: the family becomes it",
-			in:   `{"id":"a","type":"host_network_sample","timestamp":"1767908945298","data":{"client_source":"edgerelay","interface":"eth0"}}`,
+			in:   `{"type":"host_network_sample","data":{"interface":"eth0"}}`,
 			typ:  "ai_stream_events",
 			data: map[string]string{"type": `"host_network_sample"`, "interface": `"eth0"`},
 		},
 		{
 			name: "a subtype the producer chose is kept",
-			in:   `{"id":"a","type":"runner_event","timestamp":"1767908945298","data":{"client_source":"edgerelay","type":"frame_dropped"}}`,
+			in:   `{"type":"runner_event","data":{"type":"frame_dropped"}}`,
 			typ:  "ai_stream_events",
 			data: map[string]string{"type": `"frame_dropped"`},
 		},
 		{
 			name: "the event's own address is lower-cased and keeps the node's url out",
-			in:   `{"id":"a","type":"k","timestamp":"1767908945298","data":{"client_source":"edgerelay","orchestrator_address":"0xABCDEF0123456789ABCDEF0123456789ABCDEF01","region":"us"}}`,
+			in:   `{"type":"k","data":{"orchestrator_address":"0xABCDEF0123456789ABCDEF0123456789ABCDEF01","region":"us"}}`,
 			typ:  "ai_stream_events",
 			data: map[string]string{
 				"orchestrator_address": `"0xabcdef0123456789abcdef0123456789abcdef01"`,
@@ -110,39 +159,56 @@ func TestMapCases(t *testing.T) {
 			},
 		},
 		{
-			name:   "relayed: the origin's dimensions only",
-			in:     `{"id":"a","type":"gpu_memory_sample","timestamp":"1767908945298","data":{"client_source":"edgerelay","relayed_via":"trickle","orchestrator_address":"0xABCDEF0123456789ABCDEF0123456789ABCDEF01"}}`,
-			typ:    "ai_stream_events",
-			data:   map[string]string{"orchestrator_info": `{"address":"0xabcdef0123456789abcdef0123456789abcdef01"}`},
-			absent: []string{"region"},
+			name: "the node's address in another case is the node's",
+			in:   `{"type":"k","data":{"orchestrator_address":"` + testAddr + `"}}`,
+			typ:  "ai_stream_events",
+			data: map[string]string{"orchestrator_address": `"` + lowAddr + `"`, "orchestrator_info": nodeInfo},
 		},
 		{
-			name:   "relayed without an address gets none",
-			in:     `{"id":"a","type":"gpu_memory_sample","timestamp":"1767908945298","data":{"client_source":"edgerelay","relayed_via":"trickle"}}`,
-			typ:    "ai_stream_events",
-			absent: []string{"orchestrator_address", "orchestrator_info", "region"},
+			name: "the session's address is lower-cased, without the node's url",
+			in:   `{"type":"k","data":{"session_id":"sess-1"}}`,
+			typ:  "ai_stream_events",
+			data: map[string]string{"orchestrator_address": `"0xaaaa"`, "orchestrator_info": `{"address":"0xaaaa"}`, "stream_id": `"stream-1"`},
+		},
+		{
+			name: "relayed_via in a posted event is one more member of data",
+			in:   `{"type":"gpu_memory_sample","data":{"relayed_via":"trickle"}}`,
+			typ:  "ai_stream_events",
+			data: map[string]string{"relayed_via": `"trickle"`, "orchestrator_address": `"` + lowAddr + `"`, "orchestrator_info": nodeInfo, "region": `"eu-west"`},
 		},
 		{
 			name: "an orchestrator_info already there is kept",
-			in:   `{"id":"a","type":"k","timestamp":"1767908945298","data":{"client_source":"edgerelay","orchestrator_info":{"address":"x","url":"y"}}}`,
+			in:   `{"type":"k","data":{"orchestrator_info":{"address":"x","url":"y"}}}`,
 			typ:  "ai_stream_events",
 			data: map[string]string{"orchestrator_info": `{"address":"x","url":"y"}`},
 		},
+		{
+			name:   "an address that is not a string gets no orchestrator_info",
+			in:     `{"type":"k","data":{"orchestrator_address":42}}`,
+			typ:    "ai_stream_events",
+			data:   map[string]string{"orchestrator_address": `42`},
+			absent: []string{"orchestrator_info"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := m.Map([]byte(tc.in))
-			if _, err := envelope.Check(out); err != nil {
-				t.Fatalf("Check: %v\n%s", err, out)
+			p, err := s.Prepare([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if len(out) > len(tc.in)+m.Growth() {
-				t.Errorf("grew by %d, Growth says at most %d", len(out)-len(tc.in), m.Growth())
+			if _, err := envelope.Check(p.Env); err != nil {
+				t.Fatalf("Check: %v\n%s", err, p.Env)
 			}
-			e := decode(t, out)
+			e := decode(t, p.Env)
 			if e.Type != tc.typ {
 				t.Errorf("type %q, want %q", e.Type, tc.typ)
 			}
-			if e.ID != "a" || e.Timestamp != "1767908945298" {
-				t.Errorf("id or timestamp changed: %s", out)
+			if e.Timestamp != "1767908945298" {
+				t.Errorf("timestamp %q", e.Timestamp)
+			}
+			var in struct{ Type string }
+			json.Unmarshal([]byte(tc.in), &in)
+			if p.Type != in.Type {
+				t.Errorf("Prepared.Type %q, want the native family %q", p.Type, in.Type)
 			}
 			for k, v := range tc.data {
 				if got := string(e.Data[k]); got != v {
@@ -151,47 +217,46 @@ func TestMapCases(t *testing.T) {
 			}
 			for _, k := range tc.absent {
 				if _, ok := e.Data[k]; ok {
-					t.Errorf("data.%s present: %s", k, out)
+					t.Errorf("data.%s present: %s", k, p.Env)
 				}
+			}
+			if _, why := naaptest.NewIngest().Take(p.Env); why != "" {
+				t.Errorf("the pipeline would not take it: %s\n%s", why, p.Env)
 			}
 		})
 	}
 }
 
-// TestMapForeign: an envelope another producer stamped is kept byte for
-// byte.
-func TestMapForeign(t *testing.T) {
-	m := testMapper()
+// TestPrebuiltUntouched: an envelope a producer built is forwarded byte for
+// byte in NAAP mode too.
+func TestPrebuiltUntouched(t *testing.T) {
+	s := testStamper()
 	for _, in := range []string{
 		`{"id":"r1","type":"runner_metric","timestamp":"1","data":{"client_source":"scope","x":1}}`,
-		`{"id":"r2","type":"runner_metric","timestamp":"1","data":{"x":2}}`,
+		`{"id":"r2","type":"runner_metric","timestamp":"1","data":{"x":2,"orchestrator_address":"0xAB"}}`,
 		`{"id":"r3","type":"ai_stream_status","timestamp":"1","data":{"type":"status"}}`,
-		`{"id":"r4","type":"o","timestamp":"1","data":[1,2]}`,
+		`{"id":"r4","type":"gpu_memory_sample","timestamp":"1","data":{"client_source":"edgerelay","relayed_via":"trickle"}}`,
 	} {
-		if out := m.Map([]byte(in)); string(out) != in {
-			t.Errorf("changed:\n%s\n%s", in, out)
+		p, err := s.Prepare([]byte(in))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if string(p.Env) != in {
+			t.Errorf("changed:\n%s\n%s", in, p.Env)
 		}
 	}
 }
 
-// TestGrowthUnknownDimensions: without node dimensions nothing but the
-// family moves.
-func TestGrowthUnknownDimensions(t *testing.T) {
-	m := New(Options{})
-	in := `{"id":"a","type":"k","timestamp":"1767908945298","data":{"client_source":"edgerelay"}}`
-	out := m.Map([]byte(in))
-	want := `{"id":"a","type":"ai_stream_events","timestamp":"1767908945298","data":{"client_source":"edgerelay","type":"k"}}`
-	if string(out) != want {
-		t.Fatalf("got %s\nwant %s", out, want)
+// TestUnknownDimensions: without node dimensions nothing but the family
+// moves.
+func TestUnknownDimensions(t *testing.T) {
+	s := envelope.NewStamper(testOptions(Options{}))
+	p, err := s.Prepare([]byte(`{"type":"k","data":{}}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func BenchmarkMap(b *testing.B) {
-	m := testMapper()
-	in := []byte(`{"id":"0194b7c4-6f2a-7c3e-9a51-2f0e6d1b8a90","type":"gpu_memory_sample","timestamp":"1767908945298","gateway":"","data":{"allocator_active_bytes":null,"allocator_allocated_bytes":0,"allocator_change_bytes":0,"allocator_inactive_bytes":null,"allocator_reserved_bytes":0,"client_source":"edgerelay","collector":"edgerelay.nvml","context":null,"device_free_bytes":1234,"device_id":0,"device_total_bytes":85899345920,"device_used_bytes":4567,"event_type":"sample","gpu_id":"GPU-5e1d0000-0000-4000-8000-000000000000","host":"node-1","job_id":null,"local_rank":0,"memory_info_version":"v2","memory_reserved_bytes":536870912,"metadata":{"allocator_source":"none"},"name":"NVIDIA H100 80GB HBM3","node_id":"n1","pci_bus_id":"00000000:18:00.0","pid":-1,"power_mw":300000,"rank":0,"region":"eu","sampling_interval_ms":1000,"schema_version":3,"session_id":"edgerelay-x","sm_clock_mhz":1980,"temperature_c":40,"timestamp_ns":1767908945298000000,"type":"gpu_memory_sample","utilization_gpu_pct":50,"utilization_memory_pct":20,"world_size":1}}`)
-	b.SetBytes(int64(len(in)))
-	b.ReportAllocs()
-	for b.Loop() {
-		m.Map(in)
+	want := `","type":"ai_stream_events","timestamp":"1767908945298","gateway":"gw","data":{"client_source":"edgerelay","host":"node-1","type":"k"}}`
+	if got := afterID(p.Env); got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
 	}
 }
