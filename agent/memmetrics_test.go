@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestGPUMemoryMetrics: with simulated GPUs, /metrics carries each GPU
@@ -15,8 +16,18 @@ import (
 func TestGPUMemoryMetrics(t *testing.T) {
 	r := startAgent(t, testEnv(t, map[string]string{"EDGERELAY_NVML": "sim", "EDGERELAY_SAMPLE_INTERVAL": "100ms", "EDGERELAY_PROCESS_INTERVAL": "100ms"}))
 	snap := fmt.Sprintf(`{"pid":%d,"device_index":0,"stats":{"allocated_bytes.all.current":1000,"reserved_bytes.all.current":4096}}`, os.Getpid())
-	if code, ans := r.post(t, "/v1/allocator", snap); code != http.StatusAccepted {
-		t.Fatalf("allocator: %d %+v", code, ans)
+	// A snapshot is fresh for 3 sampling intervals (300 ms here); the
+	// process series may come later on a busy machine, so the snapshot is
+	// sent again while waiting, as a runner sends one every interval.
+	var posted time.Time
+	post := func() {
+		if time.Since(posted) < 100*time.Millisecond {
+			return
+		}
+		posted = time.Now()
+		if code, ans := r.post(t, "/v1/allocator", snap); code != http.StatusAccepted {
+			t.Fatalf("allocator: %d %+v", code, ans)
+		}
 	}
 	var m map[string]float64
 	find := func(prefix string) (string, float64, bool) {
@@ -28,6 +39,7 @@ func TestGPUMemoryMetrics(t *testing.T) {
 		return "", 0, false
 	}
 	waitUntil(t, "process and allocator series", func() bool {
+		post()
 		m = scrape(t, r)
 		_, _, procs := find(`edgerelay_gpu_process_memory_used_bytes{container_id="",index="0",pid="10000",uuid="`)
 		_, _, alloc := find(`edgerelay_gpu_allocator_reserved_bytes{index="0",uuid="`)
