@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,7 +71,7 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 	o := opts.withDefaults()
 	p := &Publisher{
 		opts:   o,
-		client: relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.Insecure, Dial: o.DialContext}),
+		client: relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.Insecure, Dial: guardDial(o.DialContext)}),
 		log:    o.Logger.With("channel", relay.RedactURL(o.URL), "framing", o.Framing),
 		seq:    -1,
 		warn:   logthrottle.New(time.Minute, 1),
@@ -477,20 +477,17 @@ func (p *Publisher) resolve(ctx context.Context) (seq int64, legacy bool, err er
 func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 	seq := p.seq
 	p.lastPost = time.Now()
-	pctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	pctx, cancelT := context.WithTimeout(pctx, p.opts.RequestTimeout)
-	defer cancelT()
+	pctx, cancel := context.WithTimeout(ctx, p.opts.RequestTimeout)
+	defer cancel()
 	if !p.learned {
 		// A new connection may mean a restarted server, whose channel
 		// starts again at seq 0: readers waiting there would never see a
-		// segment written at our old seq. The request is given up before
-		// any byte of it left, and the position learned again first.
-		pctx = httptrace.WithClientTrace(pctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
-			if !ci.Reused {
-				cancel(errFreshConn)
-			}
-		}})
+		// segment written at our old seq, and a POST there at our old seq
+		// takes the slot of a reader's precreated segment. So this POST
+		// may only use a connection already open: dialing a new one fails
+		// (guardDial) before any byte of the request exists, and the
+		// position is learned again first.
+		pctx = context.WithValue(pctx, noFreshConn{}, true)
 	}
 	br := &bodyReader{r: bytes.NewReader(body)}
 	req, err := http.NewRequestWithContext(pctx, http.MethodPost, p.opts.URL+"/"+strconv.FormatInt(seq, 10), br)
@@ -503,7 +500,7 @@ func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 		req.Header.Set(headerReset, "1")
 	}
 	resp, err := p.client.Do(req)
-	if err != nil && errors.Is(context.Cause(pctx), errFreshConn) && br.n.Load() == 0 {
+	if err != nil && errors.Is(err, errFreshConn) && br.n.Load() == 0 {
 		p.seq = -1
 		if err := p.start(ctx); err != nil {
 			return err
@@ -539,6 +536,28 @@ func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 
 // errFreshConn gives up a POST about to go out on a new connection.
 var errFreshConn = errors.New("trickle: a new connection: learn the write position first")
+
+// noFreshConn is the context key of a request that may not dial.
+type noFreshConn struct{}
+
+// guardDial wraps dial (nil: a net.Dialer with a 10 s timeout) so that a
+// request whose context carries noFreshConn gets errFreshConn instead of a
+// new connection. The transport dials with the request's context values,
+// so the refusal comes before the request is written: no header of it can
+// reach a server it was not meant for. (Cancelling the request when
+// httptrace reports a fresh connection, as before, races with the
+// transport writing the headers.)
+func guardDial(dial relay.DialFunc) relay.DialFunc {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ctx.Value(noFreshConn{}) != nil {
+			return nil, errFreshConn
+		}
+		return dial(ctx, network, addr)
+	}
+}
 
 // gone handles a channel that answered 404 or Lp-Trickle-Closed: the
 // position must be learned again (a restarted orchestrator starts the
