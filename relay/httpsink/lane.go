@@ -22,15 +22,24 @@ import (
 // at a time.
 func (s *Sink) Lane() relay.Sink {
 	l := *s
-	l.buf = nil
-	l.zbuf = bytes.Buffer{}
-	if s.gzip {
-		l.zw, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
-	}
-	l.answer = nil
-	l.dropLog = logthrottle.New(time.Minute, dropLogPerMin)
-	l.misconfLogged = false
+	l.own()
 	return &l
+}
+
+// own gives s the state its Send goroutine owns, fresh: request and answer
+// buffers, the gzip writer, the drop log throttle. New and Lane call it.
+func (s *Sink) own() {
+	s.answer = make([]byte, 0, answerKeep)
+	s.buf = nil
+	s.zbuf = bytes.Buffer{}
+	s.zw = nil
+	if s.gzip {
+		// BestSpeed: the node's CPU belongs to the GPU workload, and JSON
+		// compresses well at any level.
+		s.zw, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
+	}
+	s.dropLog = logthrottle.New(time.Minute, dropLogPerMin)
+	s.misconfLogged = false
 }
 
 // shared is the mutable state of a sink that its lanes have in common.

@@ -107,15 +107,9 @@ func New(opts Options) (*Sink, error) {
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
 		sh:        &shared{limit: newBodyLimit(o.MaxBody)},
-		answer:    make([]byte, 0, answerKeep),
-		dropLog:   logthrottle.New(time.Minute, dropLogPerMin),
 		alive:     o.Alive,
 	}
-	if s.gzip {
-		// BestSpeed: the node's CPU belongs to the GPU workload, and JSON
-		// compresses well at any level.
-		s.zw, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
-	}
+	s.own()
 	if o.InsecureSkipVerify && u.Scheme == "https" {
 		log.Warn("TLS certificate checks are off for the metrics API", "url", s.logURL)
 	}
