@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,40 +47,4 @@ type shared struct {
 	// the last Send, 0 when it did not end so; the forwarder's schedule
 	// (Tune) takes it as the next wait.
 	retryAfter atomic.Int64
-
-	mu    sync.Mutex // guards limit
-	limit bodyLimit  // the body size requests are cut at, learned from 413s
-}
-
-func (h *shared) limitAt(now time.Time) (int, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limit.at(now)
-}
-
-func (h *shared) limitCur() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limit.cur
-}
-
-func (h *shared) refusedBefore(size int) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limit.refusedBefore(size)
-}
-
-func (h *shared) accepted(size int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.limit.accepted(size)
-}
-
-// refused records a 413 for a body of size and returns the limit after it
-// and whether it changed.
-func (h *shared) refused(size int, now time.Time) (cur int, changed bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	changed = h.limit.refused(size, now)
-	return h.limit.cur, changed
 }

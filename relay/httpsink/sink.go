@@ -64,8 +64,9 @@ type Sink struct {
 	// rate and sh are shared by the sink's lanes (lane.go) and safe for
 	// concurrent use: the request budget, the body limit learned from 413s
 	// and the Retry-After of the last throttled answer.
-	rate *bucket
-	sh   *shared
+	rate  *bucket
+	sh    *shared
+	limit *bodyLimit // the body size requests are cut at, learned from 413s
 
 	// Owned by the Send goroutine.
 	answer        []byte       // the start of the last success answer (cap answerKeep); reused
@@ -106,7 +107,8 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
-		sh:        &shared{limit: newBodyLimit(o.MaxBody)},
+		sh:        &shared{},
+		limit:     newBodyLimit(o.MaxBody),
 		alive:     o.Alive,
 	}
 	s.own()
@@ -170,7 +172,7 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 
 func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 	var res relay.Result
-	if limit, raised := s.sh.limitAt(time.Now()); raised {
+	if limit, raised := s.limit.at(time.Now()); raised {
 		s.log.Info("trying a larger request body: the limit learned from a 413 may have gone up", "limit_bytes", limit, "max_body", s.maxBody)
 	}
 	plen := len(s.prefix)
@@ -180,7 +182,7 @@ func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 			n := len(recs[i].Data)
 			// The limit now, not a copy: a 413 earlier in this Send (or in
 			// another lane) lowers it.
-			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.sh.limitCur() {
+			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.limit.current() {
 				data += n
 				continue
 			}
@@ -230,7 +232,7 @@ func (s *Sink) deliver(ctx context.Context, recs []spool.Record, drops *[]relay.
 	switch {
 	case refused && len(recs) > 1:
 		// The poison is in recs: split without a request.
-	case len(recs) > 1 && s.sh.refusedBefore(requestSize(s.prefix, recs)):
+	case len(recs) > 1 && s.limit.refusedBefore(requestSize(s.prefix, recs)):
 		out = TooLarge // as large as a body refused before: split without a request
 	default:
 		out, accepted, err = s.post(ctx, recs)
@@ -341,7 +343,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, err
 		}
 		s.stats.AddRequest(strconv.Itoa(code))
 		s.misconfLogged = false
-		s.sh.accepted(size)
+		s.limit.accepted(size)
 		return Success, accepted, nil
 	}
 	n, _ := io.ReadFull(resp.Body, s.snip[:])
@@ -365,7 +367,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, err
 		}
 		return out, 0, &relay.PausedError{Reason: PauseMisconfigured, Err: serr}
 	case TooLarge:
-		if cur, changed := s.sh.refused(size, time.Now()); changed {
+		if cur, changed := s.limit.refused(size, time.Now()); changed {
 			s.log.Info("metrics API refused a request body as too large; later requests are cut to the learned limit",
 				"refused_bytes", size, "limit_bytes", cur, "max_body", s.maxBody, "reprobe_in", ReprobeAfter)
 		}
