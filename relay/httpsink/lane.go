@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"sync/atomic"
 	"time"
 
 	"github.com/livepeer/edgerelay/internal/logthrottle"
@@ -15,8 +14,7 @@ import (
 // by relay.Forwarder with Inflight > 1). The lane shares s's URL, HTTP
 // client and its connections, key, request budget (one token bucket for
 // all lanes, so the rate holds however many requests are in flight), body
-// limit learned from 413s, last Retry-After (which the forwarder's
-// schedule reads) and counters; it has its own request buffers and its
+// limit learned from 413s and counters; it has its own request buffers and its
 // own throttle for drop log lines. Like s, a lane is used by one goroutine
 // at a time.
 func (s *Sink) Lane() relay.Sink {
@@ -39,12 +37,4 @@ func (s *Sink) own() {
 	}
 	s.dropLog = logthrottle.New(time.Minute, dropLogPerMin)
 	s.misconfLogged = false
-}
-
-// shared is the mutable state of a sink that its lanes have in common.
-type shared struct {
-	// retryAfter is the Retry-After (ns) of the throttled answer that ended
-	// the last Send, 0 when it did not end so; the forwarder's schedule
-	// (Tune) takes it as the next wait.
-	retryAfter atomic.Int64
 }

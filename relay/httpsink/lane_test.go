@@ -58,7 +58,7 @@ func TestLaneShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := s.Lane().(*Sink)
-	if l == s || l.client != s.client || l.keys != s.keys || l.rate != s.rate || l.sh != s.sh || l.limit != s.limit || l.stats != s.stats || l.url != s.url {
+	if l == s || l.client != s.client || l.keys != s.keys || l.rate != s.rate || l.limit != s.limit || l.stats != s.stats || l.url != s.url {
 		t.Fatal("a lane must share the client, key source, budget, learned limit, counters and URL")
 	}
 	s.buf = append(s.buf, "x"...)

@@ -44,7 +44,6 @@ const (
 //
 // Send is called from one goroutine (the forwarder's); it is not safe for
 // concurrent Sends. For several requests in flight, each lane (see Lane)
-// has its own goroutine. For several requests in flight, each lane (see Lane)
 // has its own goroutine. Reload, Resume, WatchKey, Limits and Close are safe to
 // call from any goroutine at any time.
 type Sink struct {
@@ -61,11 +60,8 @@ type Sink struct {
 	log       *slog.Logger
 	keys      *keySource
 
-	// rate and sh are shared by the sink's lanes (lane.go) and safe for
-	// concurrent use: the request budget, the body limit learned from 413s
-	// and the Retry-After of the last throttled answer.
-	rate  *bucket
-	sh    *shared
+	// Shared by the sink's lanes (lane.go) and safe for concurrent use.
+	rate  *bucket    // the request budget
 	limit *bodyLimit // the body size requests are cut at, learned from 413s
 
 	// Owned by the Send goroutine.
@@ -107,7 +103,6 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
-		sh:        &shared{},
 		limit:     newBodyLimit(o.MaxBody),
 		alive:     o.Alive,
 	}
@@ -161,16 +156,6 @@ func (s *Sink) Close() {
 // reports the settled prefix (see the package doc). It returns when ctx
 // ends, with what was settled before.
 func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
-	s.sh.retryAfter.Store(0)
-	res := s.send(ctx, recs)
-	var te *relay.ThrottledError
-	if errors.As(res.Err, &te) && te.RetryAfter > 0 {
-		s.sh.retryAfter.Store(int64(min(te.RetryAfter, relay.MaxRetryAfter)))
-	}
-	return res
-}
-
-func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 	var res relay.Result
 	if limit, raised := s.limit.at(time.Now()); raised {
 		s.log.Info("trying a larger request body: the limit learned from a 413 may have gone up", "limit_bytes", limit, "max_body", s.maxBody)
