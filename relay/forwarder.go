@@ -240,8 +240,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if fl.res.Settled > len(fl.b.Recs) {
 			break
 		}
-		f.ack(fl.b.Recs, fl.res)
-		if fl.res.Err != nil || fl.res.Settled != len(fl.b.Recs) {
+		// An ack covers every record up to its seq: after one that failed,
+		// acknowledging a later batch would take this one's records out of
+		// the spool uncounted.
+		if !f.ack(fl.b.Recs, fl.res) || fl.res.Err != nil || fl.res.Settled != len(fl.b.Recs) {
 			break
 		}
 	}

@@ -275,6 +275,22 @@ func TestForwarderThrottledManyTimes(t *testing.T) {
 	})
 }
 
+// An injected schedule is held to MaxBackOff: waits of 2 minutes become
+// 60 s each.
+func TestForwarderBackOffCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		transient := failWith(errors.New("http 502"))
+		sink := newScriptSink(transient, transient)
+		bo := &scriptBackOff{ds: []time.Duration{2 * time.Minute}}
+		r := newRig(t, sink, func(f *relay.Forwarder) { f.NewBackOff = func() backoff.BackOff { return bo } })
+		t0 := time.Now()
+		r.add(2)
+		r.start()
+		time.Sleep(time.Hour)
+		wantCalls(t, sink.Calls(), t0, wantCall{0, seqs(1, 2)}, wantCall{relay.MaxBackOff, seqs(1, 2)}, wantCall{2 * relay.MaxBackOff, seqs(1, 2)})
+	})
+}
+
 // Paused, then probed: the pause reason shows in Stats; each probe comes one
 // ProbeInterval after the last attempt and carries exactly one record; after
 // a successful probe the pause clears and the rest goes as a full batch.

@@ -27,8 +27,9 @@ type laneGateState struct {
 	gates    map[uint64]chan relay.Result
 	calls    [][]uint64 // batches in the order Send began
 	inflight int
-	peak     int // most Sends at once
-	lanes    int // Lane calls
+	peak     int  // most Sends at once
+	lanes    int  // Lane calls
+	deaf     bool // Sends wait for their gate even after ctx ends
 }
 
 func newLaneGate() *laneGate {
@@ -74,13 +75,17 @@ func (g *laneGate) Send(ctx context.Context, recs []spool.Record) relay.Result {
 		delete(g.st.gates, seqs[0])
 		g.st.mu.Unlock()
 	}()
+	done := ctx.Done()
+	if g.st.deaf {
+		done = nil
+	}
 	select {
 	case res := <-ch:
 		if res.Err == nil && res.Settled == 0 {
 			res.Settled = len(recs)
 		}
 		return res
-	case <-ctx.Done():
+	case <-done:
 		return relay.Result{Err: ctx.Err()}
 	}
 }
@@ -245,6 +250,37 @@ func TestForwarderPipelinedCancel(t *testing.T) {
 		}
 		if snap, ss := r.check(); ss.Cursor != 2 || snap.Delivered != 2 || ss.Pending != 4 {
 			t.Fatalf("after cancel: cursor %d delivered %d pending %d; want 2, 2, 4", ss.Cursor, snap.Delivered, ss.Pending)
+		}
+	})
+}
+
+// Cancelling Run while the batches are still being sent: they all succeed
+// after Run stopped waiting, and the first one's acknowledgement fails. None
+// behind it is acknowledged either (an ack covers every record up to its
+// seq, so acknowledging the second would take the first's records out of
+// the spool without counting them), and the identity holds.
+func TestForwarderPipelinedCancelAckError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sink := newLaneGate()
+		sink.st.deaf = true
+		r := newRig(t, sink, func(f *relay.Forwarder) {
+			f.Batch, f.Inflight = 2, 3
+			f.Queue = &faultyQueue{Queue: f.Queue, ackErrs: []error{errors.New("spool: closed")}}
+		})
+		r.add(6)
+		r.start()
+		synctest.Wait()
+		r.cancel()
+		synctest.Wait() // Run waits for the Sends in flight
+		if r.returned() {
+			t.Fatal("Run returned with Sends in flight")
+		}
+		for _, first := range []uint64{1, 3, 5} {
+			sink.open(first, relay.Result{})
+		}
+		<-r.done
+		if snap, ss := r.check(); ss.Cursor != 0 || snap.Delivered != 0 || ss.Pending != 6 {
+			t.Fatalf("after a failed ack on cancel: cursor %d delivered %d pending %d; want 0, 0, 6", ss.Cursor, snap.Delivered, ss.Pending)
 		}
 	})
 }

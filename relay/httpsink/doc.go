@@ -28,9 +28,9 @@
 //   - any other failure stops the Send and returns the prefix settled so far
 //     with an error that relay.Classify maps (throttled, paused, transient).
 //
-// The waits between Sends are the forwarder's, on the schedule that Tune
-// gives it: a usable Retry-After exactly, whatever came before; otherwise
-// exponential backoff with jitter, every wait at most MaxBackOff.
+// The waits between Sends are the forwarder's: a usable Retry-After
+// exactly, whatever came before; otherwise exponential backoff with jitter,
+// every wait at most relay.MaxBackOff.
 //
 // Where data can be lost: only the drops above, each counted by reason in
 // relay.Stats and logged with the envelope id (for DropNotAccepted, the

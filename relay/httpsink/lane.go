@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/livepeer/edgerelay/internal/logthrottle"
@@ -16,63 +14,27 @@ import (
 // by relay.Forwarder with Inflight > 1). The lane shares s's URL, HTTP
 // client and its connections, key, request budget (one token bucket for
 // all lanes, so the rate holds however many requests are in flight), body
-// limit learned from 413s, last Retry-After (which the forwarder's
-// schedule reads) and counters; it has its own request buffers and its
+// limit learned from 413s and counters; it has its own request buffers and its
 // own throttle for drop log lines. Like s, a lane is used by one goroutine
 // at a time.
 func (s *Sink) Lane() relay.Sink {
 	l := *s
-	l.buf = nil
-	l.zbuf = bytes.Buffer{}
-	if s.gzip {
-		l.zw, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
-	}
-	l.answer = nil
-	l.dropLog = logthrottle.New(time.Minute, dropLogPerMin)
-	l.misconfLogged = false
+	l.own()
 	return &l
 }
 
-// shared is the mutable state of a sink that its lanes have in common.
-type shared struct {
-	// retryAfter is the Retry-After (ns) of the throttled answer that ended
-	// the last Send, 0 when it did not end so; the forwarder's schedule
-	// (Tune) takes it as the next wait.
-	retryAfter atomic.Int64
-
-	mu    sync.Mutex // guards limit
-	limit bodyLimit  // the body size requests are cut at, learned from 413s
-}
-
-func (h *shared) limitAt(now time.Time) (int, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limit.at(now)
-}
-
-func (h *shared) limitCur() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limit.cur
-}
-
-func (h *shared) refusedBefore(size int) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limit.refusedBefore(size)
-}
-
-func (h *shared) accepted(size int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.limit.accepted(size)
-}
-
-// refused records a 413 for a body of size and returns the limit after it
-// and whether it changed.
-func (h *shared) refused(size int, now time.Time) (cur int, changed bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	changed = h.limit.refused(size, now)
-	return h.limit.cur, changed
+// own gives s the state its Send goroutine owns, fresh: request and answer
+// buffers, the gzip writer, the drop log throttle. New and Lane call it.
+func (s *Sink) own() {
+	s.answer = make([]byte, 0, answerKeep)
+	s.buf = nil
+	s.zbuf = bytes.Buffer{}
+	s.zw = nil
+	if s.gzip {
+		// BestSpeed: the node's CPU belongs to the GPU workload, and JSON
+		// compresses well at any level.
+		s.zw, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
+	}
+	s.dropLog = logthrottle.New(time.Minute, dropLogPerMin)
+	s.misconfLogged = false
 }

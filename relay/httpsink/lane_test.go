@@ -58,7 +58,7 @@ func TestLaneShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := s.Lane().(*Sink)
-	if l == s || l.client != s.client || l.keys != s.keys || l.rate != s.rate || l.sh != s.sh || l.stats != s.stats || l.url != s.url {
+	if l == s || l.client != s.client || l.keys != s.keys || l.rate != s.rate || l.limit != s.limit || l.stats != s.stats || l.url != s.url {
 		t.Fatal("a lane must share the client, key source, budget, learned limit, counters and URL")
 	}
 	s.buf = append(s.buf, "x"...)
@@ -149,5 +149,38 @@ func TestPipelinedRequests(t *testing.T) {
 	st, _ := mem.SinkStat("http")
 	if rep := relay.Account("http", stats.Snapshot(), st); !rep.Balanced || rep.Delivered != events {
 		t.Fatalf("report %+v", rep)
+	}
+}
+
+// A lane reads a success answer as the sink does: the "accepted" count of a
+// partial acceptance drops the rest as DropNotAccepted, and a JSON answer
+// delimited by the connection's close and cut short is not a success.
+func TestLaneReadsAnswer(t *testing.T) {
+	for _, lane := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lane=%v", lane), func(t *testing.T) {
+			api := newMetricsAPI(t)
+			api.notAccepted = func(id string) bool { return id == idOf(1) }
+			api.wire = func(n int) wireFault {
+				if n == 1 {
+					return wireCloseCut
+				}
+				return wireWhole
+			}
+			srv := httptest.NewServer(api)
+			defer srv.Close()
+			s := mustNew(t, Options{URL: srv.URL})
+			var sk relay.Sink = s
+			if lane {
+				sk = s.Lane()
+			}
+			recs := records(envelopes(5))
+			res := sk.Send(t.Context(), recs)
+			if res.Err != nil || res.Settled != 5 || len(res.Dropped) != 1 || res.Dropped[0].Reason != DropNotAccepted || res.Dropped[0].ID != idOf(4) {
+				t.Fatalf("4 of 5 accepted: result %+v; want all settled, %s dropped as %s", res, idOf(4), DropNotAccepted)
+			}
+			if res := sk.Send(t.Context(), recs); res.Err == nil || res.Settled != 0 {
+				t.Fatalf("an answer cut short: result %+v; want an error and nothing settled", res)
+			}
+		})
 	}
 }

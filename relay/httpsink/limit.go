@@ -1,6 +1,9 @@
 package httpsink
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // ReprobeAfter is how long a body limit learned from a 413 holds before the
 // sink tries a body a quarter larger (spec/metrics-api.md: 413 is "too
@@ -23,24 +26,28 @@ const ReprobeAfter = 10 * time.Minute
 // down or up, the limit grows by a quarter and hi is forgotten, until it is
 // back at MaxBody; a refused probe costs one 413.
 //
-// It is owned by the Send goroutine and not safe for concurrent use.
+// It is shared by a sink's lanes and safe for concurrent use.
 type bodyLimit struct {
-	max     int       // Options.MaxBody
-	cur     int       // the size requests are cut at
-	hi      int       // the smallest body refused with 413 since the last probe upward; 0 none
-	good    int       // the largest body accepted below hi; 0 none
-	changed time.Time // when cur last went down, or up by a probe
+	max int // Options.MaxBody
+
+	mu      sync.Mutex // guards the rest
+	cur     int        // the size requests are cut at
+	hi      int        // the smallest body refused with 413 since the last probe upward; 0 none
+	good    int        // the largest body accepted below hi; 0 none
+	changed time.Time  // when cur last went down, or up by a probe
 }
 
 // minLimit is the floor of a learned limit: a request this small that is
 // refused is refused for an event in it, which splitting finds.
 const minLimit = minMaxBody
 
-func newBodyLimit(maxBody int) bodyLimit { return bodyLimit{max: maxBody, cur: maxBody} }
+func newBodyLimit(maxBody int) *bodyLimit { return &bodyLimit{max: maxBody, cur: maxBody} }
 
 // at returns the limit for requests made at now, raising it first when a
 // probe upward is due. raised reports that it did.
 func (l *bodyLimit) at(now time.Time) (n int, raised bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.cur < l.max && now.Sub(l.changed) >= ReprobeAfter {
 		l.cur = min(l.cur+l.cur/4, l.max)
 		l.hi = 0
@@ -52,11 +59,27 @@ func (l *bodyLimit) at(now time.Time) (n int, raised bool) {
 
 // refusedBefore reports whether a body of size bytes is known to be too
 // large: a body no larger was refused.
-func (l *bodyLimit) refusedBefore(size int) bool { return l.hi > 0 && size >= l.hi }
+func (l *bodyLimit) refusedBefore(size int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refusedBeforeLocked(size)
+}
 
-// refused records a 413 for a body of size bytes and reports whether the
-// limit went down.
-func (l *bodyLimit) refused(size int, now time.Time) bool {
+func (l *bodyLimit) refusedBeforeLocked(size int) bool { return l.hi > 0 && size >= l.hi }
+
+// current returns the limit without probing upward: the one a Send started
+// at, or lower after a 413 since (in this lane or another).
+func (l *bodyLimit) current() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur
+}
+
+// refused records a 413 for a body of size bytes and returns the limit
+// after it and whether it went down.
+func (l *bodyLimit) refused(size int, now time.Time) (cur int, changed bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.hi == 0 || size < l.hi {
 		l.hi = size
 	}
@@ -67,14 +90,16 @@ func (l *bodyLimit) refused(size int, now time.Time) bool {
 	l.cur = l.learned()
 	if l.cur < old {
 		l.changed = now
-		return true
+		return l.cur, true
 	}
-	return false
+	return l.cur, false
 }
 
 // accepted records a 2xx for a body of size bytes.
 func (l *bodyLimit) accepted(size int) {
-	if l.refusedBefore(size) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.refusedBeforeLocked(size) {
 		l.hi = 0
 	}
 	l.good = max(l.good, size)
@@ -86,7 +111,8 @@ func (l *bodyLimit) accepted(size int) {
 	}
 }
 
-// learned is the limit that the refusal hi and the acceptance good imply.
+// learned is the limit that the refusal hi and the acceptance good imply;
+// l.mu is held.
 func (l *bodyLimit) learned() int {
 	return min(max(l.good, l.hi/2, minLimit), l.max)
 }

@@ -44,7 +44,6 @@ const (
 //
 // Send is called from one goroutine (the forwarder's); it is not safe for
 // concurrent Sends. For several requests in flight, each lane (see Lane)
-// has its own goroutine. For several requests in flight, each lane (see Lane)
 // has its own goroutine. Reload, Resume, WatchKey, Limits and Close are safe to
 // call from any goroutine at any time.
 type Sink struct {
@@ -61,11 +60,9 @@ type Sink struct {
 	log       *slog.Logger
 	keys      *keySource
 
-	// rate and sh are shared by the sink's lanes (lane.go) and safe for
-	// concurrent use: the request budget, the body limit learned from 413s
-	// and the Retry-After of the last throttled answer.
-	rate *bucket
-	sh   *shared
+	// Shared by the sink's lanes (lane.go) and safe for concurrent use.
+	rate  *bucket    // the request budget
+	limit *bodyLimit // the body size requests are cut at, learned from 413s
 
 	// Owned by the Send goroutine.
 	answer        []byte       // the start of the last success answer (cap answerKeep); reused
@@ -106,16 +103,10 @@ func New(opts Options) (*Sink, error) {
 		log:       log,
 		keys:      keys,
 		rate:      newBucket(o.RatePerMinute),
-		sh:        &shared{limit: newBodyLimit(o.MaxBody)},
-		answer:    make([]byte, 0, answerKeep),
-		dropLog:   logthrottle.New(time.Minute, dropLogPerMin),
+		limit:     newBodyLimit(o.MaxBody),
 		alive:     o.Alive,
 	}
-	if s.gzip {
-		// BestSpeed: the node's CPU belongs to the GPU workload, and JSON
-		// compresses well at any level.
-		s.zw, _ = gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
-	}
+	s.own()
 	if o.InsecureSkipVerify && u.Scheme == "https" {
 		log.Warn("TLS certificate checks are off for the metrics API", "url", s.logURL)
 	}
@@ -165,18 +156,8 @@ func (s *Sink) Close() {
 // reports the settled prefix (see the package doc). It returns when ctx
 // ends, with what was settled before.
 func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
-	s.sh.retryAfter.Store(0)
-	res := s.send(ctx, recs)
-	var te *relay.ThrottledError
-	if errors.As(res.Err, &te) && te.RetryAfter > 0 {
-		s.sh.retryAfter.Store(int64(min(te.RetryAfter, relay.MaxRetryAfter)))
-	}
-	return res
-}
-
-func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 	var res relay.Result
-	if limit, raised := s.sh.limitAt(time.Now()); raised {
+	if limit, raised := s.limit.at(time.Now()); raised {
 		s.log.Info("trying a larger request body: the limit learned from a 413 may have gone up", "limit_bytes", limit, "max_body", s.maxBody)
 	}
 	plen := len(s.prefix)
@@ -186,7 +167,7 @@ func (s *Sink) send(ctx context.Context, recs []spool.Record) relay.Result {
 			n := len(recs[i].Data)
 			// The limit now, not a copy: a 413 earlier in this Send (or in
 			// another lane) lowers it.
-			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.sh.limitCur() {
+			if i-start < s.maxEvents && bodySize(plen, i-start+1, data+n) <= s.limit.current() {
 				data += n
 				continue
 			}
@@ -236,7 +217,7 @@ func (s *Sink) deliver(ctx context.Context, recs []spool.Record, drops *[]relay.
 	switch {
 	case refused && len(recs) > 1:
 		// The poison is in recs: split without a request.
-	case len(recs) > 1 && s.sh.refusedBefore(requestSize(s.prefix, recs)):
+	case len(recs) > 1 && s.limit.refusedBefore(requestSize(s.prefix, recs)):
 		out = TooLarge // as large as a body refused before: split without a request
 	default:
 		out, accepted, err = s.post(ctx, recs)
@@ -347,7 +328,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, err
 		}
 		s.stats.AddRequest(strconv.Itoa(code))
 		s.misconfLogged = false
-		s.sh.accepted(size)
+		s.limit.accepted(size)
 		return Success, accepted, nil
 	}
 	n, _ := io.ReadFull(resp.Body, s.snip[:])
@@ -371,7 +352,7 @@ func (s *Sink) post(ctx context.Context, recs []spool.Record) (Outcome, int, err
 		}
 		return out, 0, &relay.PausedError{Reason: PauseMisconfigured, Err: serr}
 	case TooLarge:
-		if cur, changed := s.sh.refused(size, time.Now()); changed {
+		if cur, changed := s.limit.refused(size, time.Now()); changed {
 			s.log.Info("metrics API refused a request body as too large; later requests are cut to the learned limit",
 				"refused_bytes", size, "limit_bytes", cur, "max_body", s.maxBody, "reprobe_in", ReprobeAfter)
 		}

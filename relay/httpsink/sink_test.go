@@ -548,7 +548,7 @@ func TestBufferReuse(t *testing.T) {
 		for b := 0; b < n; b += 6 {
 			// Forget the limit the last 413 taught, so that every full batch
 			// goes out whole and meets the early 413.
-			s.sh.limit = newBodyLimit(s.maxBody)
+			s.limit = newBodyLimit(s.maxBody)
 			res := s.Send(context.Background(), records(all[b:b+6]))
 			if res.Err != nil || res.Settled != 6 || len(res.Dropped) != 0 {
 				t.Fatalf("gzip=%v batch at %d: %+v", gz, b, res)
