@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -566,35 +567,34 @@ func boolTo(field func(*Config) *bool) value {
 }
 
 func intTo(field func(*Config) *int, min int) value {
-	return value{typ: "int",
-		apply: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return fmt.Errorf("%q is not an integer", v)
-			}
-			if n < min {
-				return fmt.Errorf("%d is below the minimum %d", n, min)
-			}
-			*field(c) = n
-			return nil
-		},
-		show: func(c *Config) string { return strconv.Itoa(*field(c)) }}
+	return atLeast("int", field, min, func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not an integer", v)
+		}
+		return n, nil
+	}, strconv.Itoa)
 }
 
 func int64To(field func(*Config) *int64, min int64) value {
-	return value{typ: "bytes",
+	return atLeast("bytes", field, min, parseBytes, func(n int64) string { return strconv.FormatInt(n, 10) })
+}
+
+// atLeast is a value of type typ parsed by parse and refused below min.
+func atLeast[T cmp.Ordered](typ string, field func(*Config) *T, min T, parse func(string) (T, error), show func(T) string) value {
+	return value{typ: typ,
 		apply: func(c *Config, v string) error {
-			n, err := parseBytes(v)
+			n, err := parse(v)
 			if err != nil {
 				return err
 			}
 			if n < min {
-				return fmt.Errorf("%d is below the minimum %d", n, min)
+				return fmt.Errorf("%s is below the minimum %s", show(n), show(min))
 			}
 			*field(c) = n
 			return nil
 		},
-		show: func(c *Config) string { return strconv.FormatInt(*field(c), 10) }}
+		show: func(c *Config) string { return show(*field(c)) }}
 }
 
 // parseBytes accepts a plain integer or one with a KiB/MiB/GiB suffix.
@@ -614,19 +614,13 @@ func parseBytes(v string) (int64, error) {
 }
 
 func durTo(field func(*Config) *time.Duration, min time.Duration) value {
-	return value{typ: "duration",
-		apply: func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return fmt.Errorf("%q is not a duration (like 500ms, 2s, 5m)", v)
-			}
-			if d < min {
-				return fmt.Errorf("%s is below the minimum %s", d, min)
-			}
-			*field(c) = d
-			return nil
-		},
-		show: func(c *Config) string { return field(c).String() }}
+	return atLeast("duration", field, min, func(v string) (time.Duration, error) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration (like 500ms, 2s, 5m)", v)
+		}
+		return d, nil
+	}, time.Duration.String)
 }
 
 func oneOf(field func(*Config) *string, allowed ...string) value {

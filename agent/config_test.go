@@ -51,6 +51,16 @@ func TestConfigEventLimit(t *testing.T) {
 	}
 }
 
+// loadErr is Load's error for env; the test fails when Load accepts it.
+func loadErr(t *testing.T, env map[string]string) error {
+	t.Helper()
+	_, err := Load(nil, mapEnv(env), io.Discard)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	return err
+}
+
 func TestConfigErrorsNameTheVariable(t *testing.T) {
 	env := map[string]string{
 		"EDGERELAY_ENABLED":              "true",
@@ -63,10 +73,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		"EDGERELAY_KAFKA_SASL_MECHANISM": "plain",
 		"EDGERELAY_KAFKA_TLS":            "maybe",
 	}
-	_, err := Load(nil, mapEnv(env), io.Discard)
-	if err == nil {
-		t.Fatal("no error")
-	}
+	err := loadErr(t, env)
 	for _, v := range []string{"EDGERELAY_SAMPLE_INTERVAL", "EDGERELAY_RING_MAX_EVENTS", "EDGERELAY_NVML", "EDGERELAY_HTTP_URL", "EDGERELAY_SPOOL",
 		"EDGERELAY_KAFKA_BROKERS: broker \"bad:port\"", "EDGERELAY_KAFKA_USERNAME: required", "EDGERELAY_KAFKA_PASSWORD: required", "EDGERELAY_KAFKA_TLS: \"maybe\""} {
 		if !strings.Contains(err.Error(), v) {
@@ -84,10 +91,7 @@ func TestConfigErrorsKeepSecrets(t *testing.T) {
 		"EDGERELAY_TRICKLE_URL":   "ftp://o.example/chan?token=t-s3cret",
 		"EDGERELAY_KAFKA_BROKERS": "user:b-s3cret@kafka-1:9092",
 	}
-	_, err := Load(nil, mapEnv(env), io.Discard)
-	if err == nil {
-		t.Fatal("no error")
-	}
+	err := loadErr(t, env)
 	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), `"ftp://metrics.example/v1/metrics" is not an http(s) URL`) {
 		t.Errorf("error:\n%v", err)
 	}

@@ -200,16 +200,7 @@ func addBase(base, r relay.SinkReport) relay.SinkReport {
 // wrote them (a sink dropped events while nothing else was written). It
 // returns when ctx ends.
 func (a *Agent) saveCountersLoop(ctx context.Context) {
-	t := time.NewTicker(counterSaveEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		a.saveCounters()
-	}
+	every(ctx, counterSaveEvery, a.saveCounters)
 }
 
 // saveCounters writes the counters now if they changed since last written.

@@ -38,14 +38,19 @@ func (a *Agent) goSource(fn func(ctx context.Context)) {
 
 // statusLoop emits agent_status every StatusInterval.
 func (a *Agent) statusLoop(ctx context.Context) {
-	t := time.NewTicker(a.cfg.StatusInterval)
+	every(ctx, a.cfg.StatusInterval, func() { a.emitStatus("interval") })
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.emitStatus("interval")
+			fn()
 		}
 	}
 }

@@ -61,22 +61,28 @@ func (s *Spool) runAckFlusher() {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	for {
+		urgent := false
 		select {
 		case <-s.flush.stop:
 			return
 		case <-s.flush.kick:
 		case <-s.flush.urgent:
+			urgent = true
 		}
-		// Give the writer's next group commit the chance to carry the
-		// acknowledgement, and let more acknowledgements gather.
-		t.Reset(s.opts.AckDelay)
-		select {
-		case <-s.flush.stop:
-			t.Stop()
-			return
-		case <-s.flush.urgent:
-			t.Stop()
-		case <-t.C:
+		if !urgent {
+			// Give the writer's next group commit the chance to carry the
+			// acknowledgement, and let more acknowledgements gather. An
+			// AckFrom waiting on the bound commits at once: it sends urgent
+			// once and then waits for the commit.
+			t.Reset(s.opts.AckDelay)
+			select {
+			case <-s.flush.stop:
+				t.Stop()
+				return
+			case <-s.flush.urgent:
+				t.Stop()
+			case <-t.C:
+			}
 		}
 		s.wmu.Lock()
 		if !s.closed {

@@ -37,6 +37,24 @@ func unsynced(s *Spool, sink string) uint64 {
 // hang. It never measures speed.
 const deadlock = time.Minute
 
+// ackReturns runs AckFrom(sink, seq) and reports whether it returned within
+// deadlock, failing the test on its error. A call that hangs is left
+// running: its test fails.
+func ackReturns(t *testing.T, s *Spool, sink string, seq uint64) bool {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := s.AckFrom(sink, seq); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	case <-time.After(deadlock):
+		return false
+	}
+}
+
 // An acknowledgement does not take the writer's lock: it returns while a
 // writer holds it (as the spool writer does through its group commit's
 // fsync), the cursor moves at once, and the writer's next commit carries it
@@ -51,14 +69,7 @@ func TestAckDoesNotWaitForTheWriter(t *testing.T) {
 	fill(t, s, 20, 20, 100)
 
 	s.wmu.Lock() // a writer in its commit
-	done := make(chan error, 1)
-	go func() { _, err := s.AckFrom("a", 5); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(deadlock):
+	if !ackReturns(t, s, "a", 5) {
 		s.wmu.Unlock()
 		t.Fatal("AckFrom waited for the writer's lock")
 	}
@@ -118,8 +129,10 @@ func TestAckFlusherCommits(t *testing.T) {
 }
 
 // Past AckMaxUnsynced, AckFrom returns only once a commit holds the cursor:
-// what a crash could send again stays bounded. The flusher's own delay is
-// an hour here, so the commit is the one the waiting ack asked for.
+// what a crash could send again stays bounded. At the bound exactly it does
+// not wait. The flusher's own delay is an hour here, so the commit is the
+// one the waiting ack asked for, whether the flusher was idle (the first
+// ack) or already gathering acknowledgements (the last).
 func TestAckBoundedUnsynced(t *testing.T) {
 	o := testOptions(t)
 	o.AckDelay = time.Hour
@@ -129,18 +142,28 @@ func TestAckBoundedUnsynced(t *testing.T) {
 		t.Fatal(err)
 	}
 	fill(t, s, 100, 100, 100)
-	if _, err := s.AckFrom("a", 8); err != nil {
+	check := func(what string, wantDisk, wantUnsynced uint64) {
+		t.Helper()
+		if c, n := diskCursor(t, s, "a"), unsynced(s, "a"); c != wantDisk || n != wantUnsynced {
+			t.Fatalf("%s: cursor on disk %d, unsynced %d; want %d, %d", what, c, n, wantDisk, wantUnsynced)
+		}
+	}
+	if !ackReturns(t, s, "a", 20) {
+		t.Fatal("past the bound with the flusher idle: AckFrom waited for the flusher's delay")
+	}
+	check("past the bound, flusher idle", 20, 0)
+	if _, err := s.AckFrom("a", 28); err != nil {
 		t.Fatal(err)
 	}
-	if c, n := diskCursor(t, s, "a"), unsynced(s, "a"); c != 0 || n != 8 {
-		t.Fatalf("within the bound: cursor on disk %d, unsynced %d; want 0, 8", c, n)
-	}
-	if _, err := s.AckFrom("a", 50); err != nil {
+	check("within the bound", 20, 8)
+	if _, err := s.AckFrom("a", 30); err != nil {
 		t.Fatal(err)
 	}
-	if c, n := diskCursor(t, s, "a"), unsynced(s, "a"); c != 50 || n != 0 {
-		t.Fatalf("past the bound: cursor on disk %d, unsynced %d; want 50, 0", c, n)
+	check("at the bound", 20, 10)
+	if !ackReturns(t, s, "a", 31) {
+		t.Fatal("one past the bound: AckFrom never returned")
 	}
+	check("one past the bound", 31, 0)
 }
 
 // While writes fail, an acknowledgement past the bound does not wait for a
@@ -158,14 +181,7 @@ func TestAckBoundWhileDegraded(t *testing.T) {
 	if err := s.Append(group(21, 1, 100)); err == nil {
 		t.Fatal("Append succeeded with failing writes")
 	}
-	done := make(chan error, 1)
-	go func() { _, err := s.AckFrom("a", 15); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(deadlock):
+	if !ackReturns(t, s, "a", 15) {
 		t.Fatal("AckFrom waits for a commit while the spool is degraded")
 	}
 	s.failWrites.Store(false)

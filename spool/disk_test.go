@@ -522,8 +522,8 @@ func TestInspectDump(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	err := Options{MaxBytes: 10, LockTimeout: -1, CompactMinBytes: -1}.Validate()
-	for _, field := range []string{"Path", "MaxBytes", "LockTimeout", "CompactMinBytes"} {
+	err := Options{MaxBytes: 10, LockTimeout: -1, CompactMinBytes: -1, MemoryMaxBytes: 10, AckDelay: -1, AckMaxUnsynced: -1}.Validate()
+	for _, field := range []string{"Path", "MaxBytes", "LockTimeout", "CompactMinBytes", "MemoryMaxBytes", "AckDelay", "AckMaxUnsynced"} {
 		if err == nil || !strings.Contains(err.Error(), "Options."+field) {
 			t.Errorf("Validate does not name %s: %v", field, err)
 		}

@@ -91,8 +91,11 @@ func (o Options) Validate() error {
 	if o.CompactMinBytes < 0 {
 		errs = append(errs, errors.New("spool: Options.CompactMinBytes must not be negative"))
 	}
-	if o.AckDelay < 0 || o.AckMaxUnsynced < 0 {
-		errs = append(errs, errors.New("spool: Options.AckDelay and AckMaxUnsynced must not be negative"))
+	if o.AckDelay < 0 {
+		errs = append(errs, errors.New("spool: Options.AckDelay must not be negative"))
+	}
+	if o.AckMaxUnsynced < 0 {
+		errs = append(errs, errors.New("spool: Options.AckMaxUnsynced must not be negative"))
 	}
 	return errors.Join(errs...)
 }
