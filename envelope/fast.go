@@ -26,7 +26,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 	var typRaw, dataRaw []byte
 	for _, m := range ms {
 		switch {
-		case m.escaped || !plainBytes(m.key):
+		case m.escaped || !plain(m.key):
 			return Prepared{}, false
 		case string(m.key) == "type":
 			typRaw = raw[m.valStart:m.end]
@@ -40,7 +40,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		return Prepared{}, false
 	}
 	typB := typRaw[1 : len(typRaw)-1]
-	if !plainBytes(typB) || len(bytes.TrimSpace(typB)) == 0 {
+	if !plain(typB) || len(bytes.TrimSpace(typB)) == 0 {
 		return Prepared{}, false
 	}
 	var buf [32]member
@@ -49,7 +49,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		return Prepared{}, false
 	}
 	for _, m := range data {
-		if m.escaped || !plainBytes(m.key) {
+		if m.escaped || !plain(m.key) {
 			return Prepared{}, false
 		}
 	}
@@ -306,17 +306,9 @@ func dedupLast(ms []member) []member {
 	return out
 }
 
-// plainBytes: printable ASCII that encoding/json writes unchanged.
-func plainBytes(k []byte) bool {
-	for _, c := range k {
-		if c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
-}
-
-func plain(s string) bool {
+// plain reports whether s is printable ASCII that encoding/json writes
+// unchanged inside a string.
+func plain[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
