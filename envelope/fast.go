@@ -161,17 +161,20 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		env = append(env, '"', ':')
 	}
 	// The event's orchestrator_address in env once written (the mapping
-	// lower-cases it and copies it into orchestrator_info, which follows it
-	// in key order): hasAddr, and addr when it is a string.
+	// lower-cases it, unless it is the node's, written so already, and
+	// copies it into orchestrator_info, which follows it in key order):
+	// hasAddr, and addr when it is a string.
 	var addr []byte
 	hasAddr := false
-	mapAddr := func(start int) {
+	mapAddr := func(start int, lowered bool) {
 		if s.m == nil {
 			return
 		}
 		hasAddr = true
 		if env[start] == '"' {
-			lowerASCII(env[start:])
+			if !lowered {
+				lowerASCII(env[start:])
+			}
 			addr = env[start:]
 		}
 	}
@@ -194,14 +197,14 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 				first = false
 				env = append(env, a.member...)
 				if a.key == keyOrchAddress {
-					mapAddr(len(env) - len(a.member) + len(a.key) + 3) // past `"key":`
+					mapAddr(len(env)-len(a.member)+len(a.key)+3, true) // past `"key":`
 				}
 			default:
 				writeKey([]byte(a.key))
 				start := len(env)
 				env = appendJSONString(env, a.val)
 				if a.key == keyOrchAddress {
-					mapAddr(start)
+					mapAddr(start, false)
 				}
 			}
 			continue
@@ -215,7 +218,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		start := len(env)
 		env = appendCompactHTML(env, dataRaw[m.valStart:m.end])
 		if i-1 == addrAt {
-			mapAddr(start)
+			mapAddr(start, false)
 		}
 	}
 	env = append(env, '}', '}')

@@ -56,7 +56,7 @@ type Stamper struct {
 	o StamperOptions
 	// nodeMember is `"key":"value"` for each of o.Node's identity keys by
 	// IdentityKeys position (nil when unknown), written once for the fast
-	// path.
+	// path; with a mapping, the address is written lower-cased.
 	nodeMember [maxIdentityKeys][]byte
 	rand       randReader // UUID randomness, read from crypto/rand in blocks
 	m          *mapping   // o.Mapping, nil when off
@@ -75,6 +75,9 @@ func NewStamper(o StamperOptions) *Stamper {
 		if v := o.Node[k]; v != "" {
 			st.nodeMember[i] = appendMember(nil, k, v)
 		}
+	}
+	if a := st.nodeMember[addressIndex]; st.m != nil && a != nil {
+		lowerASCII(a) // as the mapping writes it, once rather than per event
 	}
 	return st
 }
