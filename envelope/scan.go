@@ -39,8 +39,13 @@ func (m member) name() string {
 	if !m.escaped {
 		return string(m.key)
 	}
-	s, _ := jsonString(append(append([]byte{'"'}, m.key...), '"'))
+	s, _ := decodeKey(m.key)
 	return s
+}
+
+// decodeKey decodes a key's bytes between its quotes, escapes and all.
+func decodeKey(raw []byte) (string, bool) {
+	return jsonString(append(append([]byte{'"'}, raw...), '"'))
 }
 
 // members appends the members of the JSON object obj (optionally surrounded

@@ -521,7 +521,7 @@ func (v *validator) err(root string) error {
 func keyName(raw []byte) string {
 	s := string(raw)
 	if bytes.IndexByte(raw, '\\') >= 0 {
-		if d, ok := jsonString(append(append([]byte{'"'}, raw...), '"')); ok {
+		if d, ok := decodeKey(raw); ok {
 			s = d
 		}
 	}
