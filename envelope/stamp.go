@@ -158,8 +158,10 @@ type Prepared struct {
 // envelope (it has an "id") is checked and kept byte for byte (only a
 // pretty-printed one is compacted onto one line); a {type, data} event is
 // stamped, with the identity of the session its data names. raw must pass
-// Validate (the local API checks every item first): the fast path relies on
-// keys being unique. Errors name the field.
+// Validate (the local API checks every item first): a prebuilt envelope's
+// members are checked, but what lies inside them is not looked at again.
+// (Both stamping paths keep the last of a repeated data key, as a map
+// does.) Errors name the field.
 func (s *Stamper) Prepare(raw []byte) (Prepared, error) {
 	if s.o.MaxBytes > 0 && len(raw) > s.o.MaxBytes {
 		return Prepared{}, fmt.Errorf("event: %d bytes is over the limit of %d%s", len(raw), s.o.MaxBytes, s.by())
