@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -190,20 +191,11 @@ func ID(b []byte) ([]byte, bool) {
 		if len(v) < 2 || v[0] != '"' {
 			return nil, false
 		}
-		if inner := v[1 : len(v)-1]; !hasEscape(inner) {
+		if inner := v[1 : len(v)-1]; bytes.IndexByte(inner, '\\') < 0 {
 			return inner, true
 		}
 		s, ok := jsonString(v)
 		return []byte(s), ok
 	}
 	return nil, false
-}
-
-func hasEscape(b []byte) bool {
-	for _, c := range b {
-		if c == '\\' {
-			return true
-		}
-	}
-	return false
 }

@@ -26,7 +26,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 	var typRaw, dataRaw []byte
 	for _, m := range ms {
 		switch {
-		case m.escaped || !plainBytes(m.key):
+		case m.escaped || !plain(m.key):
 			return Prepared{}, false
 		case string(m.key) == "type":
 			typRaw = raw[m.valStart:m.end]
@@ -40,7 +40,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		return Prepared{}, false
 	}
 	typB := typRaw[1 : len(typRaw)-1]
-	if !plainBytes(typB) || len(bytes.TrimSpace(typB)) == 0 {
+	if !plain(typB) || len(bytes.TrimSpace(typB)) == 0 {
 		return Prepared{}, false
 	}
 	var buf [32]member
@@ -49,7 +49,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		return Prepared{}, false
 	}
 	for _, m := range data {
-		if m.escaped || !plainBytes(m.key) {
+		if m.escaped || !plain(m.key) {
 			return Prepared{}, false
 		}
 	}
@@ -161,17 +161,20 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		env = append(env, '"', ':')
 	}
 	// The event's orchestrator_address in env once written (the mapping
-	// lower-cases it and copies it into orchestrator_info, which follows it
-	// in key order): hasAddr, and addr when it is a string.
+	// lower-cases it, unless it is the node's, written so already, and
+	// copies it into orchestrator_info, which follows it in key order):
+	// hasAddr, and addr when it is a string.
 	var addr []byte
 	hasAddr := false
-	mapAddr := func(start int) {
+	mapAddr := func(start int, lowered bool) {
 		if s.m == nil {
 			return
 		}
 		hasAddr = true
 		if env[start] == '"' {
-			lowerASCII(env[start:])
+			if !lowered {
+				lowerASCII(env[start:])
+			}
 			addr = env[start:]
 		}
 	}
@@ -194,14 +197,14 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 				first = false
 				env = append(env, a.member...)
 				if a.key == keyOrchAddress {
-					mapAddr(len(env) - len(a.member) + len(a.key) + 3) // past `"key":`
+					mapAddr(len(env)-len(a.member)+len(a.key)+3, true) // past `"key":`
 				}
 			default:
 				writeKey([]byte(a.key))
 				start := len(env)
 				env = appendJSONString(env, a.val)
 				if a.key == keyOrchAddress {
-					mapAddr(start)
+					mapAddr(start, false)
 				}
 			}
 			continue
@@ -215,7 +218,7 @@ func (s *Stamper) prepareFast(raw []byte, ms []member) (Prepared, bool) {
 		start := len(env)
 		env = appendCompactHTML(env, dataRaw[m.valStart:m.end])
 		if i-1 == addrAt {
-			mapAddr(start)
+			mapAddr(start, false)
 		}
 	}
 	env = append(env, '}', '}')
@@ -306,17 +309,9 @@ func dedupLast(ms []member) []member {
 	return out
 }
 
-// plainBytes: printable ASCII that encoding/json writes unchanged.
-func plainBytes(k []byte) bool {
-	for _, c := range k {
-		if c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
-}
-
-func plain(s string) bool {
+// plain reports whether s is printable ASCII that encoding/json writes
+// unchanged inside a string.
+func plain[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {

@@ -39,8 +39,13 @@ func (m member) name() string {
 	if !m.escaped {
 		return string(m.key)
 	}
-	s, _ := jsonString(append(append([]byte{'"'}, m.key...), '"'))
+	s, _ := decodeKey(m.key)
 	return s
+}
+
+// decodeKey decodes a key's bytes between its quotes, escapes and all.
+func decodeKey(raw []byte) (string, bool) {
+	return jsonString(append(append([]byte{'"'}, raw...), '"'))
 }
 
 // members appends the members of the JSON object obj (optionally surrounded
@@ -76,17 +81,9 @@ func members(obj []byte, dst []member) ([]member, bool) {
 		}
 		m.end = i
 		dst = append(dst, m)
-		i = skipSpace(obj, i)
-		if i >= len(obj) {
-			return dst, false
-		}
-		switch obj[i] {
-		case '}':
-			return dst, true
-		case ',':
-			i = skipSpace(obj, i+1)
-		default:
-			return dst, false
+		var done bool
+		if i, done = nextItem(obj, i, '}'); i < 0 || done {
+			return dst, i >= 0
 		}
 	}
 }
@@ -109,19 +106,27 @@ func elements(arr []byte, dst [][]byte) ([][]byte, bool) {
 			return dst, false
 		}
 		dst = append(dst, arr[i:j:j])
-		i = skipSpace(arr, j)
-		if i >= len(arr) {
-			return dst, false
-		}
-		switch arr[i] {
-		case ']':
-			return dst, true
-		case ',':
-			i = skipSpace(arr, i+1)
-		default:
-			return dst, false
+		var done bool
+		if i, done = nextItem(arr, j, ']'); i < 0 || done {
+			return dst, i >= 0
 		}
 	}
+}
+
+// nextItem steps over what follows a member or an element ending at b[i]:
+// the closing byte close (done), or a comma and the space after it (i is
+// then the next item's first byte). i is -1 when neither follows.
+func nextItem(b []byte, i int, close byte) (next int, done bool) {
+	i = skipSpace(b, i)
+	switch {
+	case i >= len(b):
+		return -1, false
+	case b[i] == close:
+		return i + 1, true
+	case b[i] == ',':
+		return skipSpace(b, i+1), false
+	}
+	return -1, false
 }
 
 // skipSpace returns the index of the first byte at or after i that is not

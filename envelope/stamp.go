@@ -56,7 +56,7 @@ type Stamper struct {
 	o StamperOptions
 	// nodeMember is `"key":"value"` for each of o.Node's identity keys by
 	// IdentityKeys position (nil when unknown), written once for the fast
-	// path.
+	// path; with a mapping, the address is written lower-cased.
 	nodeMember [maxIdentityKeys][]byte
 	rand       randReader // UUID randomness, read from crypto/rand in blocks
 	m          *mapping   // o.Mapping, nil when off
@@ -75,6 +75,9 @@ func NewStamper(o StamperOptions) *Stamper {
 		if v := o.Node[k]; v != "" {
 			st.nodeMember[i] = appendMember(nil, k, v)
 		}
+	}
+	if a := st.nodeMember[addressIndex]; st.m != nil && a != nil {
+		lowerASCII(a) // as the mapping writes it, once rather than per event
 	}
 	return st
 }
@@ -155,8 +158,10 @@ type Prepared struct {
 // envelope (it has an "id") is checked and kept byte for byte (only a
 // pretty-printed one is compacted onto one line); a {type, data} event is
 // stamped, with the identity of the session its data names. raw must pass
-// Validate (the local API checks every item first): the fast path relies on
-// keys being unique. Errors name the field.
+// Validate (the local API checks every item first): a prebuilt envelope's
+// members are checked, but what lies inside them is not looked at again.
+// (Both stamping paths keep the last of a repeated data key, as a map
+// does.) Errors name the field.
 func (s *Stamper) Prepare(raw []byte) (Prepared, error) {
 	if s.o.MaxBytes > 0 && len(raw) > s.o.MaxBytes {
 		return Prepared{}, fmt.Errorf("event: %d bytes is over the limit of %d%s", len(raw), s.o.MaxBytes, s.by())

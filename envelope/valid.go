@@ -48,6 +48,14 @@ func Validate(b []byte) error {
 	return validate(b, MaxDepth, "json", false)
 }
 
+// ValidateElements is Validate that also cuts a JSON array into its
+// elements on the same pass, so a body need not be walked again to split
+// it: when b is a valid array, its elements (aliasing b) are appended to
+// dst. On any other value, or an error, dst comes back as it was given.
+func ValidateElements(b []byte, dst [][]byte) ([][]byte, error) {
+	return validateInto(b, MaxDepth, "json", false, true, dst)
+}
+
 // ValidateRecord is Validate for a record that Python's json.dumps wrote (a
 // stormlog record, an allocator snapshot): it also takes the literals NaN,
 // Infinity and -Infinity, which the telemetry decoder reads. Such records
@@ -60,10 +68,18 @@ func ValidateRecord(b []byte) error {
 // validate is Validate with a depth limit; root names the whole value in
 // errors about it; python takes NaN, Infinity and -Infinity as numbers.
 func validate(b []byte, maxDepth int, root string, python bool) error {
+	_, err := validateInto(b, maxDepth, root, python, false, nil)
+	return err
+}
+
+// validateInto is validate that, when collect is set, also appends the
+// elements of a top-level array to dst.
+func validateInto(b []byte, maxDepth int, root string, python, collect bool, dst [][]byte) ([][]byte, error) {
 	v := validators.Get().(*validator)
 	defer v.release()
 	v.b, v.maxDepth = b, maxDepth
 	v.python = python
+	v.elems, v.collect = dst, collect
 	i := skipSpace(b, 0)
 	end := v.value(i, 1)
 	if end >= 0 {
@@ -73,9 +89,9 @@ func validate(b []byte, maxDepth int, root string, python bool) error {
 		}
 	}
 	if end >= 0 {
-		return nil
+		return v.elems, nil
 	}
-	return v.err(root)
+	return dst, v.err(root)
 }
 
 // validators keeps the scratch space of a validation run, so that a valid
@@ -116,6 +132,8 @@ type validator struct {
 	python   bool       // NaN, Infinity, -Infinity are numbers
 	path     []pathElem // where the scan is: keys and indexes
 	keys     [][]byte   // the keys of the open objects, unescaped, innermost last
+	collect  bool       // append the elements of a top-level array to elems
+	elems    [][]byte
 
 	problem string // the first problem, "" while none
 	isSyn   bool   // the problem is a syntax error
@@ -296,8 +314,12 @@ func (v *validator) array(i, depth int) int {
 	v.path = append(v.path, pathElem{})
 	for n := 0; ; n++ {
 		v.path[len(v.path)-1].index = n
+		start := i
 		if i = v.value(i, depth+1); i < 0 {
 			return -1
+		}
+		if depth == 1 && v.collect {
+			v.elems = append(v.elems, b[start:i:i])
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) {
@@ -499,7 +521,7 @@ func (v *validator) err(root string) error {
 func keyName(raw []byte) string {
 	s := string(raw)
 	if bytes.IndexByte(raw, '\\') >= 0 {
-		if d, ok := jsonString(append(append([]byte{'"'}, raw...), '"')); ok {
+		if d, ok := decodeKey(raw); ok {
 			s = d
 		}
 	}

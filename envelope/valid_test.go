@@ -166,6 +166,7 @@ func FuzzValidate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		err := Validate(b)
+		checkValidateElements(t, b, err)
 		valid := json.Valid(b)
 		switch {
 		case !valid && err == nil:
@@ -186,6 +187,57 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("accepted a repeated key %q: %q", dup, b)
 		}
 	})
+}
+
+// checkValidateElements: ValidateElements says what Validate says (err),
+// and on a valid array cuts the elements that Elements cuts, as many as
+// encoding/json decodes; on anything else dst comes back as given.
+func checkValidateElements(t *testing.T, b []byte, err error) {
+	t.Helper()
+	given := [][]byte{[]byte("given")}
+	got, gerr := ValidateElements(b, given)
+	if fmt.Sprint(gerr) != fmt.Sprint(err) {
+		t.Fatalf("ValidateElements: %v; Validate: %v\n%q", gerr, err, b)
+	}
+	if string(got[0]) != "given" {
+		t.Fatalf("ValidateElements dropped what dst held: %q", got)
+	}
+	got = got[1:]
+	var arr []json.RawMessage
+	if err != nil || firstByte(b) != '[' || json.Unmarshal(b, &arr) != nil {
+		if len(got) != 0 {
+			t.Fatalf("elements %q of what is not a valid array: %q", got, b)
+		}
+		return
+	}
+	want, _ := Elements(b)
+	if len(got) != len(want) || len(got) != len(arr) {
+		t.Fatalf("ValidateElements cut %d elements, Elements %d, encoding/json %d: %q", len(got), len(want), len(arr), b)
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("element %d: %q, Elements %q", i, got[i], want[i])
+		}
+	}
+}
+
+// TestValidateElements: a valid array is cut into its elements on the
+// validating pass, nested arrays and spacing included; anything else is
+// not cut.
+func TestValidateElements(t *testing.T) {
+	for _, s := range []string{
+		`[]`, ` [ ] `, `[1]`, `[ [1,2] , {"a":[3,4]} ,"x]" , null ]`, "[\n{\"type\":\"a\"}\n]",
+		`{"a":[1,2]}`, `"[1]"`, `[1,`, `[1,{"k":1,"k":2}]`, `[1e999]`, `[1] [2]`,
+	} {
+		checkValidateElements(t, []byte(s), Validate([]byte(s)))
+	}
+	got, err := ValidateElements([]byte(`[ [1,2] , {"a":[3]} ,"x]" ]`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`[1,2]`, `{"a":[3]}`, `"x]"`}; fmt.Sprintf("%s", got) != fmt.Sprintf("%s", want) {
+		t.Fatalf("got %s, want %s", got, want)
+	}
 }
 
 // repeatedKey walks b's tokens and returns a key repeated in one object.

@@ -83,7 +83,17 @@ func TestIngestRefusesWhenBusy(t *testing.T) {
 	go func() { first <- post(s, threeEvents) }()
 	<-entered // the first request holds the only slot
 
-	w := post(s, threeEvents)
+	// Were the slot not held, this request would reach Submit too: that
+	// fails here rather than hanging on the gate.
+	second := make(chan *httptest.ResponseRecorder, 1)
+	go func() { second <- post(s, threeEvents) }()
+	var w *httptest.ResponseRecorder
+	select {
+	case w = <-second:
+	case <-entered:
+		close(release)
+		t.Fatal("a second request was submitted while the only slot was held")
+	}
 	var ans Answer
 	if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil {
 		t.Fatal(err)
@@ -109,8 +119,14 @@ func TestIngestRefusesWhenBusy(t *testing.T) {
 // queue wait, requests are refused with 503 and Retry-After, their items
 // counted.
 func TestIngestRefusesWhenBacklogged(t *testing.T) {
-	s, ref, _, _ := admitServer(t, func(ctx context.Context) bool { <-ctx.Done(); return false })
+	s, ref, entered, release := admitServer(t, func(ctx context.Context) bool { <-ctx.Done(); return false })
+	close(release) // were Room not consulted, the events would be submitted and the answer 202
 	w := post(s, threeEvents)
+	select {
+	case <-entered:
+		t.Fatal("events were submitted while the ring had no room")
+	default:
+	}
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), `"refused":3`) {
 		t.Fatalf("backlogged: %d Retry-After %q %s; want 503, 1, refused 3", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}

@@ -39,12 +39,19 @@ func splitItems(body []byte) ([]item, error) {
 	}
 	// One strict pass over the whole body; only a body that breaks a rule
 	// is looked at again, to tell its shape and which items are at fault.
-	verr := envelope.Validate(trimmed)
+	// A valid array is cut into its elements on that same pass.
+	var elems [][]byte
+	if trimmed[0] == '[' {
+		elems = make([][]byte, 0, 64)
+	}
+	elems, verr := envelope.ValidateElements(trimmed, elems)
 	if verr == nil || (!envelope.IsSyntax(verr) && json.Valid(trimmed)) {
 		if trimmed[0] != '[' {
 			return []item{{raw: trimmed, err: verr}}, nil
 		}
-		elems, _ := envelope.Elements(trimmed) // valid JSON: a byte scan cuts it exactly
+		if verr != nil {
+			elems, _ = envelope.Elements(trimmed) // valid JSON: a byte scan cuts it exactly
+		}
 		if len(elems) == 0 {
 			return nil, errEmptyBody
 		}
