@@ -49,7 +49,7 @@ func ParseFrame(line []byte) (typ string, event json.RawMessage, err error) {
 	if len(line) == 0 {
 		return "", nil, fieldErr("frame", "empty")
 	}
-	if err := validate(line, frameDepth, "frame", false); err != nil {
+	if err := validate(line, MaxFrameDepth, "frame", false); err != nil {
 		if isSyntax(err) {
 			return "", nil, &FieldError{Field: "frame", Problem: "not valid JSON", cause: errors.Unwrap(err)}
 		}
@@ -61,17 +61,11 @@ func ParseFrame(line []byte) (typ string, event json.RawMessage, err error) {
 		return "", nil, fieldErr("frame", "not a JSON object")
 	}
 	var typRaw, ev []byte
-	for _, m := range ms {
+	for _, m := range ms { // validate refused repeated keys
 		switch {
 		case m.is("type"):
-			if typRaw != nil {
-				return "", nil, fieldErr("type", "repeated")
-			}
 			typRaw = line[m.valStart:m.end]
 		case m.is("event"):
-			if ev != nil {
-				return "", nil, fieldErr("event", "repeated")
-			}
 			ev = line[m.valStart:m.end]
 		}
 	}

@@ -23,9 +23,10 @@ import (
 // stays under all of them.
 const MaxDepth = 64
 
-// frameDepth is the depth a frame may have: a gateway document carries its
-// envelopes at level 4.
-const frameDepth = MaxDepth + 3
+// MaxFrameDepth is the depth a trickle frame may have: a gateway document
+// carries its envelopes at level 4, so an envelope of MaxDepth levels fits
+// in any frame.
+const MaxFrameDepth = MaxDepth + 3
 
 // Validate reports whether b is one JSON value (RFC 8259) that every reader
 // downstream reads, and reads alike:
@@ -54,6 +55,18 @@ func Validate(b []byte) error {
 // dst. On any other value, or an error, dst comes back as it was given.
 func ValidateElements(b []byte, dst [][]byte) ([][]byte, error) {
 	return validateInto(b, MaxDepth, "json", false, true, dst)
+}
+
+// ValidateFrame is Validate for a trickle frame, which may nest
+// MaxFrameDepth levels (ParseFrame's rule), and ValidateFrames is
+// ValidateElements for a body of frames.
+func ValidateFrame(b []byte) error {
+	return validate(b, MaxFrameDepth, "json", false)
+}
+
+// ValidateFrames: see ValidateFrame.
+func ValidateFrames(b []byte, dst [][]byte) ([][]byte, error) {
+	return validateInto(b, MaxFrameDepth, "json", false, true, dst)
 }
 
 // ValidateRecord is Validate for a record that Python's json.dumps wrote (a

@@ -32,7 +32,22 @@ const jsonSpace = " \t\r\n"
 // with envelope.Validate (valid UTF-8, no repeated key, finite numbers, a
 // sane depth): an item that breaks a rule carries the error, naming where.
 // The raw bytes of each element are kept exactly as sent.
-func splitItems(body []byte) ([]item, error) {
+func splitItems(body []byte) ([]item, error) { return split(body, eventRules) }
+
+// rules are the checks split applies: an event's (envelope.Validate) or a
+// trickle frame's, which may nest deeper (envelope.ValidateFrame).
+type rules struct {
+	elements func(b []byte, dst [][]byte) ([][]byte, error)
+	one      func(b []byte) error
+}
+
+var (
+	eventRules = rules{envelope.ValidateElements, envelope.Validate}
+	frameRules = rules{envelope.ValidateFrames, envelope.ValidateFrame}
+)
+
+// split is splitItems under the given rules.
+func split(body []byte, r rules) ([]item, error) {
 	trimmed := bytes.Trim(body, jsonSpace)
 	if len(trimmed) == 0 {
 		return nil, errEmptyBody
@@ -44,7 +59,7 @@ func splitItems(body []byte) ([]item, error) {
 	if trimmed[0] == '[' {
 		elems = make([][]byte, 0, 64)
 	}
-	elems, verr := envelope.ValidateElements(trimmed, elems)
+	elems, verr := r.elements(trimmed, elems)
 	if verr == nil || (!envelope.IsSyntax(verr) && json.Valid(trimmed)) {
 		if trimmed[0] != '[' {
 			return []item{{raw: trimmed, err: verr}}, nil
@@ -59,7 +74,7 @@ func splitItems(body []byte) ([]item, error) {
 		for i, e := range elems {
 			items[i] = item{raw: e}
 			if verr != nil {
-				items[i].err = envelope.Validate(e)
+				items[i].err = r.one(e)
 			}
 		}
 		return items, nil
@@ -75,7 +90,7 @@ func splitItems(body []byte) ([]item, error) {
 			continue
 		}
 		it := item{raw: line, line: n + 1}
-		if err := envelope.Validate(line); envelope.IsSyntax(err) {
+		if err := r.one(line); envelope.IsSyntax(err) {
 			it.err = fmt.Errorf("line %d: invalid JSON: %s", n+1, syntaxProblem(line, err))
 		} else if err != nil {
 			it.err = fmt.Errorf("line %d: %w", n+1, err)

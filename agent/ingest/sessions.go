@@ -66,7 +66,7 @@ func (s *Server) handleFrames(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
-	items, err := splitItems(body)
+	items, err := split(body, frameRules) // a frame may nest an envelope of envelope.MaxDepth
 	if err != nil {
 		writeError(w, http.StatusBadRequest, Answer{Rejected: []Rejection{}, Error: err.Error()})
 		return
