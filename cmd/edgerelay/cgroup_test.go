@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/testenv"
 )
 
 // TestCgroupMemoryOutage runs the agent as it would run in a container with
@@ -80,8 +82,8 @@ func TestCgroupMemoryOutage(t *testing.T) {
 	t.Cleanup(func() { exec.Command(docker, "rmi", "-f", image).Run() })
 
 	// The metrics API: down (nothing listens) until the outage ends.
-	apiAddr := freePort(t)
-	ingestAddr := freePort(t)
+	apiAddr := testenv.FreeAddr(t)
+	ingestAddr := testenv.FreeAddr(t)
 	name := strings.ReplaceAll(strings.TrimPrefix(image, "edgerelay-cgroup-test:"), ":", "-")
 	name = "edgerelay-cgroup-" + name
 	// The spool on a directory of the host, as a volume or a unit's

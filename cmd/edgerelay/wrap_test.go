@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -202,7 +204,7 @@ func startWrapped(t *testing.T, o wrapOpts) *wrapped {
 	if o.background {
 		args = append([]string{"/bin/sh", "-c", `"$@" & echo $! > "$PIDFILE"; wait $!`, "sh"}, args...)
 	}
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	env := []string{"MARK=" + w.mark, "AGENT=" + addr, "PIDFILE=" + w.pidFile, "EDGERELAY_BIN=" + binPath,
 		"EDGERELAY_LISTEN=" + addr, "EDGERELAY_STATE_DIR=" + w.state, "EDGERELAY_SOCKET=" + filepath.Join(dir, "s.sock"),
 		"EDGERELAY_NVML=off", "EDGERELAY_STATUS_INTERVAL=1h", "WAIT_SOCKET=" + filepath.Join(dir, "s.sock"),
@@ -215,7 +217,7 @@ func startWrapped(t *testing.T, o wrapOpts) *wrapped {
 	}
 	w.cmd = exec.Command(args[0], args[1:]...)
 	w.cmd.Dir = dir
-	w.cmd.Env = cleanEnv(append(env, o.env...)...)
+	w.cmd.Env = testenv.Clean(append(env, o.env...)...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	var tty *os.File
 	if o.tty {
@@ -600,7 +602,7 @@ func TestWrapAgentFails(t *testing.T) {
 	})
 	t.Run("bad stop timeout", func(t *testing.T) {
 		cmd := exec.Command(binPath, "wrap", "--stop-timeout=soon", "--", "/bin/sh", "-c", "exit 4")
-		cmd.Env = cleanEnv()
+		cmd.Env = testenv.Clean()
 		out, _ := cmd.CombinedOutput()
 		expect(t, "exit status", cmd.ProcessState.ExitCode(), 4)
 		if !strings.Contains(string(out), `ERROR: --stop-timeout="soon" is not a duration`) {
@@ -609,7 +611,7 @@ func TestWrapAgentFails(t *testing.T) {
 	})
 	t.Run("runner not found", func(t *testing.T) {
 		cmd := exec.Command(binPath, "wrap", "--", "/nonexistent/runner")
-		cmd.Env = cleanEnv("EDGERELAY_ENABLED=true")
+		cmd.Env = testenv.Clean("EDGERELAY_ENABLED=true")
 		out, err := cmd.CombinedOutput()
 		expect(t, "exit status", cmd.ProcessState.ExitCode(), 127)
 		if err == nil || strings.Contains(string(out), "agent started") {
