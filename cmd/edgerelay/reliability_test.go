@@ -326,11 +326,13 @@ func TestStartWithLargeSpool(t *testing.T) {
 	ready := time.Since(start)
 	t.Logf("%d records: first answer %d (Retry-After %q) %s after exec, ready after %s (acceptance: answer within 200 ms)",
 		n, firstCode, retryAfter, first.Round(time.Millisecond), ready.Round(time.Millisecond))
-	if firstCode == http.StatusServiceUnavailable && retryAfter == "" {
-		t.Error("503 while starting without Retry-After")
-	}
-	if firstCode != http.StatusServiceUnavailable && firstCode != http.StatusAccepted {
-		t.Errorf("first answer %d", firstCode)
+	// The first answer must come while the spool is still opening: a 503
+	// with Retry-After. A 202 would be an API that waited for the spool,
+	// which the time bound below cannot tell at this size (the whole open
+	// takes well under 2 s); the order of the two is the agent's own, not
+	// the machine's speed.
+	if firstCode != http.StatusServiceUnavailable || retryAfter == "" {
+		t.Errorf("first answer %d (Retry-After %q), want 503 with Retry-After while the spool opens", firstCode, retryAfter)
 	}
 	if first > 2*time.Second {
 		t.Errorf("the API answered %s after start", first)
