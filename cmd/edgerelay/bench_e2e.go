@@ -72,12 +72,7 @@ type e2eContender struct {
 // 100 WebSocket clients, each for --duration after a short warm-up of its
 // own. Ratios are taken within a round and their median reported, so the
 // machine's drift cancels out.
-func benchE2EHTTP(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchE2EHTTP(b *bench, dir string) (*benchResult, error) {
 	lg, ag, err := b.startLoaded(dir)
 	if err != nil {
 		return nil, err
@@ -217,12 +212,7 @@ func envSetting(k string) string {
 // backlog ran out is not counted (intervals_exhausted). Every event
 // the agent refuses is answered 429 or 503 and counted; the figure
 // refused_uncounted compares the agent's count with the clients'.
-func benchOverload(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchOverload(b *bench, dir string) (*benchResult, error) {
 	if err := b.prefill(filepath.Join(dir, "spool.db"), "http", b.knobs.overloadBacklog); err != nil {
 		return nil, fmt.Errorf("pre-filling the spool: %w", err)
 	}
