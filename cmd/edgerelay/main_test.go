@@ -98,9 +98,24 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// waitFor polls cond until it holds, failing the test after 15 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	waitWithin(t, 15*time.Second, what, cond)
+}
+
+// waitForLong is waitFor for a minute: for what takes a whole process's
+// start or stop (the wrapper, a container).
+func waitForLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	waitWithin(t, time.Minute, what, cond)
+}
+
+// waitWithin polls cond every 10 ms until it holds, failing the test
+// after limit.
+func waitWithin(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -420,17 +420,6 @@ func ppid(pid int) int {
 	return n
 }
 
-func waitForLong(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestWrapStopDeliversEverything is the container stop with the sink up: the
 // runner gets SIGTERM once and posts its last events, the agent takes them,
 // then gets one SIGTERM and delivers everything within its 20 s grace. The
