@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/testenv"
 )
 
 // dashQuery is one PromQL query of the dashboard: a panel target's expr,
@@ -334,31 +335,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// agentEnv is the environment without any setting of the machine running
-// the tests.
-func agentEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "EDGERELAY_") || strings.HasPrefix(k, "SCOPE_") || k == "DAYDREAM_METRICS_URL" ||
-			k == "STATE_DIRECTORY" || k == "RUNTIME_DIRECTORY" || k == "NOTIFY_SOCKET" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
@@ -392,10 +368,10 @@ func TestDashboardNamesExposed(t *testing.T) {
 	defer srv.Close()
 
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(bin, "run", "--demo")
 	cmd.Dir = dir
-	cmd.Env = agentEnv("EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"), "EDGERELAY_LISTEN="+addr,
+	cmd.Env = testenv.Clean("EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"), "EDGERELAY_LISTEN="+addr,
 		"EDGERELAY_SOCKET=off", "EDGERELAY_STDOUT=on", "EDGERELAY_HTTP_URL="+srv.URL, "EDGERELAY_HTTP_API_KEY=k",
 		"EDGERELAY_HTTP_RATE=0", "EDGERELAY_HTTP_LINGER=10ms", "EDGERELAY_HTTP_PROBE_INTERVAL=1s",
 		"EDGERELAY_SHUTDOWN_GRACE=1s", "EDGERELAY_LOG_FORMAT=json")

@@ -78,11 +78,12 @@ func outageWindow(d time.Duration) time.Duration {
 	return min(60*time.Second, max(10*time.Second, 6*d))
 }
 
-// scenario is one benchmark: run measures it and returns its figures.
+// scenario is one benchmark: run measures it, with dir a state directory
+// of its own (removed after it), and returns its figures.
 type scenario struct {
 	name string
 	what string
-	run  func(b *bench) (*benchResult, error)
+	run  func(b *bench, dir string) (*benchResult, error)
 }
 
 // scenarios run in this order, whatever --scenario lists: bbolt_raw
@@ -181,7 +182,7 @@ func benchMain(args []string, stdout, stderr io.Writer, knobs benchKnobs) int {
 		fmt.Fprintf(stderr, "bench: %s: running\n", s.name)
 		freeMemory() // what earlier scenarios left must not weigh on this one
 		start := time.Now()
-		r, err := s.run(b)
+		r, err := b.runScenario(s)
 		if r == nil {
 			r = newResult(s.name)
 		}
@@ -294,9 +295,14 @@ func (b *bench) init() error {
 	return nil
 }
 
-// tempDir makes a scenario's state directory; the caller removes it.
-func (b *bench) tempDir() (string, error) {
-	return os.MkdirTemp(b.dir, "edgerelay-bench-")
+// runScenario runs s in a state directory of its own, removed after it.
+func (b *bench) runScenario(s scenario) (*benchResult, error) {
+	dir, err := os.MkdirTemp(b.dir, "edgerelay-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	return s.run(b, dir)
 }
 
 // benchResult is one scenario's figures, in the order they were added.

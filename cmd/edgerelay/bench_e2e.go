@@ -72,21 +72,12 @@ type e2eContender struct {
 // 100 WebSocket clients, each for --duration after a short warm-up of its
 // own. Ratios are taken within a round and their median reported, so the
 // machine's drift cancels out.
-func benchE2EHTTP(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	lg, err := startLoadgen(b.knobs.loadgen)
+func benchE2EHTTP(b *bench, dir string) (*benchResult, error) {
+	lg, ag, err := b.startLoaded(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer lg.close()
-	ag, err := b.startAgent(dir, httpSinkEnv(lg.server), nil)
-	if err != nil {
-		return nil, err
-	}
 	raw, err := openRawBolt(b, filepath.Join(dir, "raw.db"))
 	if err != nil {
 		ag.stop()
@@ -94,10 +85,8 @@ func benchE2EHTTP(b *bench) (*benchResult, error) {
 	}
 	defer raw.close()
 
-	contenders := []e2eContender{{"http_100", "http", 100}, {"http_1000", "http", 1000}, {"ws_100", "ws", 100}}
-	if b.knobs.clients100 > 0 {
-		contenders = []e2eContender{{"http_100", "http", b.knobs.clients100}, {"http_1000", "http", 10 * b.knobs.clients100}, {"ws_100", "ws", b.knobs.clients100}}
-	}
+	c100 := b.clients100()
+	contenders := []e2eContender{{"http_100", "http", c100}, {"http_1000", "http", 10 * c100}, {"ws_100", "ws", c100}}
 	warm := min(b.warm, time.Second).Seconds()
 	// The whole warm-up: the agent's first requests, the file's growth.
 	if _, err := lg.do(loadCmd{Op: "load", URL: ag.base, Proto: "http", Clients: contenders[0].clients, WindowS: b.warm.Seconds()}, nil); err != nil {
@@ -124,13 +113,7 @@ func benchE2EHTTP(b *bench) (*benchResult, error) {
 		for _, c := range contenders {
 			var cpu0, cpu1 time.Duration
 			rep, err := lg.do(loadCmd{Op: "load", URL: ag.base, Proto: c.proto, Clients: c.clients, WarmS: warm, WindowS: b.dur.Seconds()},
-				func(mark string) {
-					if mark == "start" {
-						cpu0 = processCPU()
-					} else {
-						cpu1 = processCPU()
-					}
-				})
+				readAtMarks(processCPU, &cpu0, &cpu1))
 			if err != nil {
 				ag.stop()
 				return nil, fmt.Errorf("%s: %w", c.key, err)
@@ -189,6 +172,30 @@ func benchE2EHTTP(b *bench) (*benchResult, error) {
 	return r, nil
 }
 
+// startLoaded starts the load generator and an agent on dir whose HTTP
+// sink (rate budget off) delivers to the load generator's metrics API.
+func (b *bench) startLoaded(dir string) (*loadgen, *benchAgent, error) {
+	lg, err := startLoadgen(b.knobs.loadgen)
+	if err != nil {
+		return nil, nil, err
+	}
+	ag, err := b.startAgent(dir, httpSinkEnv(lg.server), nil)
+	if err != nil {
+		lg.close()
+		return nil, nil, err
+	}
+	return lg, ag, nil
+}
+
+// clients100 is the "100 clients" of e2e_http and overload: 100, or the
+// knob that replaces it.
+func (b *bench) clients100() int {
+	if b.knobs.clients100 > 0 {
+		return b.knobs.clients100
+	}
+	return 100
+}
+
 // envSetting is a pass-through setting as the bench's agents got it.
 func envSetting(k string) string {
 	if v := os.Getenv(k); v != "" {
@@ -205,24 +212,15 @@ func envSetting(k string) string {
 // backlog ran out is not counted (intervals_exhausted). Every event
 // the agent refuses is answered 429 or 503 and counted; the figure
 // refused_uncounted compares the agent's count with the clients'.
-func benchOverload(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchOverload(b *bench, dir string) (*benchResult, error) {
 	if err := b.prefill(filepath.Join(dir, "spool.db"), "http", b.knobs.overloadBacklog); err != nil {
 		return nil, fmt.Errorf("pre-filling the spool: %w", err)
 	}
-	lg, err := startLoadgen(b.knobs.loadgen)
+	lg, ag, err := b.startLoaded(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer lg.close()
-	ag, err := b.startAgent(dir, httpSinkEnv(lg.server), nil)
-	if err != nil {
-		return nil, err
-	}
 	pending := func() uint64 { return ag.a.Report().Sinks["http"].Pending }
 	refusedByAgent := func() int64 {
 		var n uint64
@@ -233,10 +231,7 @@ func benchOverload(b *bench) (*benchResult, error) {
 		}
 		return int64(n)
 	}
-	clients := 100
-	if b.knobs.clients100 > 0 {
-		clients = b.knobs.clients100
-	}
+	clients := b.clients100()
 	// Warm-up: the agent's start and the first batches, not counted.
 	if _, err := lg.do(loadCmd{Op: "count", WindowS: b.warm.Seconds()}, nil); err != nil {
 		ag.stop()
@@ -263,13 +258,7 @@ func benchOverload(b *bench) (*benchResult, error) {
 		dr := float64(a.ServerEvents) / a.WindowS
 		var p0, p1 uint64
 		rep, err := lg.do(loadCmd{Op: "load", URL: ag.base, Proto: "http", Clients: clients, Rate: 2 * dr, WarmS: 0.5, WindowS: b.dur.Seconds()},
-			func(mark string) {
-				if mark == "start" {
-					p0 = pending()
-				} else {
-					p1 = pending()
-				}
-			})
+			readAtMarks(pending, &p0, &p1))
 		if err != nil {
 			ag.stop()
 			return nil, err

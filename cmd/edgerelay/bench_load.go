@@ -351,6 +351,18 @@ func (l *loadgen) do(c loadCmd, onMark func(mark string)) (loadReply, error) {
 	return loadReply{}, errors.Join(errors.New("load generator exited"), l.out.Err(), errors.New(strings.TrimSpace(l.stderr.String())))
 }
 
+// readAtMarks is an onMark for do: it stores read() in *atStart at the
+// window's "start" mark and in *atEnd at its end.
+func readAtMarks[T any](read func() T, atStart, atEnd *T) func(mark string) {
+	return func(mark string) {
+		if mark == "start" {
+			*atStart = read()
+		} else {
+			*atEnd = read()
+		}
+	}
+}
+
 func (l *loadgen) close() {
 	l.in.Close()
 	done := make(chan struct{})

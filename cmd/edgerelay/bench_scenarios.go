@@ -31,12 +31,7 @@ const benchSpoolCap = 64 << 30
 // spool's settings (map freelist, FillPercent 1.0). When spool_append runs
 // too, the two alternate group by group (see bench.loop) and this call
 // measures both.
-func benchBoltRaw(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchBoltRaw(b *bench, dir string) (*benchResult, error) {
 	raw, err := openRawBolt(b, filepath.Join(dir, "raw.db"))
 	if err != nil {
 		return nil, err
@@ -68,15 +63,10 @@ func benchBoltRaw(b *bench) (*benchResult, error) {
 // benchSpoolAppend appends the same groups through spool.Append, the call
 // the agent's spool writer makes once per group, with one sink registered
 // that never acks (so every record is kept, as in bbolt_raw).
-func benchSpoolAppend(b *bench) (*benchResult, error) {
+func benchSpoolAppend(b *bench, dir string) (*benchResult, error) {
 	if b.spoolResult != nil {
 		return b.spoolResult, nil // measured with bbolt_raw
 	}
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	sp, err := openSpoolAppend(b, filepath.Join(dir, agent.SpoolFile))
 	if err != nil {
 		return nil, err
@@ -167,12 +157,7 @@ func openSpoolAppend(b *bench, path string) (*storageSide, error) {
 // they are committed to the spool. A stdout sink writing to nowhere keeps
 // the spool drained (with no sink the spool keeps nothing and commits
 // nothing, which would not be durable ingest).
-func benchIngestDurable(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchIngestDurable(b *bench, dir string) (*benchResult, error) {
 	ag, err := b.startAgent(dir, map[string]string{"EDGERELAY_STDOUT": "on"}, nil)
 	if err != nil {
 		return nil, err
@@ -219,12 +204,7 @@ func ringDropped(rep agent.Report) uint64 {
 // benchDrain pre-fills a spool with drainWarm+drainEvents records for the
 // HTTP sink, starts an agent on it, and times the drainEvents records the
 // loopback server receives after the first drainWarm.
-func benchDrain(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchDrain(b *bench, dir string) (*benchResult, error) {
 	total := b.knobs.drainWarm + b.knobs.drainEvents
 	fillStart := time.Now()
 	if err := b.prefill(filepath.Join(dir, agent.SpoolFile), "http", total); err != nil {
@@ -311,12 +291,7 @@ func (b *bench) prefill(path, sink string, n int) error {
 // refused), so everything stays in the spool. RSS is read after the warm-up
 // and at the end of the window without forcing a GC, so it is what an
 // operator would see; heap and spool bytes show where growth goes.
-func benchOutageMemory(b *bench) (*benchResult, error) {
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+func benchOutageMemory(b *bench, dir string) (*benchResult, error) {
 	dead, err := deadURL()
 	if err != nil {
 		return nil, err
@@ -429,17 +404,12 @@ func rssParts() (anon, file int64) {
 // Ticks alternate: one is timed (wall clock and the thread's CPU clock, the
 // figure judged, since wall time on a shared machine includes waiting for
 // a core), the next counts allocations (ReadMemStats stops the world).
-func benchSamplerTick(b *bench) (*benchResult, error) {
+func benchSamplerTick(b *bench, dir string) (*benchResult, error) {
 	backend, err := nvml.Open(nvml.Options{Mode: nvml.ModeSim, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, fmt.Errorf("simulated GPUs: %w", err)
 	}
 	defer backend.Close()
-	dir, err := b.tempDir()
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	p := &tickProbe{Backend: backend, gpus: backend.Count()}
 	if p.gpus == 0 {
 		return nil, errors.New("the simulation has no GPUs")

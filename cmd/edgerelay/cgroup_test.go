@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/testenv"
 )
 
 // TestCgroupMemoryOutage runs the agent as it would run in a container with
@@ -31,7 +33,10 @@ import (
 //
 // The outage lasts EDGERELAY_CGROUP_OUTAGE (default 40s) at
 // EDGERELAY_CGROUP_RATE events a second (default 256: 16 MiB/s, a spool of
-// about 640 MiB, past the 512 MiB limit); docs/OPERATIONS.md gives the
+// about 640 MiB, past the 512 MiB limit), and goes on, as fast as the agent
+// takes events, until the spool file is a quarter past the limit: a machine
+// too slow for the rate makes the test longer, never weaker (a spool that
+// fits in the limit cannot press on it). docs/OPERATIONS.md gives the
 // five-minute run's figures. Without a usable Docker engine the test skips,
 // saying so.
 func TestCgroupMemoryOutage(t *testing.T) {
@@ -77,8 +82,8 @@ func TestCgroupMemoryOutage(t *testing.T) {
 	t.Cleanup(func() { exec.Command(docker, "rmi", "-f", image).Run() })
 
 	// The metrics API: down (nothing listens) until the outage ends.
-	apiAddr := freePort(t)
-	ingestAddr := freePort(t)
+	apiAddr := testenv.FreeAddr(t)
+	ingestAddr := testenv.FreeAddr(t)
 	name := strings.ReplaceAll(strings.TrimPrefix(image, "edgerelay-cgroup-test:"), ":", "-")
 	name = "edgerelay-cgroup-" + name
 	// The spool on a directory of the host, as a volume or a unit's
@@ -126,7 +131,19 @@ func TestCgroupMemoryOutage(t *testing.T) {
 	acked := map[string]bool{}
 	start := time.Now()
 	per := max(1, rate/8) // 8 requests a second
-	for n := 0; time.Since(start) < outage; n++ {
+	spoolFile, spoolWant := filepath.Join(state, "spool.db"), memMax+memMax/4
+	spoolSize := func() int64 {
+		fi, err := os.Stat(spoolFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	for n := 0; time.Since(start) < outage || spoolSize() < spoolWant; n++ {
+		if time.Since(start) > outage+5*time.Minute {
+			t.Fatalf("the spool is %d MiB after %s of outage, not past %d MiB: the agent took too little to press on the %d MiB limit",
+				spoolSize()>>20, time.Since(start).Round(time.Second), spoolWant>>20, memMax>>20)
+		}
 		next := start.Add(time.Duration(n) * time.Second / 8)
 		time.Sleep(time.Until(next))
 		var b strings.Builder
@@ -155,7 +172,7 @@ func TestCgroupMemoryOutage(t *testing.T) {
 			time.Sleep(time.Duration(max(ans.RetryAfter, 1)) * time.Second)
 		}
 	}
-	outageStats := mem.snapshot()
+	outageStats, outageSpool, outageTook := mem.snapshot(), spoolSize(), time.Since(start)
 
 	// The metrics API comes back; everything acknowledged must arrive.
 	seen := map[string]int{}
@@ -194,8 +211,8 @@ func TestCgroupMemoryOutage(t *testing.T) {
 		if missing == 0 {
 			break
 		}
-		if k := mem.oomKilled(); k == "true" || time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged events not delivered (OOM-killed: %s)", missing, len(acked), k)
+		if k, running := mem.oomKilled(), mem.running(); k == "true" || running != "true" || time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged events not delivered (OOM-killed: %s, running: %s)", missing, len(acked), k, running)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -207,9 +224,9 @@ func TestCgroupMemoryOutage(t *testing.T) {
 	if final.failcnt > 0 {
 		t.Logf("the cgroup hit its limit %d times (the kernel reclaimed page cache; no OOM kill)", final.failcnt)
 	}
-	t.Logf("outage %s at %d events/s of 64 KiB: %d events acknowledged; --memory %d MiB; "+
+	t.Logf("outage %s at up to %d events/s of 64 KiB: %d events acknowledged, spool %d MiB; --memory %d MiB; "+
 		"peak cgroup usage %d MiB (after the outage: rss %d MiB, cache %d MiB, mapped_file %d MiB); drained in %s; not OOM-killed",
-		outage, rate, len(acked), memMax>>20, final.maxUsage>>20, outageStats.rss>>20, outageStats.cache>>20, outageStats.mapped>>20, drainTook.Round(time.Second))
+		outageTook.Round(time.Second), rate, len(acked), outageSpool>>20, memMax>>20, final.maxUsage>>20, outageStats.rss>>20, outageStats.cache>>20, outageStats.mapped>>20, drainTook.Round(time.Second))
 }
 
 // unitMemoryMax reads MemoryMax= from the systemd unit: the limit the agent
@@ -300,8 +317,14 @@ func (c *cgroupWatch) snapshot() cgroupStats {
 }
 
 // oomKilled asks Docker whether the kernel killed the container.
-func (c *cgroupWatch) oomKilled() string {
-	out, err := exec.Command(c.docker, "inspect", "-f", "{{.State.OOMKilled}}", c.id).Output()
+func (c *cgroupWatch) oomKilled() string { return c.inspect("{{.State.OOMKilled}}") }
+
+// running asks Docker whether the container still runs: one that ended
+// another way (a crash) would never deliver the rest.
+func (c *cgroupWatch) running() string { return c.inspect("{{.State.Running}}") }
+
+func (c *cgroupWatch) inspect(format string) string {
+	out, err := exec.Command(c.docker, "inspect", "-f", format, c.id).Output()
 	if err != nil {
 		return "unknown: " + err.Error()
 	}

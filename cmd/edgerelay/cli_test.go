@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"github.com/livepeer/edgerelay/spool"
 )
 
@@ -113,9 +115,9 @@ func TestUsageErrors(t *testing.T) {
 // works.
 func TestStatsAndTailRefusedToken(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	agent := exec.Command(binPath, "run")
-	agent.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
+	agent.Env = testenv.Clean("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
 		"EDGERELAY_SOCKET=off", "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off", "EDGERELAY_STATUS_INTERVAL=1h",
 		"EDGERELAY_INGEST_TOKEN=right-token")
 	var agentErr lockedBuffer
@@ -134,7 +136,7 @@ func TestStatsAndTailRefusedToken(t *testing.T) {
 
 	client := func(token string, args ...string) (int, string, string) {
 		cmd := exec.Command(binPath, append(args, "--addr", addr)...)
-		cmd.Env = cleanEnv()
+		cmd.Env = testenv.Clean()
 		if token != "" {
 			cmd.Env = append(cmd.Env, "EDGERELAY_INGEST_TOKEN="+token)
 		}
@@ -276,7 +278,7 @@ func TestRunCheck(t *testing.T) {
 				args = append(slices.Clone(args), "--shutdown-grace", "3s", "--kafka-topic", "events-x")
 			}
 			cmd := exec.Command(binPath, args...)
-			cmd.Env = cleanEnv(c.env...)
+			cmd.Env = testenv.Clean(c.env...)
 			cmd.Dir = t.TempDir()
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -328,7 +330,7 @@ func TestVersionEverywhere(t *testing.T) {
 	}
 	// A run that stops at its configuration still logs its first line.
 	cmd := exec.Command(binPath, "run")
-	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LOG_FORMAT=json", "EDGERELAY_SAMPLE_INTERVAL=10ms")
+	cmd.Env = testenv.Clean("EDGERELAY_ENABLED=true", "EDGERELAY_LOG_FORMAT=json", "EDGERELAY_SAMPLE_INTERVAL=10ms")
 	cmd.Dir = t.TempDir()
 	out, _ = cmd.CombinedOutput()
 	first, _, _ := strings.Cut(string(out), "\n")

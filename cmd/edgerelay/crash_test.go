@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"github.com/livepeer/edgerelay/spool"
 )
 
@@ -37,8 +39,8 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	addr := freePort(t)
-	env := cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
+	addr := testenv.FreeAddr(t)
+	env := testenv.Clean("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
 		"EDGERELAY_SOCKET="+filepath.Join(dir, "s.sock"), "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off",
 		"EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_LOG_LEVEL=warn")
 	client := &http.Client{Timeout: 5 * time.Second}

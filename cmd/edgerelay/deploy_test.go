@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -372,7 +374,7 @@ func runUnderNotify(t *testing.T, m *fakeManager, env []string, args ...string) 
 	t.Helper()
 	cmd := exec.Command(binPath, append([]string{"run"}, args...)...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = cleanEnv(append([]string{"NOTIFY_SOCKET=" + m.path, "WATCHDOG_USEC=400000", "GORACE=atexit_sleep_ms=0"}, env...)...)
+	cmd.Env = testenv.Clean(append([]string{"NOTIFY_SOCKET=" + m.path, "WATCHDOG_USEC=400000", "GORACE=atexit_sleep_ms=0"}, env...)...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -460,7 +462,7 @@ func TestDeployEnabledUnderSystemd(t *testing.T) {
 	u := readUnitRules(t)
 	m := newFakeManager(t, 0)
 	dir := t.TempDir()
-	cmd, out := runUnderNotify(t, m, []string{"EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN=" + freePort(t),
+	cmd, out := runUnderNotify(t, m, []string{"EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN=" + testenv.FreeAddr(t),
 		"EDGERELAY_STATE_DIR=" + filepath.Join(dir, "state"), "EDGERELAY_SOCKET=" + filepath.Join(dir, "s.sock"),
 		"EDGERELAY_NVML=off", "EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_STDOUT=off"})
 	pid := cmd.Process.Pid

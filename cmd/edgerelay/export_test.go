@@ -17,6 +17,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"github.com/google/uuid"
 
 	"github.com/livepeer/edgerelay/agent/sampler"
@@ -298,7 +300,7 @@ func TestExportBinaryFromStdin(t *testing.T) {
 	envs := simulateNode(t, 3*time.Second, 5*time.Second, true)
 	dir := filepath.Join(t.TempDir(), "sink")
 	cmd := exec.Command(binPath, "export", "--stormlog", dir)
-	cmd.Env = cleanEnv()
+	cmd.Env = testenv.Clean()
 	cmd.Stdin = bytes.NewReader(envs)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/testenv"
 )
 
 // binPath is the edgerelay binary built once for the tests of this package,
@@ -44,33 +45,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cleanEnv is the environment without any EDGERELAY_ or fallback variable of
-// the machine running the tests.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "EDGERELAY_") || strings.HasPrefix(k, "SCOPE_") || k == "DAYDREAM_METRICS_URL" || k == "STATE_DIRECTORY" || k == "RUNTIME_DIRECTORY" || k == "NOTIFY_SOCKET" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestDisabledExitsAtOnce(t *testing.T) {
 	cmd := exec.Command(binPath, "run")
-	cmd.Env = cleanEnv("EDGERELAY_ENABLED=")
+	cmd.Env = testenv.Clean("EDGERELAY_ENABLED=")
 	cmd.Dir = t.TempDir()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -92,7 +69,7 @@ func TestDisabledExitsAtOnce(t *testing.T) {
 
 func TestBadConfigExitsTwo(t *testing.T) {
 	cmd := exec.Command(binPath, "run")
-	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_SAMPLE_INTERVAL=10ms")
+	cmd.Env = testenv.Clean("EDGERELAY_ENABLED=true", "EDGERELAY_SAMPLE_INTERVAL=10ms")
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
@@ -121,9 +98,24 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// waitFor polls cond until it holds, failing the test after 15 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	waitWithin(t, 15*time.Second, what, cond)
+}
+
+// waitForLong is waitFor for a minute: for what takes a whole process's
+// start or stop (the wrapper, a container).
+func waitForLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	waitWithin(t, time.Minute, what, cond)
+}
+
+// waitWithin polls cond every 10 ms until it holds, failing the test
+// after limit.
+func waitWithin(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -147,9 +139,9 @@ func waitReady(t *testing.T, client *http.Client, addr string) {
 
 func TestDemoEndToEndWithTail(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	agentCmd := exec.Command(binPath, "run", "--demo")
-	agentCmd.Env = cleanEnv("EDGERELAY_LISTEN="+addr, "EDGERELAY_SHUTDOWN_GRACE=3s")
+	agentCmd.Env = testenv.Clean("EDGERELAY_LISTEN="+addr, "EDGERELAY_SHUTDOWN_GRACE=3s")
 	agentCmd.Dir = dir
 	out, errOut := &lockedBuffer{}, &lockedBuffer{}
 	agentCmd.Stdout, agentCmd.Stderr = out, errOut
@@ -166,7 +158,7 @@ func TestDemoEndToEndWithTail(t *testing.T) {
 	waitReady(t, client, addr)
 
 	tail := exec.Command(binPath, "tail", "--socket", filepath.Join(dir, ".edgerelay", "ingest.sock"), "--type", "demo_event")
-	tail.Env = cleanEnv()
+	tail.Env = testenv.Clean()
 	tailOut, err := tail.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

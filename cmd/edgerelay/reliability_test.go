@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"github.com/livepeer/edgerelay/spool"
 )
 
@@ -43,7 +45,7 @@ type agentProc struct {
 
 func startProc(t *testing.T, bin string, dir, addr string, extra ...string) *agentProc {
 	t.Helper()
-	env := cleanEnv(append([]string{"EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN=" + addr,
+	env := testenv.Clean(append([]string{"EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN=" + addr,
 		"EDGERELAY_SOCKET=" + filepath.Join(dir, "s.sock"), "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off",
 		"EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_LOG_FORMAT=json",
 		// The race runtime sleeps 1 s at exit by default: stop times would
@@ -208,7 +210,7 @@ func TestStopWithinGrace(t *testing.T) {
 	sinkURL := blackhole(t)
 	run := func(t *testing.T, second bool) time.Duration {
 		dir := t.TempDir()
-		p := startProc(t, binPath, dir, freePort(t), "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
+		p := startProc(t, binPath, dir, testenv.FreeAddr(t), "EDGERELAY_STATE_DIR="+filepath.Join(dir, "state"),
 			"EDGERELAY_SHUTDOWN_GRACE="+grace.String(), "EDGERELAY_HTTP_URL="+sinkURL, "EDGERELAY_HTTP_API_KEY=k",
 			"EDGERELAY_HTTP_RATE=0", "EDGERELAY_HTTP_LINGER=0s")
 		waitReady(t, client, p.addr)
@@ -304,7 +306,7 @@ func TestStartWithLargeSpool(t *testing.T) {
 	made := time.Now()
 	makeSpool(t, state, n)
 	t.Logf("spool of %d records written in %s", n, time.Since(made).Round(time.Millisecond))
-	addr, sink := freePort(t), down(t)
+	addr, sink := testenv.FreeAddr(t), down(t)
 	start := time.Now()
 	startProc(t, binPath, dir, addr, "EDGERELAY_STATE_DIR="+state, "EDGERELAY_HTTP_URL="+sink, "EDGERELAY_HTTP_API_KEY=k")
 	var first time.Duration
@@ -324,11 +326,13 @@ func TestStartWithLargeSpool(t *testing.T) {
 	ready := time.Since(start)
 	t.Logf("%d records: first answer %d (Retry-After %q) %s after exec, ready after %s (acceptance: answer within 200 ms)",
 		n, firstCode, retryAfter, first.Round(time.Millisecond), ready.Round(time.Millisecond))
-	if firstCode == http.StatusServiceUnavailable && retryAfter == "" {
-		t.Error("503 while starting without Retry-After")
-	}
-	if firstCode != http.StatusServiceUnavailable && firstCode != http.StatusAccepted {
-		t.Errorf("first answer %d", firstCode)
+	// The first answer must come while the spool is still opening: a 503
+	// with Retry-After. A 202 would be an API that waited for the spool,
+	// which the time bound below cannot tell at this size (the whole open
+	// takes well under 2 s); the order of the two is the agent's own, not
+	// the machine's speed.
+	if firstCode != http.StatusServiceUnavailable || retryAfter == "" {
+		t.Errorf("first answer %d (Retry-After %q), want 503 with Retry-After while the spool opens", firstCode, retryAfter)
 	}
 	if first > 2*time.Second {
 		t.Errorf("the API answered %s after start", first)
@@ -343,7 +347,7 @@ func TestStartWithLargeSpool(t *testing.T) {
 func TestCountersSurviveKill(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	sink := down(t)
 	env := []string{"EDGERELAY_STATE_DIR=" + state, "EDGERELAY_HTTP_URL=" + sink, "EDGERELAY_HTTP_API_KEY=k",
 		"EDGERELAY_SPOOL_MAX_BYTES=1048576"}
@@ -437,7 +441,7 @@ func TestDiskFullAtStart(t *testing.T) {
 	state := filepath.Join(dir, "state")
 	mountTmpfs(t, state, "1m")
 	filler := fillDisk(t, state)
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	env := []string{"EDGERELAY_STATE_DIR=" + state, "EDGERELAY_STDOUT=on", "EDGERELAY_SHUTDOWN_GRACE=1s"}
 	p := startProc(t, binPath, dir, addr, env...)
 	waitReady(t, client, addr)
@@ -524,7 +528,7 @@ func TestDiskFullMemoryBudget(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	mountTmpfs(t, state, "64m")
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	p := startProc(t, bin, dir, addr, "EDGERELAY_STATE_DIR="+state, "EDGERELAY_HTTP_URL="+down(t), "EDGERELAY_HTTP_API_KEY=k",
 		fmt.Sprintf("EDGERELAY_SPOOL_MEMORY_MAX_BYTES=%d", budget))
 	waitReady(t, client, addr)

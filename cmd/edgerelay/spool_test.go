@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/testenv"
 )
 
 // TestShutdownKeepsUndeliveredInSpool: events accepted when SIGTERM arrives
@@ -45,9 +47,9 @@ func TestShutdownKeepsUndeliveredInSpool(t *testing.T) {
 
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(binPath, "run")
-	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+state,
+	cmd.Env = testenv.Clean("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+state,
 		"EDGERELAY_SOCKET="+filepath.Join(dir, "s.sock"), "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off",
 		"EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_HTTP_URL="+srv.URL, "EDGERELAY_HTTP_API_KEY=k",
 		"EDGERELAY_HTTP_RATE=0", "EDGERELAY_HTTP_BATCH=100", "EDGERELAY_HTTP_LINGER=10ms", "EDGERELAY_SHUTDOWN_GRACE=1s")
@@ -151,9 +153,9 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	defer down.Close()
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(binPath, "run")
-	cmd.Env = cleanEnv("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+state,
+	cmd.Env = testenv.Clean("EDGERELAY_ENABLED=true", "EDGERELAY_LISTEN="+addr, "EDGERELAY_STATE_DIR="+state,
 		"EDGERELAY_SOCKET="+filepath.Join(dir, "s.sock"), "EDGERELAY_NVML=off", "EDGERELAY_HOSTNET=off",
 		"EDGERELAY_STATUS_INTERVAL=1h", "EDGERELAY_HTTP_URL="+down.URL, "EDGERELAY_HTTP_API_KEY=k",
 		"EDGERELAY_SHUTDOWN_GRACE=60s")

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepeer/edgerelay/internal/testenv"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -202,7 +204,7 @@ func startWrapped(t *testing.T, o wrapOpts) *wrapped {
 	if o.background {
 		args = append([]string{"/bin/sh", "-c", `"$@" & echo $! > "$PIDFILE"; wait $!`, "sh"}, args...)
 	}
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	env := []string{"MARK=" + w.mark, "AGENT=" + addr, "PIDFILE=" + w.pidFile, "EDGERELAY_BIN=" + binPath,
 		"EDGERELAY_LISTEN=" + addr, "EDGERELAY_STATE_DIR=" + w.state, "EDGERELAY_SOCKET=" + filepath.Join(dir, "s.sock"),
 		"EDGERELAY_NVML=off", "EDGERELAY_STATUS_INTERVAL=1h", "WAIT_SOCKET=" + filepath.Join(dir, "s.sock"),
@@ -215,7 +217,7 @@ func startWrapped(t *testing.T, o wrapOpts) *wrapped {
 	}
 	w.cmd = exec.Command(args[0], args[1:]...)
 	w.cmd.Dir = dir
-	w.cmd.Env = cleanEnv(append(env, o.env...)...)
+	w.cmd.Env = testenv.Clean(append(env, o.env...)...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	var tty *os.File
 	if o.tty {
@@ -234,6 +236,9 @@ func startWrapped(t *testing.T, o wrapOpts) *wrapped {
 	w.started = time.Now()
 	go func() { w.cmd.Wait(); close(w.exited) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(w.out.String())
+		}
 		select {
 		case <-w.exited:
 		default:
@@ -285,20 +290,65 @@ func (w *wrapped) wait(limit time.Duration) int {
 	return w.cmd.ProcessState.ExitCode()
 }
 
-// pending is what the stopped agent left in its spool for the http sink.
-func (w *wrapped) pending() uint64 {
+// spoolHTTP is what the stopped agent's spool holds for the http sink, as
+// `edgerelay spool stat` reads it: its cursor (the last record delivered:
+// a stopped spool keeps no count of what it took) and the records still
+// pending. A spool without the http sink fails the test, so a pending
+// count of 0 is never read from a sink that was not there.
+func (w *wrapped) spoolHTTP() (cursor, pending uint64) {
 	w.t.Helper()
 	out, err := exec.Command(binPath, "spool", "stat", "--json", "--state-dir", w.state).CombinedOutput()
 	if err != nil {
 		w.t.Fatalf("spool stat: %v\n%s", err, out)
 	}
 	var st struct {
-		Sinks map[string]struct{ Pending uint64 }
+		Sinks map[string]struct{ Cursor, Pending uint64 }
 	}
 	if err := json.Unmarshal(out, &st); err != nil {
 		w.t.Fatalf("spool stat --json: %v\n%s", err, out)
 	}
-	return st.Sinks["http"].Pending
+	h, ok := st.Sinks["http"]
+	if !ok {
+		w.t.Fatalf("the spool has no http sink:\n%s", out)
+	}
+	return h.Cursor, h.Pending
+}
+
+// stop does act (a signal, a keystroke; nil when the runner ends by
+// itself, timed then from the start) and waits at most a minute for the
+// wrapper's exit status.
+func (w *wrapped) stop(act func()) (status int, took time.Duration) {
+	w.t.Helper()
+	start := w.started
+	if act != nil {
+		start = time.Now()
+		act()
+	}
+	status = w.wait(60 * time.Second)
+	return status, time.Since(start)
+}
+
+// stopAndReadSpool is stop, then what the agent left in its spool for the
+// http sink, with the scenario logged.
+func (w *wrapped) stopAndReadSpool(name string, act func()) (status int, took time.Duration, cursor, pending uint64) {
+	w.t.Helper()
+	status, took = w.stop(act)
+	cursor, pending = w.spoolHTTP()
+	w.report(name, status, took, fmt.Sprintf("%d (delivered through seq %d)", pending, cursor))
+	return status, took, cursor, pending
+}
+
+// expectDelivered: the agent was told to stop once, and delivered
+// everything its spool took for the http sink (something: a cursor past 0,
+// so that 0 pending is a count, not an empty spool).
+func (w *wrapped) expectDelivered(cursor, pending uint64) {
+	w.t.Helper()
+	first, second := w.agentSignals()
+	expect(w.t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
+	if cursor == 0 {
+		w.t.Error("the http sink's cursor is 0: the spool delivered nothing, so 0 pending checks nothing")
+	}
+	expect(w.t, "pending in the spool", pending, 0)
 }
 
 // agentSignals counts the stop signals the agent acted on.
@@ -370,17 +420,6 @@ func ppid(pid int) int {
 	return n
 }
 
-func waitForLong(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestWrapStopDeliversEverything is the container stop with the sink up: the
 // runner gets SIGTERM once and posts its last events, the agent takes them,
 // then gets one SIGTERM and delivers everything within its 20 s grace. The
@@ -396,23 +435,14 @@ func TestWrapStopDeliversEverything(t *testing.T) {
 				"START_EVENTS=50", "FINAL_EVENTS=100", "TERM_EXIT=0"}})
 			w.waitMark("started")
 			w.waitOut("edgerelay running")
-			start := time.Now()
-			w.signal(syscall.SIGTERM)
-			status := w.wait(60 * time.Second)
-			took := time.Since(start)
-			pending := w.pending()
-			w.report("python, SIGTERM, sink up, grace 20s, stop "+cmp.Or(stop, "10s"), status, took, fmt.Sprint(pending))
+			status, _, cursor, pending := w.stopAndReadSpool("python, SIGTERM, sink up, grace 20s, stop "+cmp.Or(stop, "10s"),
+				func() { w.signal(syscall.SIGTERM) })
 			expect(t, "exit status", status, 0)
 			expect(t, "runner signals", w.runnerSignals(), []string{"TERM"})
 			expect(t, "the runner's last events accepted", strings.Contains(w.marks(), "posted final 100 202"), true)
-			first, second := w.agentSignals()
-			expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
-			expect(t, "pending in the spool", pending, 0)
+			w.expectDelivered(cursor, pending)
 			expect(t, "start events delivered", sink.count("start-"), 50)
 			expect(t, "final events delivered", sink.count("final-"), 100)
-			if t.Failed() {
-				t.Log(w.out.String())
-			}
 		})
 	}
 }
@@ -427,22 +457,12 @@ func TestWrapSIGINTStopsPythonRunner(t *testing.T) {
 	w.waitMark("started")
 	w.waitOut("edgerelay running")
 	waitForLong(t, "the pid file", func() bool { _, err := os.Stat(w.pidFile); return err == nil })
-	start := time.Now()
-	w.signal(syscall.SIGINT)
-	status := w.wait(60 * time.Second)
-	took := time.Since(start)
-	pending := w.pending()
-	w.report("python, SIGINT, wrapper a background job", status, took, fmt.Sprint(pending))
+	status, _, cursor, pending := w.stopAndReadSpool("python, SIGINT, wrapper a background job", func() { w.signal(syscall.SIGINT) })
 	expect(t, "exit status (128+SIGINT)", status, 130)
 	expect(t, "the runner's SIGINT", strings.Contains(w.marks(), "sigint handled"), true)
 	expect(t, "runner signals", w.runnerSignals(), []string{"INT"})
-	first, second := w.agentSignals()
-	expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
-	expect(t, "pending in the spool", pending, 0)
+	w.expectDelivered(cursor, pending)
 	expect(t, "final events delivered", sink.count("final-"), 20)
-	if t.Failed() {
-		t.Log(w.out.String())
-	}
 }
 
 // TestWrapRunnerExits: the runner ends by itself; the agent gets one SIGTERM
@@ -458,20 +478,12 @@ func TestWrapRunnerExits(t *testing.T) {
 			w := startWrapped(t, wrapOpts{python: tc.python, sink: sink, env: []string{
 				"EDGERELAY_ENABLED=true", "EDGERELAY_SHUTDOWN_GRACE=20s", "EXIT_AFTER_START=" + strconv.Itoa(tc.code),
 				"FINAL_EVENTS=30"}})
-			status := w.wait(60 * time.Second)
-			took := time.Since(w.started)
-			pending := w.pending()
-			w.report(tc.name+" (from start)", status, took, fmt.Sprint(pending))
+			status, _, cursor, pending := w.stopAndReadSpool(tc.name+" (from start)", nil)
 			expect(t, "exit status", status, tc.code)
 			expect(t, "runner signals", len(w.runnerSignals()), 0)
-			first, second := w.agentSignals()
-			expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
-			expect(t, "pending in the spool", pending, 0)
+			w.expectDelivered(cursor, pending)
 			if tc.python {
 				expect(t, "final events delivered", sink.count("final-"), 30)
-			}
-			if t.Failed() {
-				t.Log(w.out.String())
 			}
 		})
 	}
@@ -483,8 +495,8 @@ func TestWrapRunnerExits(t *testing.T) {
 // handlers kills it with status 143, before it has opened anything.)
 func TestWrapRunnerExitsAtOnce(t *testing.T) {
 	w := startWrapped(t, wrapOpts{env: []string{"EDGERELAY_ENABLED=true", "EXIT_AFTER_START=3", "WAIT_SOCKET="}})
-	status := w.wait(60 * time.Second)
-	w.report("shell exits 3 at once (from start)", status, time.Since(w.started), "-")
+	status, took := w.stop(nil)
+	w.report("shell exits 3 at once (from start)", status, took, "-")
 	expect(t, "exit status", status, 3)
 	if out := w.out.String(); !strings.Contains(out, "agent exited with status 0") && !strings.Contains(out, "agent was killed by SIGTERM") {
 		t.Errorf("the agent did not stop on its SIGTERM:\n%s", out)
@@ -503,41 +515,21 @@ func TestWrapShellRunnerSignals(t *testing.T) {
 		w.signal(syscall.SIGHUP)
 		w.waitMark("HUP")
 		w.waitOut("reloading secrets")
-		start := time.Now()
-		w.signal(syscall.SIGTERM)
-		status := w.wait(60 * time.Second)
-		took := time.Since(start)
-		pending := w.pending()
-		w.report("shell, SIGHUP then SIGTERM (entrypoint)", status, took, fmt.Sprint(pending))
+		status, _, cursor, pending := w.stopAndReadSpool("shell, SIGHUP then SIGTERM (entrypoint)", func() { w.signal(syscall.SIGTERM) })
 		expect(t, "exit status", status, 3)
 		expect(t, "runner signals", w.runnerSignals(), []string{"HUP", "TERM"})
-		first, second := w.agentSignals()
-		expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
 		expect(t, "agent reloads", strings.Count(w.out.String(), "reloading secrets"), 1)
-		expect(t, "pending in the spool", pending, 0)
-		if t.Failed() {
-			t.Log(w.out.String())
-		}
+		w.expectDelivered(cursor, pending)
 	})
 	t.Run("INT", func(t *testing.T) {
 		sink := newMetricsAPI(t, false, 0)
 		w := startWrapped(t, wrapOpts{sink: sink, env: []string{"EDGERELAY_ENABLED=true"}})
 		w.waitMark("started")
 		w.waitOut("edgerelay running")
-		start := time.Now()
-		w.signal(syscall.SIGINT)
-		status := w.wait(60 * time.Second)
-		took := time.Since(start)
-		pending := w.pending()
-		w.report("shell, SIGINT", status, took, fmt.Sprint(pending))
+		status, _, cursor, pending := w.stopAndReadSpool("shell, SIGINT", func() { w.signal(syscall.SIGINT) })
 		expect(t, "exit status (128+SIGINT)", status, 130)
 		expect(t, "runner signals", w.runnerSignals(), []string{"INT"})
-		first, second := w.agentSignals()
-		expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
-		expect(t, "pending in the spool", pending, 0)
-		if t.Failed() {
-			t.Log(w.out.String())
-		}
+		w.expectDelivered(cursor, pending)
 	})
 }
 
@@ -555,10 +547,8 @@ func TestWrapAgentOff(t *testing.T) {
 			w := startWrapped(t, wrapOpts{python: true, env: []string{"EDGERELAY_ENABLED=" + tc.value, "AGENT=", "TERM_EXIT=3"}})
 			w.waitMark("started")
 			w.waitOut(tc.line)
-			start := time.Now()
-			w.signal(syscall.SIGTERM)
-			status := w.wait(60 * time.Second)
-			w.report("python, agent "+tc.name+", SIGTERM", status, time.Since(start), "no spool")
+			status, took := w.stop(func() { w.signal(syscall.SIGTERM) })
+			w.report("python, agent "+tc.name+", SIGTERM", status, took, "no spool")
 			expect(t, "exit status", status, 3)
 			expect(t, "runner signals", w.runnerSignals(), []string{"TERM"})
 			expect(t, "agent started", strings.Contains(w.out.String(), "agent started"), false)
@@ -567,9 +557,6 @@ func TestWrapAgentOff(t *testing.T) {
 			}
 			if tc.name == "mistyped" && !strings.Contains(w.out.String(), "NOT started") {
 				t.Errorf("the mistyped switch is not loud:\n%s", w.out.String())
-			}
-			if t.Failed() {
-				t.Log(w.out.String())
 			}
 		})
 	}
@@ -588,35 +575,23 @@ func TestWrapAgentFails(t *testing.T) {
 		w.waitOut("ERROR: the agent was killed by SIGKILL")
 		w.signal(syscall.SIGHUP) // the runner is still there
 		w.waitMark("HUP")
-		start := time.Now()
-		w.signal(syscall.SIGTERM)
-		status := w.wait(60 * time.Second)
-		took := time.Since(start)
-		pending := w.pending() // a killed agent's spool is still readable
-		w.report("shell, agent killed, SIGTERM", status, took, fmt.Sprint(pending))
+		// A killed agent's spool is still readable.
+		status, _, _, _ := w.stopAndReadSpool("shell, agent killed, SIGTERM", func() { w.signal(syscall.SIGTERM) })
 		expect(t, "exit status", status, 3)
 		expect(t, "runner signals", w.runnerSignals(), []string{"HUP", "TERM"})
-		if t.Failed() {
-			t.Log(w.out.String())
-		}
 	})
 	t.Run("agent refuses its configuration", func(t *testing.T) {
 		w := startWrapped(t, wrapOpts{python: true, env: []string{"EDGERELAY_ENABLED=true", "EDGERELAY_SAMPLE_INTERVAL=10ms", "AGENT=", "TERM_EXIT=3"}})
 		w.waitMark("started")
 		w.waitOut("ERROR: the agent exited with status 2 while the runner runs")
-		start := time.Now()
-		w.signal(syscall.SIGTERM)
-		status := w.wait(60 * time.Second)
-		w.report("python, agent bad config, SIGTERM", status, time.Since(start), "no spool")
+		status, took := w.stop(func() { w.signal(syscall.SIGTERM) })
+		w.report("python, agent bad config, SIGTERM", status, took, "no spool")
 		expect(t, "exit status", status, 3)
 		expect(t, "runner signals", w.runnerSignals(), []string{"TERM"})
-		if t.Failed() {
-			t.Log(w.out.String())
-		}
 	})
 	t.Run("bad stop timeout", func(t *testing.T) {
 		cmd := exec.Command(binPath, "wrap", "--stop-timeout=soon", "--", "/bin/sh", "-c", "exit 4")
-		cmd.Env = cleanEnv()
+		cmd.Env = testenv.Clean()
 		out, _ := cmd.CombinedOutput()
 		expect(t, "exit status", cmd.ProcessState.ExitCode(), 4)
 		if !strings.Contains(string(out), `ERROR: --stop-timeout="soon" is not a duration`) {
@@ -625,7 +600,7 @@ func TestWrapAgentFails(t *testing.T) {
 	})
 	t.Run("runner not found", func(t *testing.T) {
 		cmd := exec.Command(binPath, "wrap", "--", "/nonexistent/runner")
-		cmd.Env = cleanEnv("EDGERELAY_ENABLED=true")
+		cmd.Env = testenv.Clean("EDGERELAY_ENABLED=true")
 		out, err := cmd.CombinedOutput()
 		expect(t, "exit status", cmd.ProcessState.ExitCode(), 127)
 		if err == nil || strings.Contains(string(out), "agent started") {
@@ -646,12 +621,7 @@ func TestWrapStopTimeoutBoundsGrace(t *testing.T) {
 		w.waitMark("started")
 		w.waitOut("edgerelay running")
 		w.waitOut("WARNING: EDGERELAY_SHUTDOWN_GRACE=20s is longer than the stop timeout (4s) allows")
-		start := time.Now()
-		w.signal(syscall.SIGTERM)
-		status := w.wait(60 * time.Second)
-		took := time.Since(start)
-		pending := w.pending()
-		w.report("shell, sink down, grace 20s, stop 4s", status, took, fmt.Sprint(pending))
+		status, took, _, pending := w.stopAndReadSpool("shell, sink down, grace 20s, stop 4s", func() { w.signal(syscall.SIGTERM) })
 		expect(t, "exit status", status, 3)
 		first, second := w.agentSignals()
 		expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 1})
@@ -661,9 +631,6 @@ func TestWrapStopTimeoutBoundsGrace(t *testing.T) {
 		if pending == 0 {
 			t.Error("the sink was down: the spool should keep the undelivered events")
 		}
-		if t.Failed() {
-			t.Log(w.out.String())
-		}
 	})
 	t.Run("runner slow to stop", func(t *testing.T) {
 		sink := newMetricsAPI(t, false, 0)
@@ -671,12 +638,7 @@ func TestWrapStopTimeoutBoundsGrace(t *testing.T) {
 			"EDGERELAY_SHUTDOWN_GRACE=1s", "EDGERELAY_STOP_TIMEOUT=5s", "STOP_DELAY=4", "FINAL_EVENTS=10", "TERM_EXIT=0"}})
 		w.waitMark("started")
 		w.waitOut("edgerelay running")
-		start := time.Now()
-		w.signal(syscall.SIGTERM)
-		status := w.wait(60 * time.Second)
-		took := time.Since(start)
-		pending := w.pending()
-		w.report("python slow to stop, grace 1s, stop 5s", status, took, fmt.Sprint(pending))
+		status, _, cursor, pending := w.stopAndReadSpool("python slow to stop, grace 1s, stop 5s", func() { w.signal(syscall.SIGTERM) })
 		expect(t, "exit status", status, 0)
 		out := w.out.String()
 		agentStop := strings.Index(out, "the agent's grace must start now")
@@ -684,13 +646,8 @@ func TestWrapStopTimeoutBoundsGrace(t *testing.T) {
 		if agentStop < 0 || runnerExit < 0 || agentStop > runnerExit {
 			t.Errorf("the agent's stop did not come before the runner's exit:\n%s", out)
 		}
-		first, second := w.agentSignals()
-		expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
-		expect(t, "pending in the spool", pending, 0)
+		w.expectDelivered(cursor, pending)
 		expect(t, "final events delivered", sink.count("final-"), 10)
-		if t.Failed() {
-			t.Log(out)
-		}
 	})
 }
 
@@ -704,21 +661,11 @@ func TestWrapCtrlCInTerminal(t *testing.T) {
 		"EDGERELAY_ENABLED=true", "EDGERELAY_SHUTDOWN_GRACE=20s", "EDGERELAY_STOP_TIMEOUT=30s", "FINAL_EVENTS=20"}})
 	w.waitMark("started")
 	w.waitOut("edgerelay running")
-	start := time.Now()
-	w.pty.Write([]byte{3}) // Ctrl-C
-	status := w.wait(60 * time.Second)
-	took := time.Since(start)
-	pending := w.pending()
-	w.report("python, Ctrl-C on its terminal", status, took, fmt.Sprint(pending))
+	status, _, cursor, pending := w.stopAndReadSpool("python, Ctrl-C on its terminal", func() { w.pty.Write([]byte{3}) }) // Ctrl-C
 	expect(t, "exit status (128+SIGINT)", status, 130)
 	expect(t, "runner signals", w.runnerSignals(), []string{"INT"})
-	first, second := w.agentSignals()
-	expect(t, "agent stop signals", [2]int{first, second}, [2]int{1, 0})
-	expect(t, "pending in the spool", pending, 0)
+	w.expectDelivered(cursor, pending)
 	expect(t, "final events delivered", sink.count("final-"), 20)
-	if t.Failed() {
-		t.Log(w.out.String())
-	}
 }
 
 // TestWrapReapsOrphans: a process the runner leaves behind is reparented to
@@ -738,8 +685,7 @@ func TestWrapReapsOrphans(t *testing.T) {
 	waitForLong(t, "the orphan to be the wrapper's", func() bool { return ppid(orphan) == w.wrapperPid() })
 	syscall.Kill(orphan, syscall.SIGKILL)
 	waitForLong(t, "the orphan to be reaped", func() bool { return ppid(orphan) == 0 })
-	w.signal(syscall.SIGTERM)
-	status := w.wait(60 * time.Second)
+	status, _ := w.stop(func() { w.signal(syscall.SIGTERM) })
 	expect(t, "exit status", status, 3)
 	if !strings.Contains(w.out.String(), "orphaned processes reaped: 1") {
 		t.Errorf("no orphan reaped:\n%s", w.out.String())
