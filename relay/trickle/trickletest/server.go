@@ -843,6 +843,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		g = newSegment(seq)
 		ch.segs[slot] = g
 	}
+	// The real server's Lp-Trickle-Latest of a 200 with data is the next
+	// write when the request came, and only when it is not the seq served.
+	asked := ch.next
 	ch.readers[conn]++
 	s.wakeReadersLocked()
 	s.mu.Unlock()
@@ -870,7 +873,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		if len(data) > 0 {
 			if pos == 0 {
 				w.Header().Set(HeaderSeq, strconv.Itoa(seq))
-				w.Header().Set(HeaderLatest, strconv.Itoa(latest))
+				if seq != asked {
+					w.Header().Set(HeaderLatest, strconv.Itoa(asked))
+				}
 				w.Header().Set("Content-Type", "application/jsonl")
 				w.WriteHeader(http.StatusOK)
 				rec.Status = http.StatusOK

@@ -202,6 +202,7 @@ func TestKeepsLastSegmentsAnd470(t *testing.T) {
 	for seq := 2; seq < 7; seq++ {
 		a := get(t, c, u+"/"+strconv.Itoa(seq))
 		wantCode(t, "GET held", a, http.StatusOK)
+		wantHeader(t, "GET held", a, HeaderLatest, "7")
 		if a.body != "s"+strconv.Itoa(seq) {
 			t.Fatalf("GET %d: %q", seq, a.body)
 		}
@@ -227,6 +228,9 @@ func TestKeepsLastSegmentsAnd470(t *testing.T) {
 	wg.Wait()
 	wantCode(t, "GET -1", live, http.StatusOK)
 	wantHeader(t, "GET -1", live, HeaderSeq, "7")
+	// As the real server: no Lp-Trickle-Latest when the seq served was
+	// the next write.
+	wantHeader(t, "GET -1", live, HeaderLatest, "")
 	if live.body != "live" {
 		t.Fatalf("GET -1 body %q", live.body)
 	}
