@@ -70,6 +70,38 @@ type Registry struct {
 
 	mu sync.RWMutex // guards m
 	m  map[string]*entry
+
+	idMu sync.Mutex         // guards ids
+	ids  map[string]*idLock // the session ids being attached or detached
+}
+
+// idLock serializes the attach and detach of one session id: a detach
+// still flushing the old channel must not stop or retire the sink of a
+// channel attached again under the same name.
+type idLock struct {
+	mu    sync.Mutex
+	users int // holders and waiters, guarded by Registry.idMu
+}
+
+// lockID takes the lock of session id; the returned func releases it.
+func (r *Registry) lockID(id string) (unlock func()) {
+	r.idMu.Lock()
+	l := r.ids[id]
+	if l == nil {
+		l = &idLock{}
+		r.ids[id] = l
+	}
+	l.users++
+	r.idMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		r.idMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(r.ids, id)
+		}
+		r.idMu.Unlock()
+	}
 }
 
 type entry struct {
@@ -94,7 +126,7 @@ func New(o Options) *Registry {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{o: o, m: map[string]*entry{}}
+	return &Registry{o: o, m: map[string]*entry{}, ids: map[string]*idLock{}}
 }
 
 // Identity returns the identity of a session, nil if it is not attached.
@@ -181,8 +213,10 @@ func (r *Registry) Count() int {
 }
 
 // Attach registers a session and starts its events channel publisher and
-// its subscriber, when it names them. Re-attaching a session replaces it.
+// its subscriber, when it names them. Re-attaching a session replaces it;
+// it waits for a detach of the same session still flushing its channel.
 func (r *Registry) Attach(s *Session) error {
+	defer r.lockID(s.SessionID)()
 	if r.has(s.SessionID) {
 		r.detach(s.SessionID, r.o.Grace, false)
 	}
@@ -328,6 +362,7 @@ func (r *Registry) HasChannel(id string) (attached, channel bool) {
 // Detach flushes the session's channel (for at most the grace), deletes it
 // if the session owns it, stops its subscriber and forgets the session.
 func (r *Registry) Detach(id string) bool {
+	defer r.lockID(id)()
 	if !r.detach(id, r.o.Grace, true) {
 		return false
 	}
@@ -346,10 +381,13 @@ func (r *Registry) DetachAll() {
 	}
 	r.mu.RUnlock()
 	for _, id := range ids {
+		unlock := r.lockID(id)
 		r.detach(id, 0, false)
+		unlock()
 	}
 }
 
+// detach retires a session; the caller holds its lockID.
 func (r *Registry) detach(id string, grace time.Duration, deleteOwned bool) bool {
 	r.mu.Lock()
 	en := r.m[id]
