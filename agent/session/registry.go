@@ -316,20 +316,37 @@ func (r *Registry) Route(group []pipeline.Entry) {
 	if r.channels.Load() == 0 {
 		return
 	}
+	// A run of envelopes of one session (the common case: a runner's
+	// batch) costs one look-up and one append, not one per envelope.
+	var (
+		ch     *channel
+		cur    string
+		frames [][]byte
+	)
+	flush := func() {
+		if len(frames) > 0 && ch.append(frames) != nil {
+			r.o.Dropped(relay.DropChannelClosed, uint64(len(frames)))
+		}
+		frames = nil // the log keeps the slice's frames, not the slice
+	}
 	for _, e := range group {
 		if e.Session == "" {
 			continue
 		}
-		r.mu.RLock()
-		en := r.m[e.Session]
-		r.mu.RUnlock()
-		if en == nil || en.ch == nil {
-			continue
+		if e.Session != cur {
+			flush()
+			cur, ch = e.Session, nil
+			r.mu.RLock()
+			if en := r.m[cur]; en != nil {
+				ch = en.ch
+			}
+			r.mu.RUnlock()
 		}
-		if en.ch.append([][]byte{envelope.WrapTelemetry(nil, e.Env)}) != nil {
-			r.o.Dropped(relay.DropChannelClosed, 1)
+		if ch != nil {
+			frames = append(frames, envelope.WrapTelemetry(nil, e.Env))
 		}
 	}
+	flush()
 }
 
 // AppendFrames writes the runner's own frames, verbatim and in arrival
