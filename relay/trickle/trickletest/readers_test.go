@@ -35,6 +35,9 @@ func TestGatewayReaderStopsAfterFiveErrors(t *testing.T) {
 		doc := `{"queue_event_type":"ai_stream_events","event":{"type":"x"}}`
 		post(t, c, srv.ChannelURL("ch")+"/0", doc)
 		synctest.Wait()
+		// Every GET takes 100 ms, so the reader is behind each round
+		// whatever the scheduler does (the posts take no virtual time).
+		srv.SetLatency(http.MethodGet, 100*time.Millisecond)
 		// Each round: 8 segments while the reader pauses 300 ms after the
 		// 470 of the previous round.
 		for seq := 1; seq < 2000 && r.Stats().Stopped == ""; {
