@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -395,4 +396,41 @@ func eventually(cond func() bool) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return true
+}
+
+// TestReattachWhileDetachDrains: a session attached again while its detach
+// is still flushing the old channel (a slow server) keeps its new channel:
+// the detach must not stop or retire the sink that took the same name.
+func TestReattachWhileDetachDrains(t *testing.T) {
+	ts := newTrickleServer(t, trickletest.Options{KeepSegments: 100})
+	ts.CreateChannel("old-events")
+	ts.CreateChannel("new-events")
+	r := startAgent(t, testEnv(t, nil))
+	a := r.a
+	attach := func(ch string) {
+		t.Helper()
+		if err := a.sessions.Attach(&session.Session{SessionID: "re", EventsURL: ts.ChannelURL(ch)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attach("old-events")
+	ts.SetLatency(http.MethodPost, time.Second) // the detach waits on this POST
+	if err := a.sessions.AppendFrames("re", [][]byte{[]byte(`{"type":"old"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	detached := make(chan struct{})
+	go func() { defer close(detached); a.sessions.Detach("re") }()
+	waitUntil(t, "the detach to begin", func() bool { attached, _ := a.sessions.HasChannel("re"); return !attached })
+	attach("new-events")
+	ts.SetLatency(http.MethodPost, 0)
+	<-detached
+	if attached, ch := a.sessions.HasChannel("re"); !attached || !ch {
+		t.Fatalf("after the old detach ended: attached %v, channel %v", attached, ch)
+	}
+	if err := a.sessions.AppendFrames("re", [][]byte{[]byte(`{"type":"new"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the new frame on the new channel", func() bool {
+		return slices.Contains(channelLines(ts, "new-events"), `{"type":"new"}`)
+	})
 }

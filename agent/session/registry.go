@@ -70,6 +70,38 @@ type Registry struct {
 
 	mu sync.RWMutex // guards m
 	m  map[string]*entry
+
+	idMu sync.Mutex         // guards ids
+	ids  map[string]*idLock // the session ids being attached or detached
+}
+
+// idLock serializes the attach and detach of one session id: a detach
+// still flushing the old channel must not stop or retire the sink of a
+// channel attached again under the same name.
+type idLock struct {
+	mu    sync.Mutex
+	users int // holders and waiters, guarded by Registry.idMu
+}
+
+// lockID takes the lock of session id; the returned func releases it.
+func (r *Registry) lockID(id string) (unlock func()) {
+	r.idMu.Lock()
+	l := r.ids[id]
+	if l == nil {
+		l = &idLock{}
+		r.ids[id] = l
+	}
+	l.users++
+	r.idMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		r.idMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(r.ids, id)
+		}
+		r.idMu.Unlock()
+	}
 }
 
 type entry struct {
@@ -94,7 +126,7 @@ func New(o Options) *Registry {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{o: o, m: map[string]*entry{}}
+	return &Registry{o: o, m: map[string]*entry{}, ids: map[string]*idLock{}}
 }
 
 // Identity returns the identity of a session, nil if it is not attached.
@@ -181,8 +213,10 @@ func (r *Registry) Count() int {
 }
 
 // Attach registers a session and starts its events channel publisher and
-// its subscriber, when it names them. Re-attaching a session replaces it.
+// its subscriber, when it names them. Re-attaching a session replaces it;
+// it waits for a detach of the same session still flushing its channel.
 func (r *Registry) Attach(s *Session) error {
+	defer r.lockID(s.SessionID)()
 	if r.has(s.SessionID) {
 		r.detach(s.SessionID, r.o.Grace, false)
 	}
@@ -282,20 +316,37 @@ func (r *Registry) Route(group []pipeline.Entry) {
 	if r.channels.Load() == 0 {
 		return
 	}
+	// A run of envelopes of one session (the common case: a runner's
+	// batch) costs one look-up and one append, not one per envelope.
+	var (
+		ch     *channel
+		cur    string
+		frames [][]byte
+	)
+	flush := func() {
+		if len(frames) > 0 && ch.append(frames) != nil {
+			r.o.Dropped(relay.DropChannelClosed, uint64(len(frames)))
+		}
+		frames = nil // the log keeps the slice's frames, not the slice
+	}
 	for _, e := range group {
 		if e.Session == "" {
 			continue
 		}
-		r.mu.RLock()
-		en := r.m[e.Session]
-		r.mu.RUnlock()
-		if en == nil || en.ch == nil {
-			continue
+		if e.Session != cur {
+			flush()
+			cur, ch = e.Session, nil
+			r.mu.RLock()
+			if en := r.m[cur]; en != nil {
+				ch = en.ch
+			}
+			r.mu.RUnlock()
 		}
-		if en.ch.append([][]byte{envelope.WrapTelemetry(nil, e.Env)}) != nil {
-			r.o.Dropped(relay.DropChannelClosed, 1)
+		if ch != nil {
+			frames = append(frames, envelope.WrapTelemetry(nil, e.Env))
 		}
 	}
+	flush()
 }
 
 // AppendFrames writes the runner's own frames, verbatim and in arrival
@@ -328,6 +379,7 @@ func (r *Registry) HasChannel(id string) (attached, channel bool) {
 // Detach flushes the session's channel (for at most the grace), deletes it
 // if the session owns it, stops its subscriber and forgets the session.
 func (r *Registry) Detach(id string) bool {
+	defer r.lockID(id)()
 	if !r.detach(id, r.o.Grace, true) {
 		return false
 	}
@@ -346,10 +398,13 @@ func (r *Registry) DetachAll() {
 	}
 	r.mu.RUnlock()
 	for _, id := range ids {
+		unlock := r.lockID(id)
 		r.detach(id, 0, false)
+		unlock()
 	}
 }
 
+// detach retires a session; the caller holds its lockID.
 func (r *Registry) detach(id string, grace time.Duration, deleteOwned bool) bool {
 	r.mu.Lock()
 	en := r.m[id]

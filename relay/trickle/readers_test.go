@@ -281,18 +281,44 @@ func TestChannelReaderNeverEmpty(t *testing.T) {
 			return []byte(`{"id":"ka","type":"agent_status","timestamp":"1","gateway":"","data":{"reason":"keepalive"}}`)
 		}
 		startPublisher(t, opts, q)
-		time.Sleep(2 * time.Minute) // idle: keep-alives only
-		q.append(t, envelopes(20)...)
-		q.waitAcked(t, t.Context(), 20)
+		const idle = 2 * time.Minute
+		time.Sleep(idle) // idle: keep-alives only
+		recs := envelopes(20)
+		q.append(t, recs...)
+		q.waitAcked(t, t.Context(), uint64(len(recs)))
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		st := cr.Stats()
-		if st.Stopped != "" || st.Empty != 0 || st.Segments < 12 {
-			t.Fatalf("ChannelReader: %s, %d empty", summary(st), st.Empty)
+		if keepAlives := int(idle / DefaultKeepAlive); st.Stopped != "" || st.Empty != 0 || st.Segments < keepAlives {
+			t.Fatalf("ChannelReader: %s, %d empty, want at least %d keep-alives", summary(st), st.Empty, keepAlives)
 		}
-		if g := gw.Stats(); g.Stopped != "" || g.MaxGap >= trickletest.GatewayMaxEventGap {
+		var ids []string
+		for _, r := range recs {
+			id, _ := envelope.ID(r)
+			ids = append(ids, string(id))
+		}
+		read := map[string]int{}
+		for _, doc := range st.Events {
+			var w struct {
+				Event struct {
+					Envelopes []json.RawMessage `json:"envelopes"`
+				} `json:"event"`
+			}
+			if err := json.Unmarshal(doc, &w); err != nil {
+				t.Fatalf("ChannelReader document %s: %v", doc, err)
+			}
+			for _, env := range w.Event.Envelopes {
+				id, _ := envelope.ID(env)
+				read[string(id)]++
+			}
+		}
+		checkAll(t, ids, trimTo(read, ids))
+		g := gw.Stats()
+		if g.Stopped != "" || g.MaxGap >= trickletest.GatewayMaxEventGap {
 			t.Fatalf("gateway reader while idle: %s", summary(g))
 		}
+		gotGW, _ := gatewayGot(t, g)
+		checkAll(t, ids, trimTo(gotGW, ids))
 	})
 }
 

@@ -283,8 +283,10 @@ func (r *subRun) segment(ctx context.Context) error {
 		r.partialSeq, r.partialBytes = served, 0
 	}
 	r.seq = served
+	got := false // any byte of the segment came
 	for {
 		n, err := resp.Body.Read(r.buf)
+		got = got || n > 0
 		if n > 0 {
 			// The idle clock measures the server, not OnEnvelope.
 			idle.Stop()
@@ -313,6 +315,15 @@ func (r *subRun) segment(ctx context.Context) error {
 	s.count(func(st *SubscriberStats) { st.Segments++ })
 	if served >= 0 {
 		r.seq = served + 1
+		// The go-livepeer server answers 200 with no body for a segment
+		// ended before its first byte (DELETEd, reset, its slot taken):
+		// if it was abandoned, the write position stays on it and the
+		// next seq answers 470 naming it. That is not a restarted server
+		// to read again from its oldest segment (jump would bounce
+		// between the two without a pause): remember it.
+		if r.dead = -1; !got {
+			r.dead = served
+		}
 	} else {
 		r.seq = -1
 	}
@@ -350,8 +361,7 @@ func (r *subRun) jump(from, latest int64) error {
 		r.seq, r.dead = from+1, from
 		return nil
 	case from >= 0 && latest == from+1:
-		// Nothing skipped: the segment ended empty or was abandoned (the
-		// go-livepeer server answers 470 for those).
+		// Nothing skipped: from is the next write.
 		r.seq, r.jumpsInRow = latest, 0
 		return nil
 	case from >= 0 && latest < from && latest == r.dead:

@@ -349,10 +349,11 @@ func TestSubscriberIdleTimeout(t *testing.T) {
 	})
 }
 
-// A seq abandoned before its first byte leaves the server's write position
-// on it: the reader moves past it and waits for the next seq instead of
-// bouncing between the two (and possibly skipping the next one).
-func TestSubscriberSkipsDeadSeq(t *testing.T) {
+// The same after a segment was read: the server answers 200 with no body
+// for the abandoned seq and 470 naming it for the next; the reader waits
+// (with backoff) for the next seq instead of reading the channel again
+// from its oldest segment, round and round.
+func TestSubscriberSkipsDeadSeqLater(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := newFake(t, trickletest.Options{InMemory: true})
 		srv.CreateChannel("ch")
@@ -362,27 +363,35 @@ func TestSubscriberSkipsDeadSeq(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := newWriter(t, srv, "ch")
-		req, _ := http.NewRequest(http.MethodDelete, w.url+"/0", nil)
+		w.post(0, line(testEnvelope(0)))
+		c.waitN(t, t.Context(), 1)
+		synctest.Wait() // waiting on seq 1
+		req, _ := http.NewRequest(http.MethodDelete, w.url+"/1", nil)
 		resp, err := w.c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("DELETE 0: %s", resp.Status)
+			t.Fatalf("DELETE 1: %s", resp.Status)
 		}
-		time.Sleep(3 * time.Second) // the reader polls seq 1 with backoff
-		if next, _ := srv.Next("ch"); next != 0 {
-			t.Fatalf("write position %d, want still 0", next)
+		// The reader polls seq 2 with backoff. (Without it, it would
+		// never block and the bubble's clock would never reach 3 s.)
+		time.Sleep(3 * time.Second)
+		if next, _ := srv.Next("ch"); next != 1 {
+			t.Fatalf("write position %d, want still 1", next)
+		}
+		if n := len(srv.Requests()); n > 20 { // a few backoff rounds
+			t.Fatalf("%d requests in 3 s: the reader spins", n)
 		}
 		env := testEnvelope(1)
-		w.post(1, line(env))
+		w.post(2, line(env))
 		want, _, _ := envelope.AnnotateRelay(env, relayTime)
-		if got := c.waitN(t, t.Context(), 1)[0]; !bytes.Equal(got, want) {
+		if got := c.waitN(t, t.Context(), 2)[1]; !bytes.Equal(got, want) {
 			t.Fatalf("relayed %s, want %s", got, want)
 		}
 		synctest.Wait() // Relayed is counted once OnEnvelope returns
-		if st := s.Stats(); st.Jumps != 0 || st.Relayed != 1 {
+		if st := s.Stats(); st.Jumps != 0 || st.Relayed != 2 {
 			t.Fatalf("stats %+v", st)
 		}
 	})

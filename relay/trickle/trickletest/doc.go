@@ -12,6 +12,9 @@
 // and POSTs of a closed channel; 404 for unknown channels; the idle sweep;
 // re-POST of a written seq answered 200 with its data dropped and the write
 // position moved back; a segment whose POST failed left open until DELETEd;
+// a segment ended before its first byte (DELETE, reset, slot taken, empty
+// POST) served as 200 with no body; Connection: close after a POST that
+// brought no byte and after a POST's 404;
 // Legacy mode (no /next, no Lp-Trickle-Seq on POST, reset ignored); Restart
 // (every channel lost, every connection cut, same address).
 //

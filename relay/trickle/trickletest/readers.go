@@ -25,8 +25,8 @@ const (
 	// the live edge, one JSON document {queue_event_type, event} per
 	// segment; a document it cannot parse is skipped; after any read error
 	// (a 470 included, after which it jumps to Lp-Trickle-Latest) it
-	// pauses 300 ms; after more than 5 errors in a row it stops the
-	// stream; 30 s without a parsed event stops it too; 404 or
+	// pauses 300 ms; an error that follows more than 5 in a row stops
+	// the stream; 30 s without a parsed event stops it too; 404 or
 	// Lp-Trickle-Closed ends it.
 	GatewayReader ReaderKind = iota
 	// JSONLReader is livepeer-python-gateway's JSONLReader (Scope's events
@@ -148,12 +148,15 @@ func (r *Reader) Run(ctx context.Context) {
 		r.st.Errors++
 		r.st.MaxInRow = max(r.st.MaxInRow, inRow)
 		r.mu.Unlock()
-		limit := PythonMaxRetries
+		over := inRow > PythonMaxRetries
 		pause := pythonRetryPause
 		if r.kind == GatewayReader {
-			limit, pause = GatewayMaxRetries, GatewayRetryPause
+			// The gateway tests the errors before this one
+			// (retries > maxRetries, then retries++): it takes six in a
+			// row and stops at the seventh.
+			over, pause = inRow-1 > GatewayMaxRetries, GatewayRetryPause
 		}
-		if inRow > limit {
+		if over {
 			r.stop(fmt.Sprintf("too many errors reading events: %v", err))
 			return false
 		}

@@ -132,12 +132,11 @@ type channel struct {
 }
 
 type segment struct {
-	seq      int
-	data     []byte // append-only: bytes below len are never modified
-	written  bool   // a POST wrote (or is writing) this seq
-	done     bool   // no more bytes will come
-	complete bool   // a POST body ended normally
-	wake     chan struct{}
+	seq     int
+	data    []byte // append-only: bytes below len are never modified
+	written bool   // a POST wrote (or is writing) this seq
+	done    bool   // no more bytes will come
+	wake    chan struct{}
 }
 
 func newSegment(seq int) *segment { return &segment{seq: seq, wake: make(chan struct{})} }
@@ -640,6 +639,9 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 	if ch == nil {
 		s.mu.Unlock()
+		// As the real server, which drops the connection to wake
+		// preconnected publishers: the next request must dial.
+		w.Header().Set("Connection", "close")
 		reply(w, &rec, http.StatusNotFound, "Stream not found")
 		return
 	}
@@ -765,7 +767,6 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 	}
 	closed := ch.closed
 	if !g.done {
-		g.complete = true
 		g.endLocked()
 		if !s.opts.NoRecord {
 			m := s.received[rec.Channel]
@@ -785,6 +786,12 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) answerPost(w http.ResponseWriter, rec *Request, seq int) {
+	if rec.Bytes == 0 || rec.Dropped {
+		// The real server ends a POST that brought no byte (an empty
+		// body, or a seq already written, whose data it never reads)
+		// with Connection: close.
+		w.Header().Set("Connection", "close")
+	}
 	if !s.opts.Legacy {
 		w.Header().Set(HeaderSeq, strconv.Itoa(seq))
 	}
@@ -819,7 +826,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	slot := seq % len(ch.segs)
 	g := ch.segs[slot]
 	if g == nil || g.seq != seq {
-		if seq != ch.next {
+		// The real server also precreates seq 1 of a channel not yet
+		// written (a reader one ahead of a publisher about to start).
+		if seq != ch.next && (ch.next != 0 || seq != 1) {
 			latest := ch.next
 			s.mu.Unlock()
 			w.Header().Set(HeaderLatest, strconv.Itoa(latest))
@@ -827,13 +836,16 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 			reply(w, &rec, StatusNotHeld, "Entry not found")
 			return
 		}
-		// Exactly the next write: precreate it and wait.
+		// The next write: precreate it and wait.
 		if g != nil {
 			g.endLocked()
 		}
 		g = newSegment(seq)
 		ch.segs[slot] = g
 	}
+	// The real server's Lp-Trickle-Latest of a 200 with data is the next
+	// write when the request came, and only when it is not the seq served.
+	asked := ch.next
 	ch.readers[conn]++
 	s.wakeReadersLocked()
 	s.mu.Unlock()
@@ -849,7 +861,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	for pos := 0; ; {
 		s.mu.Lock()
 		data := g.data[pos:]
-		done, complete, wake := g.done, g.complete, g.wake
+		done, wake := g.done, g.wake
 		closed, gone, latest := ch.closed, ch.gone, ch.next
 		s.mu.Unlock()
 		if gone {
@@ -861,7 +873,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		if len(data) > 0 {
 			if pos == 0 {
 				w.Header().Set(HeaderSeq, strconv.Itoa(seq))
-				w.Header().Set(HeaderLatest, strconv.Itoa(latest))
+				if seq != asked {
+					w.Header().Set(HeaderLatest, strconv.Itoa(asked))
+				}
 				w.Header().Set("Content-Type", "application/jsonl")
 				w.WriteHeader(http.StatusOK)
 				rec.Status = http.StatusOK
@@ -879,19 +893,18 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 			if pos > 0 {
 				return
 			}
+			// Ended before any byte: an empty segment, or one abandoned
+			// (DELETE), reset, overwritten or evicted before its first
+			// byte. The real server answers all of them alike: 200 with
+			// no body (which ends livepeer-python-gateway's
+			// ChannelReader), never a 470.
 			w.Header().Set(HeaderSeq, strconv.Itoa(seq))
-			switch {
-			case closed:
+			w.Header().Set(HeaderLatest, strconv.Itoa(latest))
+			if closed {
 				w.Header().Set(HeaderClosed, "terminated")
 				rec.Closed = true
-				reply(w, &rec, http.StatusOK, "")
-			case complete: // an empty segment
-				w.Header().Set(HeaderLatest, strconv.Itoa(latest))
-				reply(w, &rec, http.StatusOK, "")
-			default: // abandoned or evicted before any byte
-				w.Header().Set(HeaderLatest, strconv.Itoa(latest))
-				reply(w, &rec, StatusNotHeld, "Entry not found")
 			}
+			reply(w, &rec, http.StatusOK, "")
 			return
 		}
 		select {

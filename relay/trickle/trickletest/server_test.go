@@ -202,6 +202,7 @@ func TestKeepsLastSegmentsAnd470(t *testing.T) {
 	for seq := 2; seq < 7; seq++ {
 		a := get(t, c, u+"/"+strconv.Itoa(seq))
 		wantCode(t, "GET held", a, http.StatusOK)
+		wantHeader(t, "GET held", a, HeaderLatest, "7")
 		if a.body != "s"+strconv.Itoa(seq) {
 			t.Fatalf("GET %d: %q", seq, a.body)
 		}
@@ -227,6 +228,9 @@ func TestKeepsLastSegmentsAnd470(t *testing.T) {
 	wg.Wait()
 	wantCode(t, "GET -1", live, http.StatusOK)
 	wantHeader(t, "GET -1", live, HeaderSeq, "7")
+	// As the real server: no Lp-Trickle-Latest when the seq served was
+	// the next write.
+	wantHeader(t, "GET -1", live, HeaderLatest, "")
 	if live.body != "live" {
 		t.Fatalf("GET -1 body %q", live.body)
 	}
@@ -531,4 +535,89 @@ func TestStopIsIdempotent(t *testing.T) {
 	}
 	srv.Stop()
 	srv.Stop()
+}
+
+// A reader waiting on a segment that ends before its first byte (DELETE,
+// Lp-Trickle-Reset, a POST taking its slot) gets what the real server
+// sends: 200 with no body, never a 470. That ends a ChannelReader.
+func TestSegmentEndedBeforeAnyByteIsEmpty(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, c *http.Client, u string)
+	}{
+		{"DELETE", func(t *testing.T, c *http.Client, u string) {
+			wantCode(t, "DELETE", do(t, c, http.MethodDelete, u+"/0", nil), http.StatusOK)
+		}},
+		{"reset", func(t *testing.T, c *http.Client, u string) {
+			wantCode(t, "POST 1", post(t, c, u+"/1", "x", HeaderReset, "1"), http.StatusOK)
+		}},
+		{"slot taken", func(t *testing.T, c *http.Client, u string) {
+			wantCode(t, "POST 5", post(t, c, u+"/5", "x"), http.StatusOK)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newServer(t, Options{})
+			srv.CreateChannel("ch")
+			c := newClient(t, srv)
+			u := srv.ChannelURL("ch")
+			done := make(chan answer, 1)
+			go func() { done <- get(t, c, u+"/0") }()
+			if err := srv.WaitReaders(t.Context(), "ch", 1); err != nil {
+				t.Fatal(err)
+			}
+			tc.end(t, c, u)
+			a := <-done
+			wantCode(t, "waiting reader", a, http.StatusOK)
+			wantHeader(t, "waiting reader", a, HeaderSeq, "0")
+			if a.body != "" {
+				t.Fatalf("waiting reader got %q", a.body)
+			}
+		})
+	}
+	synctest.Test(t, func(t *testing.T) {
+		srv := newServer(t, Options{InMemory: true})
+		srv.CreateChannel("ch")
+		c := newClient(t, srv)
+		r := startReader(t, srv, ChannelReader, "ch")
+		synctest.Wait() // waiting on seq 0
+		wantCode(t, "DELETE", do(t, c, http.MethodDelete, srv.ChannelURL("ch")+"/0", nil), http.StatusOK)
+		synctest.Wait()
+		if st := r.Stats(); !strings.Contains(st.Stopped, "was empty") {
+			t.Fatalf("ChannelReader after its segment was abandoned: %+v", st)
+		}
+	})
+}
+
+// The real server closes the connection after a POST that brought no
+// byte and after a 404: the publisher's next request dials.
+func TestPostsWithoutDataCloseTheConnection(t *testing.T) {
+	srv := newServer(t, Options{})
+	srv.CreateChannel("ch")
+	c := newClient(t, srv)
+	u := srv.ChannelURL("ch")
+	post(t, c, u+"/0", "data")
+	for _, tc := range []struct{ what, url, body string }{
+		{"empty", u + "/1", ""},
+		{"re-POST", u + "/0", "again"},
+		{"404", srv.ChannelURL("nope") + "/0", "x"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, tc.url, strings.NewReader(tc.body))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if !resp.Close {
+			t.Errorf("%s POST: connection kept", tc.what)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, u+"/2", strings.NewReader("x"))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Close {
+		t.Error("a POST with data closed the connection")
+	}
 }
