@@ -566,8 +566,10 @@ func (r *subRun) relay(event []byte) {
 		r.s.count(func(st *SubscriberStats) { st.Duplicates++ })
 		return
 	}
-	r.s.opts.OnEnvelope(env, checked)
+	// Counted first: whoever OnEnvelope hands the envelope to (a test's
+	// collector, the agent's pipeline) then never sees it before its count.
 	r.s.count(func(st *SubscriberStats) { st.Relayed++ })
+	r.s.opts.OnEnvelope(env, checked)
 }
 
 // malformed counts a rejected frame under reason, or under the field of
