@@ -295,10 +295,14 @@ func (r *rig) account() (relay.Snapshot, spool.SinkStat) {
 	return snap, st
 }
 
-// settled reports whether nothing is pending for the sink.
+// settled reports whether nothing is pending for the sink and the stats
+// have counted every acknowledgement: the forwarder counts a batch just
+// after the spool takes its ack, so the spool alone can read 0 pending a
+// moment before the stats say delivered.
 func (r *rig) settled() bool {
+	snap := r.stats.Snapshot()
 	st, err := r.mem.SinkStat(sinkName)
-	return err == nil && st.Pending == 0
+	return err == nil && st.Pending == 0 && st.Acked == snap.Delivered+snap.DroppedTotal()
 }
 
 // eventually polls cond in real time until it holds or the deadline passes.

@@ -140,10 +140,16 @@ func (h *harness) stat() spool.SinkStat {
 	return st
 }
 
-// waitSettled waits until nothing is pending for the sink.
+// waitSettled waits until nothing is pending for the sink and the stats
+// have counted every acknowledgement (the forwarder counts a batch just
+// after the spool takes its ack).
 func (h *harness) waitSettled(timeout time.Duration) {
 	h.t.Helper()
-	waitFor(h.t, timeout, "all records settled", func() bool { return h.stat().Pending == 0 })
+	waitFor(h.t, timeout, "all records settled", func() bool {
+		snap := h.stats.Snapshot()
+		st := h.stat()
+		return st.Pending == 0 && st.Acked == snap.Delivered+snap.DroppedTotal()
+	})
 }
 
 // checkIdentity asserts, at rest, received = delivered + dropped + pending
