@@ -11,7 +11,10 @@
 //
 //   - every record acknowledged: the batch is done;
 //   - MESSAGE_TOO_LARGE: the record is produced again alone; if it is still
-//     too large it is dropped as relay.DropOversize and the rest goes on;
+//     too large it is dropped as relay.DropOversize and the rest goes on; if
+//     it goes through alone, the topic's limit shrank since it was learned,
+//     and the Send reads it again before it returns (or, if the brokers
+//     cannot be asked just then, the next Send does);
 //   - SASL authentication or TOPIC/CLUSTER_AUTHORIZATION_FAILED:
 //     *relay.PausedError{Reason: "unauthorized"}; a missing topic, a broker
 //     certificate that does not verify, or an unsupported SASL mechanism:

@@ -162,7 +162,7 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 		if changed {
 			// The client may have cached the old batch limit.
 			s.retire(cl)
-			if cl, _, err = s.client(); err != nil {
+			if cl, adm, err = s.client(); err != nil {
 				return relay.Result{Err: err}
 			}
 		}
@@ -175,6 +175,7 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 		settled int
 		failed  error
 		worst   = outOK
+		shrank  bool // a batch was refused whose records fit alone
 	)
 	for i, err := range errs {
 		o := classify(err)
@@ -185,7 +186,7 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 				s.alone.Add(1)
 				err = s.produceOne(ctx, cl, recs[i].Data)
 				if o = classify(err); o == outOK {
-					s.verified.Store(false) // the topic limit shrank: learn it again
+					shrank = true
 				}
 			}
 			if o == outTooLarge {
@@ -214,6 +215,9 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 			s.verified.Store(false) // deleted? the next Send checks and says so
 		}
 	}
+	if shrank {
+		s.relearn(ctx, adm, cl)
+	}
 	s.opts.Stats.AddRequest(requestCode(worst, failed))
 	if failed == nil {
 		return relay.Result{Settled: settled, Dropped: drops}
@@ -224,6 +228,18 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) relay.Result {
 	}
 	s.afterRefusal(worst, cl)
 	return relay.Result{Settled: settled, Dropped: drops, Err: relayErr(worst, err)}
+}
+
+// relearn reads the topic's limit again after the brokers refused a batch
+// whose records they took one by one: the limit shrank since it was
+// learned. It does so now rather than at the next Send, so the client stops
+// building batches the brokers refuse even when no Send follows soon. If the
+// topic cannot be read now, the next Send tries again.
+func (s *Sink) relearn(ctx context.Context, adm *kadm.Client, cl *kgo.Client) {
+	s.verified.Store(false)
+	if changed, err := s.verify(ctx, adm); err == nil && changed {
+		s.retire(cl) // the client may have cached the old batch limit
+	}
 }
 
 // afterRefusal retires the client after the brokers refused it, so that the
@@ -315,32 +331,46 @@ func (s *Sink) verify(ctx context.Context, adm *kadm.Client) (changed bool, err 
 		}
 		s.log.Info("kafka topic created", "partitions", "cluster default")
 	}
-	limit := s.topicLimit(ctx, adm)
+	limit, err := s.topicLimit(ctx, adm)
+	if err != nil {
+		return false, err
+	}
 	changed = s.batchMax.Swap(limit) != limit
 	s.verified.Store(true)
 	return changed, nil
 }
 
 // topicLimit reads the topic's max.message.bytes. A producer that may not
-// describe configs keeps the client default, and the MESSAGE_TOO_LARGE
-// handling in Send covers a smaller topic limit.
-func (s *Sink) topicLimit(ctx context.Context, adm *kadm.Client) int32 {
+// describe configs, or a broker that does not say, keeps the limit it has
+// (the client default until one is learned), and the MESSAGE_TOO_LARGE
+// handling in Send covers a smaller topic limit. Any other failure is
+// returned: a dropped connection must not replace a learned limit with the
+// default.
+func (s *Sink) topicLimit(ctx context.Context, adm *kadm.Client) (int32, error) {
 	rcs, err := adm.DescribeTopicConfigs(ctx, s.opts.Topic)
+	var rc kadm.ResourceConfig
 	if err == nil {
-		var rc kadm.ResourceConfig
-		if rc, err = rcs.On(s.opts.Topic, nil); err == nil && rc.Err == nil {
-			for _, c := range rc.Configs {
-				if c.Key != "max.message.bytes" || c.Value == nil {
-					continue
-				}
-				if v, perr := strconv.ParseInt(*c.Value, 10, 32); perr == nil {
-					return min(max(int32(v), minBatchMax), defaultBatchMax)
-				}
-			}
+		rc, err = rcs.On(s.opts.Topic, nil)
+	}
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		if classify(err) != outUnauthorized {
+			return 0, fmt.Errorf("describe topic %q configs: %w", s.opts.Topic, err)
+		}
+		s.log.Debug("topic max.message.bytes not readable; keeping the current limit", "limit", s.batchMax.Load(), "err", err)
+		return s.batchMax.Load(), nil
+	}
+	for _, c := range rc.Configs {
+		if c.Key != "max.message.bytes" || c.Value == nil {
+			continue
+		}
+		if v, perr := strconv.ParseInt(*c.Value, 10, 32); perr == nil {
+			return min(max(int32(v), minBatchMax), defaultBatchMax), nil
 		}
 	}
-	s.log.Debug("topic max.message.bytes unknown; using the client default", "limit", defaultBatchMax, "err", err)
-	return defaultBatchMax
+	return s.batchMax.Load(), nil
 }
 
 // Reload re-reads the password file and the CA file, replaces the client,

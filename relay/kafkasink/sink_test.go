@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,16 +229,72 @@ func TestOversizeBrokerRejectsBatchAfterLimitShrinks(t *testing.T) {
 	if snap.Dropped[relay.DropOversize] != 1 || snap.Delivered != 1300 {
 		t.Fatalf("dropped %v delivered %d; want 1 oversize and 1300 delivered", snap.Dropped, snap.Delivered)
 	}
+	alone := h.sink.alone.Load()
+	if h.sink.batchMax.Load() != 4096 {
+		// The Send that met the refusal reads the limit again; on a busy
+		// machine that read can fail (a connection the broker dropped), and
+		// the next Send makes it.
+		h.add(1, 300)
+		h.waitSettled(20 * time.Second)
+	}
 	if got := h.sink.batchMax.Load(); got != 4096 {
 		t.Fatalf("batch limit %d after the shrink, want 4096", got)
 	}
-	alone := h.sink.alone.Load()
 	if alone == 0 || alone > 300 {
 		t.Fatalf("%d records produced alone; want some (the rejected batch) but not all 1100", alone)
 	}
 	h.stop()
 	verifyTopic(t, consumeAll(t, c.ListenAddrs(), topic), h.sent, dropped)
 	t.Logf("records produced alone after MESSAGE_TOO_LARGE: %d", alone)
+}
+
+// A topic check whose config read fails (here the broker answers a
+// DescribeConfigs with a topic error) keeps the learned limit: falling back
+// to the client default would let the client build batches the brokers
+// refuse, one refused batch per Send. The check fails and is made again.
+func TestLearnedLimitSurvivesFailedConfigRead(t *testing.T) {
+	c := newCluster(t, kfake.NumBrokers(1))
+	if err := c.CreateTopic(topic, 1, map[string]string{"max.message.bytes": "4096"}); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, Options{Brokers: c.ListenAddrs()}, 100, time.Minute)
+	if got := h.sink.batchMax.Load(); got != 4096 {
+		t.Fatalf("learned batch limit %d, want 4096", got)
+	}
+	var fail atomic.Bool
+	fail.Store(true)
+	c.ControlKey(int16(kmsg.DescribeConfigs), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !fail.Load() {
+			return nil, nil, false
+		}
+		r := req.(*kmsg.DescribeConfigsRequest)
+		resp := r.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		for _, rr := range r.Resources {
+			res := kmsg.NewDescribeConfigsResponseResource()
+			res.ResourceType, res.ResourceName = rr.ResourceType, rr.ResourceName
+			res.ErrorCode = kerr.KafkaStorageError.Code
+			resp.Resources = append(resp.Resources, res)
+		}
+		return resp, nil, true
+	})
+	_, adm, err := h.sink.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.sink.verify(context.Background(), adm); err == nil {
+		t.Fatal("topic check passed although its config read failed")
+	}
+	if got := h.sink.batchMax.Load(); got != 4096 {
+		t.Fatalf("batch limit %d after a failed config read, want the learned 4096", got)
+	}
+	fail.Store(false)
+	if _, err := h.sink.verify(context.Background(), adm); err != nil {
+		t.Fatalf("topic check after the broker recovered: %v", err)
+	}
+	if got := h.sink.batchMax.Load(); got != 4096 {
+		t.Fatalf("batch limit %d, want 4096", got)
+	}
 }
 
 func mustClient(t testing.TB, brokers []string, opts ...kgo.Opt) *kgo.Client {
