@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/testenv"
 )
 
 // TestMemoryBudget: while writes fail, what is held in memory stays within
@@ -244,7 +245,7 @@ func TestStartWithoutDisk(t *testing.T) {
 // file behind (the next start would quarantine a 0-byte one).
 func TestFullDiskAtCreation(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tiny")
-	mountTmpfs(t, dir, "16k") // less than bbolt's four initial pages and the buckets
+	testenv.MountTmpfs(t, dir, "16k") // less than bbolt's four initial pages and the buckets
 	path := filepath.Join(dir, "spool.db")
 	err := createFile(path, time.Second, false)
 	if err == nil {
@@ -379,20 +380,4 @@ func TestSavedCounters(t *testing.T) {
 	if b := s.TakeSavedCounters(); b != nil {
 		t.Fatalf("second take = %s", b)
 	}
-}
-
-// mountTmpfs mounts a tmpfs of the given size at dir for the test, or
-// skips it, saying why, where mounting is not allowed.
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mounting a tmpfs (CI runs as root): %v %s", err, out)
-		}
-		t.Skipf("SKIP: cannot mount a tmpfs here (needs root): %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 }

@@ -397,21 +397,6 @@ func TestCountersSurviveKill(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size at dir, or skips, saying why.
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mounting a tmpfs (CI runs as root): %v %s", err, out)
-		}
-		t.Skipf("SKIP: cannot mount a tmpfs here (needs root), so no real full disk: %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-}
-
 // fillDisk writes a file into dir until the file system is full.
 func fillDisk(t *testing.T, dir string) string {
 	t.Helper()
@@ -439,7 +424,7 @@ func fillDisk(t *testing.T, dir string) string {
 func TestDiskFullAtStart(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	mountTmpfs(t, state, "1m")
+	testenv.MountTmpfs(t, state, "1m")
 	filler := fillDisk(t, state)
 	addr := testenv.FreeAddr(t)
 	env := []string{"EDGERELAY_STATE_DIR=" + state, "EDGERELAY_STDOUT=on", "EDGERELAY_SHUTDOWN_GRACE=1s"}
@@ -527,7 +512,7 @@ func TestDiskFullMemoryBudget(t *testing.T) {
 	}
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	mountTmpfs(t, state, "64m")
+	testenv.MountTmpfs(t, state, "64m")
 	addr := testenv.FreeAddr(t)
 	p := startProc(t, bin, dir, addr, "EDGERELAY_STATE_DIR="+state, "EDGERELAY_HTTP_URL="+down(t), "EDGERELAY_HTTP_API_KEY=k",
 		fmt.Sprintf("EDGERELAY_SPOOL_MEMORY_MAX_BYTES=%d", budget))

@@ -1,11 +1,13 @@
-// Package testenv holds what the tests that run the edgerelay binary as a
-// user would share: an environment free of the machine's own settings, and
-// a free loopback address for the agent to listen on.
+// Package testenv holds what tests in several packages share: an
+// environment free of the machine's own settings and a free loopback address
+// for the agent the tests run as a user would, and a small real file system
+// to fill for the tests of a full disk.
 package testenv
 
 import (
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -37,4 +39,21 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// MountTmpfs mounts a tmpfs of size at dir, unmounted when the test ends.
+// Mounting needs root: elsewhere the test is skipped, saying so, and under
+// CI (which runs as root) a failed mount fails the test.
+func MountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("mounting a tmpfs (CI runs as root): %v %s", err, out)
+		}
+		t.Skipf("SKIP: cannot mount a tmpfs here (needs root), so no real full disk: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 }
