@@ -541,6 +541,28 @@ func Enabled(getenv func(string) string) (bool, error) {
 	return on, nil
 }
 
+// ShutdownGrace returns EDGERELAY_SHUTDOWN_GRACE as the agent reads it (its
+// default when unset), for the container wrapper, which budgets the stop
+// around it. A value the agent would refuse is an error naming the variable.
+func ShutdownGrace(getenv func(string) string) (time.Duration, error) {
+	const name = "EDGERELAY_SHUTDOWN_GRACE"
+	for _, s := range settings() {
+		if s.env != name {
+			continue
+		}
+		var c Config
+		v, ok := lookup(getenv, name)
+		if !ok {
+			v = s.def
+		}
+		if err := s.apply(&c, v); err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return c.ShutdownGrace, nil
+	}
+	panic(name + " is not in the settings table")
+}
+
 func lookup(getenv func(string) string, k string) (string, bool) {
 	v := getenv(k)
 	return v, v != ""

@@ -323,3 +323,32 @@ func TestPprofOnlyLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownGraceAsTheAgentReadsIt: the wrapper budgets the stop with the
+// agent's own reading of the grace, default and refusals included.
+func TestShutdownGraceAsTheAgentReadsIt(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+		err  string
+	}{
+		{"", 5 * time.Second, ""},
+		{"20s", 20 * time.Second, ""},
+		{"0s", 0, ""},
+		{"soon", 0, `EDGERELAY_SHUTDOWN_GRACE: "soon" is not a duration`},
+		{"-1s", 0, "EDGERELAY_SHUTDOWN_GRACE"},
+	} {
+		got, err := ShutdownGrace(func(k string) string {
+			if k == "EDGERELAY_SHUTDOWN_GRACE" {
+				return tc.v
+			}
+			return ""
+		})
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want one containing %q", tc.v, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("%q: %v, %v; want %v", tc.v, got, err, tc.want)
+		}
+	}
+}

@@ -43,8 +43,6 @@ const (
 	// closeMargin is kept at the end of the stop timeout for the agent to
 	// stop its sinks and close its spool once told to stop without waiting.
 	closeMargin = 2 * time.Second
-	// defaultGrace is EDGERELAY_SHUTDOWN_GRACE's default.
-	defaultGrace = 5 * time.Second
 )
 
 // child is a process the wrapper started and alone reaps. Signals are sent
@@ -184,7 +182,7 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 		fset.Usage()
 		return 2
 	}
-	w := &wrapper{stderr: stderr, stopTimeout: defaultStopTimeout, grace: defaultGrace}
+	w := &wrapper{stderr: stderr, stopTimeout: defaultStopTimeout}
 
 	// Bad values of the wrapper's own settings fall back to the defaults,
 	// loudly: the runner is never held back by the sidecar.
@@ -200,10 +198,12 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 			w.stopTimeout = d
 		}
 	}
-	if v := os.Getenv("EDGERELAY_SHUTDOWN_GRACE"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-			w.grace = d
-		}
+	// The grace is the agent's setting, read as the agent reads it; a
+	// value it refuses stops the agent at its start (the runner runs alone).
+	if d, err := agent.ShutdownGrace(os.Getenv); err != nil {
+		w.say("ERROR: %v; the agent will refuse it and not start", err)
+	} else {
+		w.grace = d
 	}
 
 	path, err := exec.LookPath(argv[0])
