@@ -135,7 +135,7 @@ func benchMain(args []string, stdout, stderr io.Writer, knobs benchKnobs) int {
 	run := scenarios
 	if *only != "" {
 		want := map[string]bool{}
-		for _, name := range splitComma(*only) {
+		for _, name := range strings.FieldsFunc(*only, func(r rune) bool { return r == ',' || r == ' ' }) {
 			if !slices.ContainsFunc(scenarios, func(s scenario) bool { return s.name == name }) {
 				fmt.Fprintf(stderr, "edgerelay bench: unknown scenario %q\n", name)
 				fs.Usage()
@@ -220,16 +220,6 @@ func benchMain(args []string, stdout, stderr io.Writer, knobs benchKnobs) int {
 		}
 	}
 	return code
-}
-
-func splitComma(v string) []string {
-	var out []string
-	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // bench is the state shared by the scenarios of one run.
