@@ -622,3 +622,39 @@ func TestPublisherDeleteChannel(t *testing.T) {
 		}
 	})
 }
+
+// TestStatusErrorThrottles: a 429, or a 503 with Retry-After, reaches the
+// forwarder as throttling with the server's wait (relay.Classify then waits
+// exactly that, as for every sink); any other answer is a plain transient
+// error.
+func TestStatusErrorThrottles(t *testing.T) {
+	for _, tc := range []struct {
+		code      int
+		ra        string
+		throttled bool
+		wait      time.Duration
+	}{
+		{http.StatusTooManyRequests, "2", true, 2 * time.Second},
+		{http.StatusTooManyRequests, "", true, 0},
+		{http.StatusServiceUnavailable, "7", true, 7 * time.Second},
+		{http.StatusServiceUnavailable, "", false, 0},
+		{http.StatusInternalServerError, "3", false, 0},
+	} {
+		h := http.Header{}
+		if tc.ra != "" {
+			h.Set("Retry-After", tc.ra)
+		}
+		err := statusError("POST seq 4", tc.code, h)
+		var te *relay.ThrottledError
+		if got := errors.As(err, &te); got != tc.throttled {
+			t.Errorf("%d Retry-After %q: throttled %v, want %v (%v)", tc.code, tc.ra, got, tc.throttled, err)
+			continue
+		}
+		if tc.throttled && te.RetryAfter != tc.wait {
+			t.Errorf("%d Retry-After %q: wait %s, want %s", tc.code, tc.ra, te.RetryAfter, tc.wait)
+		}
+		if !strings.Contains(err.Error(), strconv.Itoa(tc.code)) {
+			t.Errorf("%d: the error does not name the status: %v", tc.code, err)
+		}
+	}
+}
