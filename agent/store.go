@@ -21,7 +21,7 @@ const SpoolFile = "spool.db"
 // takes only what it needs (the writer pipeline.Store, the forwarders
 // relay.Queue, the sink group the cursor methods, the reports Stat).
 type Spool interface {
-	relay.Queue // Read, AckFrom, Ready
+	relay.Queue // ReadBatch, AckFrom, Ready
 	Append(data [][]byte) error
 	AddSink(name string) error
 	RemoveSink(name string) (spool.SinkStat, error)
