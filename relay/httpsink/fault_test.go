@@ -40,6 +40,7 @@ func TestHTTPFaults(t *testing.T) {
 		api     func(*metricsAPI)   // the API's limits and misbehaviour
 		opts    Options             // sink options (URL, key, logger set by the test)
 		timeout time.Duration       // request timeout; 0: 10 s
+		backoff time.Duration       // the forwarder's constant backoff; 0: 1 ms
 		twice   int                 // leading events the API wrote twice (an answer broke off, the batch went again)
 		dropped map[string][]string // reason -> ids of the trailing records the sink reports dropped
 		codes   map[string]uint64   // the sink's request counts, exactly
@@ -164,6 +165,34 @@ func TestHTTPFaults(t *testing.T) {
 			logs:    []string{"metrics API refuses the URL", "sink paused"},
 		},
 		{
+			// Retry-After replaces the backoff after any number of 429s in a
+			// row: each retry comes 1 s after the last answer, never at the
+			// backoff's 10 s (nor at once).
+			name: "429 five times in a row with Retry-After 1", n: 20, backoff: 10 * time.Second,
+			api: func(a *metricsAPI) {
+				a.override = func(n int, _ time.Time) (int, string) {
+					if n < 5 {
+						return 429, "1"
+					}
+					return 0, ""
+				}
+			},
+			codes:   map[string]uint64{"429": 5, "200": 1},
+			retries: map[string]uint64{"throttled": 5},
+			logs:    []string{"send failed; retrying", "retry_in=1s"},
+			check: func(t *testing.T, a *metricsAPI) {
+				reqs := a.requests()
+				for i := 1; i < len(reqs); i++ {
+					// At least the second asked for (less the answer's way
+					// back); well under the backoff's 10 s, however slow the
+					// machine.
+					if gap := reqs[i].at.Sub(reqs[i-1].at); gap < 950*time.Millisecond || gap > 5*time.Second {
+						t.Errorf("request %d came %s after the 429 before it, want 1 s", i, gap)
+					}
+				}
+			},
+		},
+		{
 			name: "503 once", n: 20,
 			api: func(a *metricsAPI) {
 				a.override = func(n int, _ time.Time) (int, string) {
@@ -198,7 +227,11 @@ func TestHTTPFaults(t *testing.T) {
 			for i := range data {
 				data[i] = testEnvelope(i, false, r.pad[i])
 			}
-			rg := startRig(t, s, rigOptions{probe: 20 * time.Millisecond, backoff: time.Millisecond, logger: log, preloaded: data[:r.n]})
+			bo := r.backoff
+			if bo == 0 {
+				bo = time.Millisecond
+			}
+			rg := startRig(t, s, rigOptions{probe: 20 * time.Millisecond, backoff: bo, logger: log, preloaded: data[:r.n]})
 			defer rg.stop()
 			eventually(t, 10*time.Second, "the first batch settled", rg.settled)
 			if r.second > 0 {
