@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/livepeer/edgerelay/agent/session"
+	"github.com/livepeer/edgerelay/envelope"
 	"github.com/livepeer/edgerelay/relay/trickle/trickletest"
 )
 
@@ -433,4 +434,87 @@ func TestReattachWhileDetachDrains(t *testing.T) {
 	waitUntil(t, "the new frame on the new channel", func() bool {
 		return slices.Contains(channelLines(ts, "new-events"), `{"type":"new"}`)
 	})
+}
+
+// TestSubscriberCountersShown: what a followed channel's subscriber relays,
+// skips as a duplicate and rejects as malformed is in /v1/stats and in
+// /metrics under the channel, and its loss counters (jumps, skipped
+// segments, reconnects, gone) are series from the start, at 0.
+func TestSubscriberCountersShown(t *testing.T) {
+	ts := newTrickleServer(t, trickletest.Options{KeepSegments: 50})
+	ts.CreateChannel("watched")
+	chURL := ts.ChannelURL("watched")
+	r := startAgent(t, testEnv(t, map[string]string{"EDGERELAY_TRICKLE_SUBSCRIBE": chURL, "EDGERELAY_STDOUT": "on"}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ts.WaitReaders(ctx, "watched", 1); err != nil {
+		t.Fatal("the agent is not following the channel:", err)
+	}
+	env := `{"id":"0190c1d2-0000-7000-8000-00000000a001","type":"frame_stats","timestamp":"1733500000000","gateway":"","data":{"n":1}}`
+	frame := string(envelope.WrapTelemetry(nil, []byte(env))) + "\n"
+	seg := frame + frame + "{\"type\":\"telemetry\",\"event\":{\"id\":\"\"}}\n"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, chURL+"/0", strings.NewReader(seg))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST seq 0: %s", resp.Status)
+	}
+	var name string
+	var sr SubscriberReport
+	waitUntil(t, "the segment to be read", func() bool {
+		for n, s := range r.a.Report().Subscribers {
+			name, sr = n, s
+		}
+		return sr.Relayed == 1 && sr.Duplicates == 1 && len(sr.Malformed) > 0
+	})
+	// /v1/stats, as a client reads it.
+	var stats struct {
+		Subscribers map[string]SubscriberReport `json:"subscribers"`
+	}
+	sresp, err := testClient.Get(r.base + "/v1/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(sresp.Body).Decode(&stats)
+	sresp.Body.Close()
+	if err != nil || sresp.StatusCode != http.StatusOK {
+		t.Fatalf("/v1/stats: %s, %v", sresp.Status, err)
+	}
+	got := stats.Subscribers[name]
+	var malformed uint64
+	for _, n := range got.Malformed {
+		malformed += n
+	}
+	if got.Relayed != 1 || got.Duplicates != 1 || malformed != 1 || got.Jumps != 0 || got.Skipped != 0 || got.Ended != "" {
+		t.Fatalf("/v1/stats subscribers[%q] = %+v (all: %+v)", name, got, stats.Subscribers)
+	}
+	m := scrape(t, r)
+	label := fmt.Sprintf("{channel=%q}", name)
+	for series, want := range map[string]float64{
+		"edgerelay_subscriber_relayed_total":          1,
+		"edgerelay_subscriber_duplicates_total":       1,
+		"edgerelay_subscriber_jumps_total":            0,
+		"edgerelay_subscriber_skipped_segments_total": 0,
+		"edgerelay_subscriber_reconnects_total":       0,
+		"edgerelay_subscriber_gone_total":             0,
+	} {
+		if v, ok := m[series+label]; !ok || v != want {
+			t.Errorf("%s%s = %v (present %v), want %v", series, label, v, ok, want)
+		}
+	}
+	var bad float64
+	for k, v := range m {
+		if strings.HasPrefix(k, "edgerelay_subscriber_malformed_total{channel=") && strings.Contains(k, fmt.Sprintf("channel=%q", name)) {
+			bad += v
+		}
+	}
+	if bad != 1 {
+		t.Errorf("edgerelay_subscriber_malformed_total for %s: %v, want 1", name, bad)
+	}
+	if strings.Contains(name, "?") {
+		t.Errorf("the channel label %q is not redacted", name)
+	}
 }

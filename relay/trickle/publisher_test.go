@@ -448,7 +448,9 @@ func TestPublisherStopsOnClosedChannel(t *testing.T) {
 	}
 }
 
-// With nothing to send, an empty segment goes every KeepAlive.
+// With nothing to send, a keep-alive segment goes every KeepAlive: one
+// frame of the status envelope that every reader parses, never an empty
+// segment (which ends the Python ChannelReader).
 func TestPublisherKeepAlive(t *testing.T) {
 	status := []byte(`{"id":"ka","type":"agent_status","timestamp":"1","gateway":"","data":{"reason":"keepalive"}}`)
 	for _, framing := range []string{FramingJSONL, FramingGateway} {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -193,7 +194,10 @@ func TestSubscriberJumpsOn470(t *testing.T) {
 		srv.CreateChannel("ch")
 		c := newCollector()
 		c.gate = make(chan struct{})
-		s, _ := startSubscriber(t, subOpts(srv, "ch", c))
+		var logs bytes.Buffer // read after synctest.Wait: the bubble is idle
+		opts := subOpts(srv, "ch", c)
+		opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		s, _ := startSubscriber(t, opts)
 		if err := srv.WaitReaders(t.Context(), "ch", 1); err != nil {
 			t.Fatal(err)
 		}
@@ -214,8 +218,15 @@ func TestSubscriberJumpsOn470(t *testing.T) {
 			}
 		}
 		synctest.Wait() // Relayed is counted once OnEnvelope returns
-		if st := s.Stats(); st.Jumps != 1 || st.Requests["470"] != 1 || st.Relayed != 2 {
+		if st := s.Stats(); st.Jumps != 1 || st.Skipped != 8 || st.Requests["470"] != 1 || st.Relayed != 2 {
 			t.Fatalf("stats %+v", st)
+		}
+		// The loss is said once, naming the channel and the seq range.
+		for _, want := range []string{"level=WARN", "trickle reader fell behind; segments skipped are lost",
+			"channel=" + srv.ChannelURL("ch"), "from_seq=1", "to_seq=9", "skipped=8"} {
+			if !strings.Contains(logs.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, logs.String())
+			}
 		}
 	})
 }
