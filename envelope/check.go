@@ -179,9 +179,15 @@ func isDigits(s string) bool {
 // may come after data (key order is not fixed). Of repeated ids (which Check
 // refuses, but an old spool may hold) the last counts, as for encoding/json,
 // Python and JavaScript readers. Without escapes the result aliases b.
+//
+// Bytes that are not one whole JSON object have no id: a record cut short
+// must not lend the sink a key or a log line an id that it does not carry.
 func ID(b []byte) ([]byte, bool) {
 	var buf [8]member
-	ms, _ := members(b, buf[:0])
+	ms, ok := members(b, buf[:0])
+	if !ok {
+		return nil, false
+	}
 	for i := len(ms) - 1; i >= 0; i-- {
 		m := ms[i]
 		if !m.is("id") {

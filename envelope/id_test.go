@@ -30,6 +30,8 @@ func TestID(t *testing.T) {
 		{"empty", ``, "", false},
 		{"truncated", `{"type":"t","id":"ab`, "", false},
 		{"unterminated data", `{"data":{"x":"y"`, "", false},
+		{"cut after the id", `{"id":"0"`, "", false},
+		{"cut after the id and a comma", `{"type":"t","id":"0",`, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
