@@ -49,6 +49,9 @@ type Publisher struct {
 	opts   PublisherOptions // defaults applied
 	client *http.Client
 	log    *slog.Logger
+	// contentType of the segments: JSON lines, or one JSON document in
+	// gateway framing (as the orchestrator creates the gateway's channel).
+	contentType string
 
 	// Owned by the forwarder's goroutine.
 	seq      int64         // the seq the next segment is POSTed to; -1 until learned
@@ -70,11 +73,15 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 	}
 	o := opts.withDefaults()
 	p := &Publisher{
-		opts:   o,
-		client: relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.Insecure, Dial: guardDial(o.DialContext)}),
-		log:    o.Logger.With("channel", relay.RedactURL(o.URL), "framing", o.Framing),
-		seq:    -1,
-		warn:   logthrottle.New(time.Minute, 1),
+		opts:        o,
+		client:      relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.Insecure, Dial: guardDial(o.DialContext)}),
+		log:         o.Logger.With("channel", relay.RedactURL(o.URL), "framing", o.Framing),
+		seq:         -1,
+		warn:        logthrottle.New(time.Minute, 1),
+		contentType: "application/jsonl",
+	}
+	if o.Framing == FramingGateway {
+		p.contentType = "application/json"
 	}
 	if o.Insecure && strings.HasPrefix(o.URL, "https:") {
 		p.log.Warn("TLS certificate verification is off for this trickle channel (EDGERELAY_TRICKLE_INSECURE)")
@@ -495,7 +502,7 @@ func (p *Publisher) post(ctx context.Context, body []byte, records int) error {
 		panic("BUG: trickle: segment request: " + err.Error()) // the URL was validated
 	}
 	req.ContentLength = int64(len(body))
-	req.Header.Set("Content-Type", "application/jsonl")
+	req.Header.Set("Content-Type", p.contentType)
 	if p.reset {
 		req.Header.Set(headerReset, "1")
 	}

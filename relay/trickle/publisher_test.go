@@ -173,6 +173,13 @@ func TestPublisherFramings(t *testing.T) {
 				run.stop()
 
 				segs := srv.Received("ch")
+				// The type says what a segment holds: lines, or one document.
+				wantType := map[string]string{FramingJSONL: "application/jsonl", FramingGateway: "application/json"}[framing]
+				for _, r := range postsOf(srv.Requests()) {
+					if r.Type != wantType {
+						t.Fatalf("POST seq %s: Content-Type %q, want %q", r.Seq, r.Type, wantType)
+					}
+				}
 				var got [][]byte
 				switch framing {
 				case FramingJSONL:

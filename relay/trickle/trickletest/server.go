@@ -77,6 +77,7 @@ type Request struct {
 	Status  int    // 0 when no answer was sent (a cut, or the client went away)
 	Bytes   int    // body bytes received (POST) or sent (GET)
 	Reset   bool   // the POST carried Lp-Trickle-Reset and the server honoured it
+	Type    string // the POST's Content-Type
 	Dropped bool   // POST of a seq already written: answered 200, data dropped
 	Cut     bool   // the server cut the connection (CutPost, Restart, Stop)
 	Closed  bool   // answered with Lp-Trickle-Closed
@@ -529,7 +530,7 @@ func (s *Server) sweepLoop() {
 }
 
 func newRequest(r *http.Request) Request {
-	return Request{Method: r.Method, Path: r.URL.Path, Channel: r.PathValue("chan"), Seq: r.PathValue("seq")}
+	return Request{Method: r.Method, Path: r.URL.Path, Channel: r.PathValue("chan"), Seq: r.PathValue("seq"), Type: r.Header.Get("Content-Type")}
 }
 
 func reply(w http.ResponseWriter, rec *Request, code int, msg string) {
