@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -73,7 +76,7 @@ type e2eContender struct {
 // own. Ratios are taken within a round and their median reported, so the
 // machine's drift cancels out.
 func benchE2EHTTP(b *bench, dir string) (*benchResult, error) {
-	lg, ag, err := b.startLoaded(dir)
+	lg, ag, err := b.startLoaded(dir, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -173,13 +176,16 @@ func benchE2EHTTP(b *bench, dir string) (*benchResult, error) {
 }
 
 // startLoaded starts the load generator and an agent on dir whose HTTP
-// sink (rate budget off) delivers to the load generator's metrics API.
-func (b *bench) startLoaded(dir string) (*loadgen, *benchAgent, error) {
+// sink (rate budget off) delivers to the load generator's metrics API;
+// extra settings override the bench's.
+func (b *bench) startLoaded(dir string, extra map[string]string) (*loadgen, *benchAgent, error) {
 	lg, err := startLoadgen(b.knobs.loadgen)
 	if err != nil {
 		return nil, nil, err
 	}
-	ag, err := b.startAgent(dir, httpSinkEnv(lg.server), nil)
+	env := httpSinkEnv(lg.server)
+	maps.Copy(env, extra)
+	ag, err := b.startAgent(dir, env, nil)
 	if err != nil {
 		lg.close()
 		return nil, nil, err
@@ -212,15 +218,57 @@ func envSetting(k string) string {
 // backlog ran out is not counted (intervals_exhausted). Every event
 // the agent refuses is answered 429 or 503 and counted; the figure
 // refused_uncounted compares the agent's count with the clients'.
+// Here the metrics API answers at once, so the drain is bound by the CPU
+// that ingest shares.
 func benchOverload(b *bench, dir string) (*benchResult, error) {
+	return b.overload(dir, "overload", 0)
+}
+
+// remoteSinkRTT is the round trip of overload_remote's metrics API.
+const remoteSinkRTT = 20 * time.Millisecond
+
+// benchOverloadRemote is overload with every answer of the metrics API
+// held remoteSinkRTT, as from an API across a network: the drain is bound
+// by the sink's answers and the lanes in flight, not by the CPU, which is
+// how a node meets overload.
+func benchOverloadRemote(b *bench, dir string) (*benchResult, error) {
+	return b.overload(dir, "overload_remote", remoteSinkRTT)
+}
+
+// overload runs the overload rounds with the metrics API's answers held
+// rtt, and names the result name.
+func (b *bench) overload(dir, name string, rtt time.Duration) (*benchResult, error) {
+	rttMS := float64(rtt) / float64(time.Millisecond)
 	if err := b.prefill(filepath.Join(dir, "spool.db"), "http", b.knobs.overloadBacklog); err != nil {
 		return nil, fmt.Errorf("pre-filling the spool: %w", err)
 	}
-	lg, ag, err := b.startLoaded(dir)
+	// The metrics API runs in a process of its own, apart from the load
+	// generator's clients, as a real one does: the load the clients make
+	// must not slow the answers delivery waits for.
+	api, err := startLoadgen(b.knobs.loadgen)
+	if err != nil {
+		return nil, err
+	}
+	defer api.close()
+	// The spool's cap is lifted above what the rounds can fill, so that the
+	// backlog grows by ingest − delivery throughout and no eviction of the
+	// oldest (spool_full, the cap's rule) takes the writer's time.
+	lg, ag, err := b.startLoaded(dir, map[string]string{
+		"EDGERELAY_HTTP_URL":        api.server,
+		"EDGERELAY_SPOOL_MAX_BYTES": strconv.FormatInt(benchSpoolCap, 10),
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer lg.close()
+	// apiTotal is what the metrics API has received so far, and when.
+	apiTotal := func() (int64, time.Time) {
+		r, err := api.do(loadCmd{Op: "total", SinkRTTMS: rttMS}, nil)
+		if err != nil {
+			return -1, time.Now()
+		}
+		return r.ServerTotal, time.Now()
+	}
 	pending := func() uint64 { return ag.a.Report().Sinks["http"].Pending }
 	refusedByAgent := func() int64 {
 		var n uint64
@@ -233,7 +281,7 @@ func benchOverload(b *bench, dir string) (*benchResult, error) {
 	}
 	clients := b.clients100()
 	// Warm-up: the agent's start and the first batches, not counted.
-	if _, err := lg.do(loadCmd{Op: "count", WindowS: b.warm.Seconds()}, nil); err != nil {
+	if _, err := api.do(loadCmd{Op: "count", WindowS: b.warm.Seconds(), SinkRTTMS: rttMS}, nil); err != nil {
 		ag.stop()
 		return nil, err
 	}
@@ -246,7 +294,7 @@ func benchOverload(b *bench, dir string) (*benchResult, error) {
 		refusedAnswered                                                             int64
 	)
 	for range b.intervals {
-		a, err := lg.do(loadCmd{Op: "count", WindowS: dA.Seconds()}, nil)
+		a, err := api.do(loadCmd{Op: "count", WindowS: dA.Seconds(), SinkRTTMS: rttMS}, nil)
 		if err != nil {
 			ag.stop()
 			return nil, err
@@ -256,19 +304,35 @@ func benchOverload(b *bench, dir string) (*benchResult, error) {
 			break
 		}
 		dr := float64(a.ServerEvents) / a.WindowS
-		var p0, p1 uint64
+		var (
+			p0, p1 uint64
+			n0, n1 int64 // the metrics API's total at the window's marks
+			t0, t1 time.Time
+		)
 		rep, err := lg.do(loadCmd{Op: "load", URL: ag.base, Proto: "http", Clients: clients, Rate: 2 * dr, WarmS: 0.5, WindowS: b.dur.Seconds()},
-			readAtMarks(pending, &p0, &p1))
+			func(mark string) {
+				if mark == "start" {
+					p0 = pending()
+					n0, t0 = apiTotal()
+				} else {
+					p1 = pending()
+					n1, t1 = apiTotal()
+				}
+			})
 		if err != nil {
 			ag.stop()
 			return nil, err
+		}
+		if n0 < 0 || n1 < 0 {
+			ag.stop()
+			return nil, errors.New("the metrics API's process did not answer")
 		}
 		refusedAnswered += rep.RefusedAll
 		if p1 == 0 {
 			exhausted++ // the backlog ran out: delivery was not under overload throughout
 			continue
 		}
-		del := float64(rep.ServerEvents) / rep.WindowS
+		del := float64(n1-n0) / t1.Sub(t0).Seconds()
 		drain = append(drain, dr)
 		delivered = append(delivered, del)
 		offered = append(offered, 2*dr)
@@ -276,7 +340,7 @@ func benchOverload(b *bench, dir string) (*benchResult, error) {
 		refusedRate = append(refusedRate, float64(rep.Refused)/rep.WindowS)
 		ratio = append(ratio, del/dr)
 		growth = append(growth, (float64(p1)-float64(p0))/rep.WindowS)
-		inMinusOut = append(inMinusOut, float64(rep.Accepted-rep.ServerEvents)/rep.WindowS)
+		inMinusOut = append(inMinusOut, float64(rep.Accepted)/rep.WindowS-del)
 	}
 	refusedCounted := refusedByAgent()
 	rep, err := ag.finish(nil)
@@ -287,7 +351,7 @@ func benchOverload(b *bench, dir string) (*benchResult, error) {
 		return nil, fmt.Errorf("the backlog of %d events ran out before an overload interval completed; raise it", b.knobs.overloadBacklog)
 	}
 	hs := rep.Sinks["http"]
-	r := newResult("overload")
+	r := newResult(name)
 	ratio.add(r, "ratio_delivered_to_drain")
 	delivered.add(r, "events_per_s")
 	drain.add(r, "unloaded_drain_events_per_s")
@@ -300,6 +364,7 @@ func benchOverload(b *bench, dir string) (*benchResult, error) {
 	r.add("refused_counted", refusedCounted)
 	r.add("refused_uncounted", math.Abs(float64(refusedAnswered-refusedCounted)))
 	r.add("clients", clients)
+	r.add("sink_rtt_ms", rttMS)
 	r.add("backlog_events_start", b.knobs.overloadBacklog)
 	r.add("backlog_events_end", hs.Pending)
 	r.add("intervals_exhausted", exhausted)

@@ -42,6 +42,10 @@ type loadCmd struct {
 	WarmS   float64 `json:"warm_s,omitempty"`  // load before the window, not counted
 	WindowS float64 `json:"window_s,omitempty"`
 	Events  int64   `json:"events,omitempty"` // until: the server's total to wait for
+	// SinkRTTMS holds each answer of the metrics API this long after its
+	// body was read (a remote API's round trip). Every command sets it:
+	// 0 answers at once.
+	SinkRTTMS float64 `json:"sink_rtt_ms,omitempty"`
 }
 
 // loadReply is what the load generator measured.
@@ -104,6 +108,7 @@ func benchBodies(n int) [][]byte {
 
 func runLoadCmd(c loadCmd, srv *sinkServer, bodies [][]byte, mark func(string)) loadReply {
 	window := time.Duration(c.WindowS * float64(time.Second))
+	srv.rtt.Store(int64(c.SinkRTTMS * float64(time.Millisecond)))
 	switch c.Op {
 	case "total":
 		return loadReply{}

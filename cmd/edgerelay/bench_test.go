@@ -92,9 +92,14 @@ func TestBenchAllScenarios(t *testing.T) {
 	positive(t, got["spool_append"], "ratio_to_bbolt_raw")
 	positive(t, got["e2e_http"], "ratio_to_bbolt_raw", "ingested_events_per_s", "events_per_s_1000_clients", "ws_events_per_s",
 		"ratio_1000_to_100", "cpu_us_per_event", "rss_anon_bytes", "rss_file_bytes", "bbolt_raw_events_per_s", "events_per_s_spread_pct")
-	positive(t, got["overload"], "ratio_delivered_to_drain", "unloaded_drain_events_per_s", "offered_events_per_s")
-	if got["overload"]["refused_uncounted"] != 0.0 {
-		t.Errorf("overload: %v refused events answered but not counted", got["overload"]["refused_uncounted"])
+	for _, name := range []string{"overload", "overload_remote"} {
+		positive(t, got[name], "ratio_delivered_to_drain", "unloaded_drain_events_per_s", "offered_events_per_s")
+		if got[name]["refused_uncounted"] != 0.0 {
+			t.Errorf("%s: %v refused events answered but not counted", name, got[name]["refused_uncounted"])
+		}
+	}
+	if got["overload_remote"]["sink_rtt_ms"] != 20.0 {
+		t.Errorf("overload_remote: sink_rtt_ms %v, want 20", got["overload_remote"]["sink_rtt_ms"])
 	}
 	positive(t, got["ingest_durable"], "p50_latency_ms", "p99_latency_ms")
 	positive(t, got["outage_memory"], "rss_start_bytes", "rss_end_bytes", "spool_bytes_end", "pending_events_end", "ingested_events_per_s")
@@ -102,7 +107,7 @@ func TestBenchAllScenarios(t *testing.T) {
 	if got["drain"]["delivered"].(float64) < 5000 {
 		t.Errorf("drain delivered %v, want at least the 5,000 measured", got["drain"]["delivered"])
 	}
-	for _, name := range []string{"e2e_http", "drain", "overload", "outage_memory"} {
+	for _, name := range []string{"e2e_http", "drain", "overload", "overload_remote", "outage_memory"} {
 		if got[name]["balanced"] != true {
 			t.Errorf("%s: the sink's accounting does not balance", name)
 		}
