@@ -464,6 +464,54 @@ func TestDiskFullAtStart(t *testing.T) {
 	}
 }
 
+// TestReadOnlyStateAtStart: a state directory on a file system mounted
+// read-only does not stop the agent: it starts degraded (answers
+// durable:false, holds events in memory), writes them to disk once the file
+// system is writable again, and a restart then finds a good spool.
+func TestReadOnlyStateAtStart(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	testenv.MountTmpfs(t, state, "8m")
+	remount := func(mode string) {
+		t.Helper()
+		if out, err := exec.Command("mount", "-o", "remount,"+mode, state).CombinedOutput(); err != nil {
+			t.Fatalf("remount %s: %v %s", mode, err, out)
+		}
+	}
+	remount("ro")
+	addr := testenv.FreeAddr(t)
+	env := []string{"EDGERELAY_STATE_DIR=" + state, "EDGERELAY_STDOUT=on", "EDGERELAY_SHUTDOWN_GRACE=1s"}
+	p := startProc(t, binPath, dir, addr, env...)
+	waitReady(t, client, addr)
+	if code, _, durable := postEvents(t, addr, "r", 0, 10, 10); code != 202 || durable {
+		t.Fatalf("post on a read-only file system: %d durable %v", code, durable)
+	}
+	if st := getStats(t, addr); !st.Degraded || st.Durable {
+		t.Fatalf("stats on a read-only file system: %+v", st)
+	}
+	remount("rw")
+	writable := time.Now()
+	i := 10
+	waitFor(t, "durable answers", func() bool {
+		_, _, durable := postEvents(t, addr, "r", i, 1, 10)
+		i++
+		return durable
+	})
+	t.Logf("read-only state directory at start: durable:true %s after the remount read-write", time.Since(writable).Round(time.Millisecond))
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	startProc(t, binPath, dir, addr, env...)
+	waitReady(t, client, addr)
+	if st := getStats(t, addr); st.Quarantined != 0 || !st.Durable || st.Degraded {
+		t.Fatalf("after restart: %+v", st)
+	}
+	if m, _ := filepath.Glob(filepath.Join(state, "spool.db.*")); len(m) != 0 {
+		t.Fatalf("left behind: %v", m)
+	}
+}
+
 // buildPlain builds the binary without the race detector, whose shadow
 // memory would swamp a measure of resident memory.
 func buildPlain(t *testing.T) string {
