@@ -417,57 +417,23 @@ func fillDisk(t *testing.T, dir string) string {
 	}
 }
 
-// TestDiskFullAtStart: a state directory whose disk is full at start; the
-// agent runs memory-only and, once space is freed, answers durable:true
-// again by itself, and the next start finds a sound spool (no quarantine).
-// Acceptance: durable:true within 5 s of the space returning.
+// TestDiskFullAtStart: a disk already full when the agent starts does not
+// stop it: it starts degraded and goes to disk once space returns.
 func TestDiskFullAtStart(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	testenv.MountTmpfs(t, state, "1m")
 	filler := fillDisk(t, state)
-	addr := testenv.FreeAddr(t)
-	env := []string{"EDGERELAY_STATE_DIR=" + state, "EDGERELAY_STDOUT=on", "EDGERELAY_SHUTDOWN_GRACE=1s"}
-	p := startProc(t, binPath, dir, addr, env...)
-	waitReady(t, client, addr)
-	if code, _, durable := postEvents(t, addr, "f", 0, 10, 10); code != 202 || durable {
-		t.Fatalf("post on a full disk: %d durable %v", code, durable)
-	}
-	if st := getStats(t, addr); !st.Degraded || st.Durable {
-		t.Fatalf("stats on a full disk: %+v", st)
-	}
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
-	freed := time.Now()
-	i := 10
-	waitFor(t, "durable answers", func() bool {
-		_, _, durable := postEvents(t, addr, "f", i, 1, 10)
-		i++
-		return durable
+	degradedStartRecovers(t, dir, state, "disk full at start", "the space returned (acceptance: 5 s)", func() {
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
 	})
-	t.Logf("disk full at start: durable:true %s after the space returned (acceptance: 5 s)", time.Since(freed).Round(time.Millisecond))
-	if took := time.Since(freed); took > 10*time.Second {
-		t.Errorf("durable again after %s", took)
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
-	startProc(t, binPath, dir, addr, env...)
-	waitReady(t, client, addr)
-	if st := getStats(t, addr); st.Quarantined != 0 || !st.Durable {
-		t.Fatalf("after restart: %+v", st)
-	}
-	if m, _ := filepath.Glob(filepath.Join(state, "spool.db.*")); len(m) != 0 {
-		t.Fatalf("left behind: %v", m)
-	}
 }
 
 // TestReadOnlyStateAtStart: a state directory on a file system mounted
-// read-only does not stop the agent: it starts degraded (answers
-// durable:false, holds events in memory), writes them to disk once the file
-// system is writable again, and a restart then finds a good spool.
+// read-only does not stop the agent either: it starts degraded and goes to
+// disk once the file system is writable again.
 func TestReadOnlyStateAtStart(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
@@ -479,25 +445,37 @@ func TestReadOnlyStateAtStart(t *testing.T) {
 		}
 	}
 	remount("ro")
+	degradedStartRecovers(t, dir, state, "read-only state directory at start", "the remount read-write", func() { remount("rw") })
+}
+
+// degradedStartRecovers starts the agent on a state directory it cannot
+// write: it must answer 202 durable:false and report itself degraded; after
+// recover, answers turn durable:true (the time is logged), and a restart
+// finds a good spool: nothing quarantined, nothing left behind.
+func degradedStartRecovers(t *testing.T, dir, state, what, after string, recover func()) {
+	t.Helper()
 	addr := testenv.FreeAddr(t)
 	env := []string{"EDGERELAY_STATE_DIR=" + state, "EDGERELAY_STDOUT=on", "EDGERELAY_SHUTDOWN_GRACE=1s"}
 	p := startProc(t, binPath, dir, addr, env...)
 	waitReady(t, client, addr)
-	if code, _, durable := postEvents(t, addr, "r", 0, 10, 10); code != 202 || durable {
-		t.Fatalf("post on a read-only file system: %d durable %v", code, durable)
+	if code, _, durable := postEvents(t, addr, "f", 0, 10, 10); code != 202 || durable {
+		t.Fatalf("%s: post %d durable %v, want 202 not durable", what, code, durable)
 	}
 	if st := getStats(t, addr); !st.Degraded || st.Durable {
-		t.Fatalf("stats on a read-only file system: %+v", st)
+		t.Fatalf("%s: stats %+v", what, st)
 	}
-	remount("rw")
-	writable := time.Now()
+	recover()
+	since := time.Now()
 	i := 10
 	waitFor(t, "durable answers", func() bool {
-		_, _, durable := postEvents(t, addr, "r", i, 1, 10)
+		_, _, durable := postEvents(t, addr, "f", i, 1, 10)
 		i++
 		return durable
 	})
-	t.Logf("read-only state directory at start: durable:true %s after the remount read-write", time.Since(writable).Round(time.Millisecond))
+	t.Logf("%s: durable:true %s after %s", what, time.Since(since).Round(time.Millisecond), after)
+	if took := time.Since(since); took > 10*time.Second {
+		t.Errorf("%s: durable again after %s", what, took)
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -505,10 +483,10 @@ func TestReadOnlyStateAtStart(t *testing.T) {
 	startProc(t, binPath, dir, addr, env...)
 	waitReady(t, client, addr)
 	if st := getStats(t, addr); st.Quarantined != 0 || !st.Durable || st.Degraded {
-		t.Fatalf("after restart: %+v", st)
+		t.Fatalf("%s, after restart: %+v", what, st)
 	}
 	if m, _ := filepath.Glob(filepath.Join(state, "spool.db.*")); len(m) != 0 {
-		t.Fatalf("left behind: %v", m)
+		t.Fatalf("%s: left behind: %v", what, m)
 	}
 }
 
