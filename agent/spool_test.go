@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/livepeer/edgerelay/agent/pipeline"
 	"github.com/livepeer/edgerelay/relay"
 	"github.com/livepeer/edgerelay/spool"
@@ -104,6 +106,30 @@ func TestOutageBeyondTheCap(t *testing.T) {
 
 // TestCorruptSpoolIsQuarantined damages the spool file three ways; each time
 // the agent starts, moves the file aside, reports it, and works.
+// leafPageNearMiddle returns the offset and size of the leaf page nearest
+// the middle of the bbolt file at path that the tree uses (not free).
+func leafPageNearMiddle(path string) (off int64, size int, err error) {
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	size = db.Info().PageSize
+	err = db.View(func(tx *bolt.Tx) error {
+		mid := int(tx.Size()) / size / 2
+		for d := 0; d <= mid; d++ {
+			for _, id := range []int{mid + d, mid - d} {
+				if pi, err := tx.Page(id); err == nil && pi != nil && pi.Type == "leaf" {
+					off = int64(id) * int64(size)
+					return nil
+				}
+			}
+		}
+		return errors.New("no leaf page in use")
+	})
+	return off, size, err
+}
+
 func TestCorruptSpoolIsQuarantined(t *testing.T) {
 	damage := map[string]func(path string) error{
 		"truncated": func(p string) error {
@@ -114,17 +140,22 @@ func TestCorruptSpoolIsQuarantined(t *testing.T) {
 			return os.Truncate(p, fi.Size()/3)
 		},
 		"random bytes in the middle": func(p string) error {
+			// On a page the tree uses: junk on a free page is no damage,
+			// and the spool rightly keeps such a file.
+			off, size, err := leafPageNearMiddle(p)
+			if err != nil {
+				return err
+			}
 			f, err := os.OpenFile(p, os.O_RDWR, 0)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			fi, _ := f.Stat()
-			junk := make([]byte, 4096)
+			junk := make([]byte, size)
 			for i := range junk {
 				junk[i] = byte(rand.IntN(256))
 			}
-			_, err = f.WriteAt(junk, fi.Size()/2)
+			_, err = f.WriteAt(junk, off)
 			return err
 		},
 		"zero length": func(p string) error { return os.Truncate(p, 0) },
