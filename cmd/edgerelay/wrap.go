@@ -144,7 +144,7 @@ func (w *wrapper) reap() {
 		took := time.Since(c.started).Round(time.Millisecond)
 		switch {
 		case c == w.runner:
-			w.say("runner %s after %s", describeExit(ws), took)
+			w.say("runner %s, %s after it started", describeExit(ws), took)
 			w.restoreTerminal()
 		case w.runner.alive() && !c.stopSent:
 			w.say("ERROR: the agent %s while the runner runs; the runner goes on without it (see the agent's log above)", describeExit(ws))
