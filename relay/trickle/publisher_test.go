@@ -13,6 +13,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/livepeer/edgerelay/envelope"
 
 	"github.com/livepeer/edgerelay/relay"
@@ -666,4 +668,36 @@ func TestStatusErrorThrottles(t *testing.T) {
 			t.Errorf("%d: the error does not name the status: %v", tc.code, err)
 		}
 	}
+}
+
+// A throttled segment POST (429 with Retry-After, from a proxy in front of
+// the server) is sent again after exactly the wait the answer asks, however
+// many came in a row: the forwarder's own backoff (30 s here) is not used.
+func TestPublisherHonoursRetryAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFake(t, trickletest.Options{InMemory: true})
+		srv.CreateChannel("ch")
+		cur := newSpool(t)
+		p, _ := startPublisher(t, pipeOpts(srv, "ch"), cur, func(f *relay.Forwarder) {
+			f.NewBackOff = func() backoff.BackOff { return backoff.NewConstantBackOff(30 * time.Second) }
+		})
+		synctest.Wait()
+		srv.ThrottlePosts(4, "2")
+		began := time.Now()
+		cur.append(t, testEnvelope(0))
+		cur.waitAcked(t, t.Context(), 1)
+		// The segment's interval (1 s), then 4 waits of 2 s; the position is
+		// learned again before each try, which takes no virtual time.
+		if took := time.Since(began); took < 8*time.Second || took > 10*time.Second {
+			t.Fatalf("four throttled POSTs, then delivery, took %s; want 4 × 2 s plus the segment's 1 s", took)
+		}
+		st := p.Stats().Snapshot()
+		if st.Requests["429"] != 4 || st.Retries["throttled"] != 4 || st.Delivered != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+		posts := postsOf(srv.Requests())
+		if last := posts[len(posts)-1]; last.Status != http.StatusOK {
+			t.Fatalf("last POST %+v", last)
+		}
+	})
 }

@@ -119,6 +119,8 @@ type Server struct {
 	cuts        map[string]int // channel -> cut the next POST after this many bytes
 	readersWake chan struct{}  // closed and replaced when a reader count changes
 	latency     map[string]time.Duration
+	throttle    int    // the next POSTs to answer 429 (ThrottlePosts)
+	throttleRA  string // their Retry-After
 }
 
 type channel struct {
@@ -401,6 +403,16 @@ func (s *Server) Stop() {
 	})
 }
 
+// ThrottlePosts answers the next n segment POSTs 429 Too Many Requests,
+// with Retry-After retryAfter when it is not "", and drops their bodies. The
+// trickle server itself never throttles; a proxy or rate limiter in front of
+// it does, and a publisher must wait what it asks.
+func (s *Server) ThrottlePosts(n int, retryAfter string) {
+	s.mu.Lock()
+	s.throttle, s.throttleRA = n, retryAfter
+	s.mu.Unlock()
+}
+
 // CutPost arms a fault: the next POST to channel name that carries at
 // least afterBytes body bytes has its connection closed once the server
 // has read them (the bytes read stay in the segment, which stays open, as
@@ -634,6 +646,16 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 
 	s.lockLive(r)
 	rec.Restarts = s.restarts
+	if s.throttle > 0 {
+		s.throttle--
+		ra := s.throttleRA
+		s.mu.Unlock()
+		if ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		reply(w, &rec, http.StatusTooManyRequests, "Too Many Requests")
+		return
+	}
 	ch := s.channels[rec.Channel]
 	if ch == nil && s.opts.AutoCreate {
 		ch = s.newChannelLocked(rec.Channel)
