@@ -106,30 +106,6 @@ func TestOutageBeyondTheCap(t *testing.T) {
 
 // TestCorruptSpoolIsQuarantined damages the spool file three ways; each time
 // the agent starts, moves the file aside, reports it, and works.
-// leafPageNearMiddle returns the offset and size of the leaf page nearest
-// the middle of the bbolt file at path that the tree uses (not free).
-func leafPageNearMiddle(path string) (off int64, size int, err error) {
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer db.Close()
-	size = db.Info().PageSize
-	err = db.View(func(tx *bolt.Tx) error {
-		mid := int(tx.Size()) / size / 2
-		for d := 0; d <= mid; d++ {
-			for _, id := range []int{mid + d, mid - d} {
-				if pi, err := tx.Page(id); err == nil && pi != nil && pi.Type == "leaf" {
-					off = int64(id) * int64(size)
-					return nil
-				}
-			}
-		}
-		return errors.New("no leaf page in use")
-	})
-	return off, size, err
-}
-
 func TestCorruptSpoolIsQuarantined(t *testing.T) {
 	damage := map[string]func(path string) error{
 		"truncated": func(p string) error {
@@ -204,6 +180,30 @@ func TestCorruptSpoolIsQuarantined(t *testing.T) {
 			}
 		})
 	}
+}
+
+// leafPageNearMiddle returns the offset and size of the leaf page nearest
+// the middle of the bbolt file at path that the tree uses (not free).
+func leafPageNearMiddle(path string) (off int64, size int, err error) {
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	size = db.Info().PageSize
+	err = db.View(func(tx *bolt.Tx) error {
+		mid := int(tx.Size()) / size / 2
+		for d := 0; d <= mid; d++ {
+			for _, id := range []int{mid + d, mid - d} {
+				if pi, err := tx.Page(id); err == nil && pi != nil && pi.Type == "leaf" {
+					off = int64(id) * int64(size)
+					return nil
+				}
+			}
+		}
+		return errors.New("no leaf page in use")
+	})
+	return off, size, err
 }
 
 // TestDiskFull puts the spool on a 1 MiB tmpfs and fills it: the agent keeps
