@@ -589,6 +589,18 @@ func TestWrapAgentFails(t *testing.T) {
 		expect(t, "exit status", status, 3)
 		expect(t, "runner signals", w.runnerSignals(), []string{"TERM"})
 	})
+	t.Run("bad shutdown grace", func(t *testing.T) {
+		// The wrapper reads the grace as the agent does, and says at once
+		// that the agent will refuse it; the runner's status stands.
+		cmd := exec.Command(binPath, "wrap", "--", "/bin/sh", "-c", "exit 4")
+		cmd.Env = append(testenv.Clean(), "EDGERELAY_ENABLED=true", "EDGERELAY_SHUTDOWN_GRACE=soon")
+		out, _ := cmd.CombinedOutput()
+		expect(t, "exit status", cmd.ProcessState.ExitCode(), 4)
+		if !strings.Contains(string(out), `ERROR: EDGERELAY_SHUTDOWN_GRACE: "soon" is not a duration`) ||
+			!strings.Contains(string(out), "the agent will refuse it and not start") {
+			t.Errorf("not loud: %s", out)
+		}
+	})
 	t.Run("bad stop timeout", func(t *testing.T) {
 		cmd := exec.Command(binPath, "wrap", "--stop-timeout=soon", "--", "/bin/sh", "-c", "exit 4")
 		cmd.Env = testenv.Clean()
