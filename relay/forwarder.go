@@ -51,9 +51,10 @@ type Forwarder struct {
 	Batch    int           // records per Send; 0 means DefaultBatch
 	MaxBytes int           // record bytes per Send; 0 means unbounded
 	Linger   time.Duration // how long a partial batch may wait to fill; 0 sends at once
-	// Inflight is how many batches may be in flight at once when Sink is a
+	// Inflight is how many batches may be sent at once when Sink is a
 	// LaneSink (0 or 1: one). Batches are read one after the other and
-	// acknowledged in order; see Run.
+	// acknowledged in order, so up to twice Inflight may be unsettled:
+	// those being sent and those answered behind an older one; see Run.
 	Inflight int
 	// ProbeInterval is how often a paused sink tries one small batch; 0 means
 	// DefaultProbeInterval.
@@ -184,10 +185,12 @@ func (fl *flight) finished() bool {
 // ErrClosed (returning ErrClosed). Records not settled when it returns stay
 // in the spool.
 //
-// With Inflight > 1 and a LaneSink, up to Inflight batches are in flight,
-// each on a lane of its own, read one after the other. Batches are settled
-// (acknowledged, counted) strictly in order: a batch that finishes early
-// waits for those before it. When a batch fails, the batches behind it are
+// With Inflight > 1 and a LaneSink, up to Inflight batches are being sent
+// at once, each on a lane of its own, read one after the other. Batches are
+// settled (acknowledged, counted) strictly in order: a batch that finishes
+// early waits for those before it, and its lane takes the next batch
+// meanwhile, up to 2 × Inflight batches unsettled; so one slow answer holds
+// back acknowledgements, not the other lanes. When a batch fails, the batches behind it are
 // waited for and their outcome discarded, and everything from the failed
 // batch's unsettled records on is read again after the wait that Classify
 // asks for, one batch at a time until a send succeeds: a batch behind a
@@ -211,6 +214,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	// goroutine.
 	var work chan *flight
 	var lanes sync.WaitGroup
+	fin := make(chan struct{}, 1) // a flight finished: the loop looks again
 	if len(sinks) > 1 {
 		work = make(chan *flight)
 		for _, sk := range sinks {
@@ -218,6 +222,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				for fl := range work {
 					fl.res = sk.Send(ctx, fl.b.Recs)
 					close(fl.done)
+					select {
+					case fin <- struct{}{}:
+					default: // a wake-up is pending already
+					}
 				}
 			})
 		}
@@ -228,7 +236,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		lanes.Wait()
 	}()
-	r := &run{f: f, ctx: ctx, work: work, lanes: len(sinks), bo: f.NewBackOff(),
+	r := &run{f: f, ctx: ctx, work: work, fin: fin, lanes: len(sinks), bo: f.NewBackOff(),
 		transientLog: logthrottle.New(time.Minute, 1), lastActive: time.Now()}
 	err := r.loop()
 	// Whatever is still in flight returns promptly (ctx is done, or the
@@ -257,6 +265,7 @@ type run struct {
 	f     *Forwarder
 	ctx   context.Context
 	work  chan *flight
+	fin   chan struct{} // signalled by a lane when a flight finishes
 	lanes int
 
 	win  []*flight // in flight or finished but not yet settled, oldest first
@@ -291,11 +300,15 @@ func (r *run) loop() error {
 		if r.paused != "" && !r.resumed {
 			limit = 1 // a periodic probe is one small batch
 		}
-		window := r.lanes
-		if r.paused != "" || r.retrying {
-			window = 1 // a probe or a retry goes alone
+		// Up to r.lanes sends at once, and as many finished batches
+		// waiting behind an unfinished older one: a slow answer holds back
+		// the acknowledgements behind it, not the lanes.
+		window, sends := 2*r.lanes, r.lanes
+		if r.lanes == 1 || r.paused != "" || r.retrying {
+			window, sends = 1, 1 // a probe or a retry goes alone
 		}
-		if len(r.win) < window {
+		canSend := len(r.win) < window && r.sending() < sends
+		if canSend {
 			fl := r.take()
 			err := f.Queue.ReadBatch(f.Name, r.pos, limit, f.MaxBytes, &fl.b)
 			switch {
@@ -358,19 +371,31 @@ func (r *run) loop() error {
 				continue
 			}
 		}
-		// Wait for the oldest flight, or for records to fill a free lane.
+		// Wait for a flight to finish, or for records to fill a free lane.
 		var ready <-chan struct{}
-		if len(r.win) < window {
+		if canSend {
 			ready = f.ready
 		}
 		select {
 		case <-r.ctx.Done():
 			return r.ctx.Err()
 		case <-r.win[0].done:
+		case <-r.fin:
 		case <-ready:
 		case <-f.wake:
 		}
 	}
+}
+
+// sending is the number of flights whose Send has not returned.
+func (r *run) sending() int {
+	n := 0
+	for _, fl := range r.win {
+		if !fl.finished() {
+			n++
+		}
+	}
+	return n
 }
 
 // take returns a flight to read into, reusing a settled one's buffers.
@@ -399,7 +424,7 @@ func (r *run) dispatch(fl *flight) {
 		close(fl.done)
 		return
 	}
-	r.work <- fl // a lane is free: at most r.lanes flights are unsettled
+	r.work <- fl // a lane is free: at most r.lanes flights are being sent
 }
 
 // settleHead settles the oldest flight, which has finished: it acknowledges

@@ -146,6 +146,57 @@ func TestForwarderPipelinedAcksInOrder(t *testing.T) {
 	})
 }
 
+// A slow answer holds back the acknowledgements behind it, not the lanes:
+// while the oldest batch is out, each lane that finishes takes the next
+// batch, up to twice Inflight batches unsettled; nothing is acknowledged
+// past the slow one until it is answered, and then all at once, in order.
+func TestForwarderSlowHeadHoldsAcksNotLanes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sink := newLaneGate()
+		r := newRig(t, sink, func(f *relay.Forwarder) { f.Batch, f.Inflight = 2, 3 })
+		r.add(16)
+		r.start()
+		synctest.Wait()
+		sink.open(3, relay.Result{})
+		synctest.Wait()
+		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6] [7 8]]" {
+			t.Fatalf("calls %s; want [7 8] sent once the second lane was free, the first batch still out", got)
+		}
+		sink.open(5, relay.Result{})
+		sink.open(7, relay.Result{})
+		synctest.Wait()
+		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6] [7 8] [9 10] [11 12]]" {
+			t.Fatalf("calls %s; want two more batches, six unsettled", got)
+		}
+		sink.open(9, relay.Result{})
+		synctest.Wait()
+		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6] [7 8] [9 10] [11 12]]" {
+			t.Fatalf("calls %s; want no seventh unsettled batch while the first is out", got)
+		}
+		if snap, ss := r.check(); ss.Cursor != 0 || snap.Delivered != 0 {
+			t.Fatalf("cursor %d, delivered %d with the first batch out; want 0, 0", ss.Cursor, snap.Delivered)
+		}
+		if p := sink.Peak(); p != 3 {
+			t.Fatalf("peak %d Sends at once; want Inflight, 3", p)
+		}
+		sink.open(1, relay.Result{})
+		synctest.Wait()
+		if snap, ss := r.check(); ss.Cursor != 10 || snap.Delivered != 10 {
+			t.Fatalf("after the first batch: cursor %d, delivered %d; want 10, 10", ss.Cursor, snap.Delivered)
+		}
+		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6] [7 8] [9 10] [11 12] [13 14] [15 16]]" {
+			t.Fatalf("calls %s; want the window open again", got)
+		}
+		for _, first := range []uint64{11, 13, 15} {
+			sink.open(first, relay.Result{})
+		}
+		synctest.Wait()
+		if snap, ss := r.check(); ss.Pending != 0 || snap.Delivered != 16 || sink.Peak() != 3 {
+			t.Fatalf("at the end: delivered %d, pending %d, peak %d; want 16, 0, 3", snap.Delivered, ss.Pending, sink.Peak())
+		}
+	})
+}
+
 // A batch that fails while later ones succeed: nothing past its settled
 // part is acknowledged; after the backoff the rest is read again and sent
 // alone, then the window opens again. Every record is counted once.
@@ -162,6 +213,13 @@ func TestForwarderPipelinedFailureGoesBack(t *testing.T) {
 		synctest.Wait()
 		sink.open(3, relay.Result{})
 		sink.open(5, relay.Result{})
+		synctest.Wait()
+		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6] [7 8] [9 10]]" {
+			t.Fatalf("calls %s; want the freed lanes to take the next batches", got)
+		}
+		sink.open(7, relay.Result{})
+		sink.open(9, relay.Result{})
+		synctest.Wait()
 		sink.open(1, relay.Result{Settled: 1, Err: errors.New("http 503")})
 		synctest.Wait()
 		snap, ss := r.check()
@@ -170,12 +228,12 @@ func TestForwarderPipelinedFailureGoesBack(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		synctest.Wait()
-		if got := sink.Calls(); got != "[[1 2] [2 3] [3 4] [5 6]]" || time.Since(t0) != time.Second {
+		if got := sink.Calls(); got != "[[1 2] [2 3] [3 4] [5 6] [7 8] [9 10]]" || time.Since(t0) != time.Second {
 			t.Fatalf("calls %s at +%s; want the rest sent again alone after the 1 s backoff", got, time.Since(t0))
 		}
 		sink.open(2, relay.Result{})
 		synctest.Wait()
-		if got := sink.Calls(); got != "[[1 2] [2 3] [3 4] [4 5] [5 6] [6 7] [8 9]]" {
+		if got := sink.Calls(); got != "[[1 2] [2 3] [3 4] [4 5] [5 6] [6 7] [7 8] [8 9] [9 10]]" {
 			t.Fatalf("calls %s; want the window open again after the success", got)
 		}
 		for _, first := range []uint64{4, 6, 8} {
