@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/livepeer/edgerelay/internal/promptio"
 )
 
 // DialFunc dials a connection; it has the signature of
@@ -41,7 +43,7 @@ func NewHTTPClient(o HTTPClientOptions) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           dial,
+			DialContext:           promptio.Dial(promptio.DialFunc(dial)), // answers read promptly under a busy CPU
 			ForceAttemptHTTP2:     o.HTTP2,
 			MaxIdleConns:          8,
 			MaxIdleConnsPerHost:   4,
