@@ -179,7 +179,7 @@ func benchE2EHTTP(b *bench, dir string) (*benchResult, error) {
 // sink (rate budget off) delivers to the load generator's metrics API;
 // extra settings override the bench's.
 func (b *bench) startLoaded(dir string, extra map[string]string) (*loadgen, *benchAgent, error) {
-	lg, err := startLoadgen(b.knobs.loadgen)
+	lg, err := startLoadgen(b.knobs.loadgen, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -244,8 +244,10 @@ func (b *bench) overload(dir, name string, rtt time.Duration) (*benchResult, err
 	}
 	// The metrics API runs in a process of its own, apart from the load
 	// generator's clients, as a real one does: the load the clients make
-	// must not slow the answers delivery waits for.
-	api, err := startLoadgen(b.knobs.loadgen)
+	// must not slow the answers delivery waits for. With a round trip it
+	// stands for an API on another machine and runs at raised priority
+	// where it may (remoteNice).
+	api, err := startLoadgen(b.knobs.loadgen, rtt > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +367,7 @@ func (b *bench) overload(dir, name string, rtt time.Duration) (*benchResult, err
 	r.add("refused_uncounted", math.Abs(float64(refusedAnswered-refusedCounted)))
 	r.add("clients", clients)
 	r.add("sink_rtt_ms", rttMS)
+	r.add("api_nice", api.nice)
 	r.add("backlog_events_start", b.knobs.overloadBacklog)
 	r.add("backlog_events_end", hs.Pending)
 	r.add("intervals_exhausted", exhausted)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,16 @@ func TestBenchAllScenarios(t *testing.T) {
 	}
 	if got["overload_remote"]["sink_rtt_ms"] != 20.0 {
 		t.Errorf("overload_remote: sink_rtt_ms %v, want 20", got["overload_remote"]["sink_rtt_ms"])
+	}
+	// The remote API runs at remoteNice where the bench may raise a
+	// priority (as root, in CI), at 0 elsewhere; the local one never.
+	if n, ok := got["overload_remote"]["api_nice"].(float64); !ok || (n != remoteNice && n != 0) {
+		t.Errorf("overload_remote: api_nice %v, want %d or 0", got["overload_remote"]["api_nice"], remoteNice)
+	} else if os.Geteuid() == 0 && n != remoteNice {
+		t.Errorf("overload_remote: api_nice %v as root, want %d", n, remoteNice)
+	}
+	if n := got["overload"]["api_nice"]; n != 0.0 {
+		t.Errorf("overload: api_nice %v, want 0 (its API is local)", n)
 	}
 	positive(t, got["ingest_durable"], "p50_latency_ms", "p99_latency_ms")
 	positive(t, got["outage_memory"], "rss_start_bytes", "rss_end_bytes", "spool_bytes_end", "pending_events_end", "ingested_events_per_s")
