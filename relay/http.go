@@ -28,6 +28,13 @@ type HTTPClientOptions struct {
 	HTTP2 bool
 	// Dial replaces the dialer; nil means net.Dialer with a 10 s timeout.
 	Dial DialFunc
+	// PromptAnswers has the connections watched while an answer is
+	// awaited, so that ingest's CPU-bound loops get it read at once
+	// (internal/promptio). For a sink whose pace is its answers' round
+	// trip: the HTTP sink's lanes. A connection that mostly waits for
+	// data (a subscription) or streams a body (a trickle segment) gains
+	// nothing from it and would only be polled.
+	PromptAnswers bool
 }
 
 // NewHTTPClient returns the client of every sink that speaks HTTP: our own
@@ -40,10 +47,13 @@ func NewHTTPClient(o HTTPClientOptions) *http.Client {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
+	if o.PromptAnswers {
+		dial = DialFunc(promptio.Dial(promptio.DialFunc(dial)))
+	}
 	return &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           promptio.Dial(promptio.DialFunc(dial)), // answers read promptly under a busy CPU
+			DialContext:           dial,
 			ForceAttemptHTTP2:     o.HTTP2,
 			MaxIdleConns:          8,
 			MaxIdleConnsPerHost:   4,

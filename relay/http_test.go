@@ -1,11 +1,14 @@
 package relay_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +184,35 @@ func FuzzRedactURL(f *testing.F) {
 			t.Fatalf("password %q in %q", pw, red)
 		}
 	})
+}
+
+// Only a client asked for prompt answers watches its connections (the
+// HTTP sink's); the others dial plain sockets that nothing polls.
+func TestPromptAnswersWatchesOnlyWhenAsked(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	for _, prompt := range []bool{false, true} {
+		tr := relay.NewHTTPClient(relay.HTTPClientOptions{PromptAnswers: prompt}).Transport.(*http.Transport)
+		c, err := tr.DialContext(context.Background(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, plain := c.(*net.TCPConn)
+		if plain == prompt && runtime.GOOS == "linux" {
+			t.Errorf("PromptAnswers %v: dialed %T", prompt, c)
+		}
+		c.Close()
+	}
 }

@@ -98,7 +98,7 @@ func New(opts Options) (*Sink, error) {
 		gzip:      o.Gzip,
 		timeout:   o.Timeout,
 		pollEvery: o.KeyPollInterval,
-		client:    relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.InsecureSkipVerify, HTTP2: true}),
+		client:    relay.NewHTTPClient(relay.HTTPClientOptions{Insecure: o.InsecureSkipVerify, HTTP2: true, PromptAnswers: true}),
 		stats:     o.Stats,
 		log:       log,
 		keys:      keys,
