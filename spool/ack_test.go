@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -243,11 +244,19 @@ func TestReadBatch(t *testing.T) {
 			if err := st.ReadBatch("a", 1000, 100, 0, &b); err != nil || len(b.Recs) != 0 || b.Cut {
 				t.Fatalf("at the end: %d records, cut %v, %v", len(b.Recs), b.Cut, err)
 			}
-			allocs := testing.AllocsPerRun(20, func() {
-				if err := st.ReadBatch("a", 700, 300, 0, &b); err != nil || len(b.Recs) != 300 {
-					t.Fatalf("%d records, %v", len(b.Recs), err)
-				}
-			})
+			// AllocsPerRun counts every allocation of the process, and the
+			// spool's own goroutines (the ack flusher) or the race detector's
+			// slower pace can add some to a round (124 a run was seen under
+			// -race in CI); a per-record allocation would show in every round,
+			// so the least of five rounds is the batch's own figure.
+			allocs := math.Inf(1)
+			for range 5 {
+				allocs = min(allocs, testing.AllocsPerRun(20, func() {
+					if err := st.ReadBatch("a", 700, 300, 0, &b); err != nil || len(b.Recs) != 300 {
+						t.Fatalf("%d records, %v", len(b.Recs), err)
+					}
+				}))
+			}
 			if allocs > 16 {
 				t.Fatalf("%.0f allocations for a 300-record batch; want a few per batch, none per record", allocs)
 			}
