@@ -106,16 +106,30 @@ func (g *laneGate) Peak() int {
 	return g.st.peak
 }
 
+// startLanes starts a forwarder of batches of 2 on 3 lanes of a laneGate
+// (tune may change more) over n records, and waits until its first Sends
+// are out.
+func startLanes(t *testing.T, n int, tune func(*relay.Forwarder)) (*laneGate, *rig) {
+	t.Helper()
+	sink := newLaneGate()
+	r := newRig(t, sink, func(f *relay.Forwarder) {
+		f.Batch, f.Inflight = 2, 3
+		if tune != nil {
+			tune(f)
+		}
+	})
+	r.add(n)
+	r.start()
+	synctest.Wait()
+	return sink, r
+}
+
 // Three batches go out at once on three lanes; they are acknowledged in
 // order whatever order they finish in, and the accounting holds at every
 // step.
 func TestForwarderPipelinedAcksInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sink := newLaneGate()
-		r := newRig(t, sink, func(f *relay.Forwarder) { f.Batch, f.Inflight = 2, 3 })
-		r.add(8)
-		r.start()
-		synctest.Wait()
+		sink, r := startLanes(t, 8, nil)
 		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6]]" || sink.Peak() != 3 || sink.st.lanes != 2 {
 			t.Fatalf("in flight %s, peak %d, lanes %d; want the first three batches at once on 2 extra lanes", got, sink.Peak(), sink.st.lanes)
 		}
@@ -152,11 +166,7 @@ func TestForwarderPipelinedAcksInOrder(t *testing.T) {
 // past the slow one until it is answered, and then all at once, in order.
 func TestForwarderSlowHeadHoldsAcksNotLanes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sink := newLaneGate()
-		r := newRig(t, sink, func(f *relay.Forwarder) { f.Batch, f.Inflight = 2, 3 })
-		r.add(16)
-		r.start()
-		synctest.Wait()
+		sink, r := startLanes(t, 16, nil)
 		sink.open(3, relay.Result{})
 		synctest.Wait()
 		if got := sink.Calls(); got != "[[1 2] [3 4] [5 6] [7 8]]" {
@@ -202,15 +212,8 @@ func TestForwarderSlowHeadHoldsAcksNotLanes(t *testing.T) {
 // alone, then the window opens again. Every record is counted once.
 func TestForwarderPipelinedFailureGoesBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sink := newLaneGate()
-		r := newRig(t, sink, func(f *relay.Forwarder) {
-			f.Batch, f.Inflight = 2, 3
-			f.NewBackOff = constant(time.Second)
-		})
 		t0 := time.Now()
-		r.add(10)
-		r.start()
-		synctest.Wait()
+		sink, r := startLanes(t, 10, func(f *relay.Forwarder) { f.NewBackOff = constant(time.Second) })
 		sink.open(3, relay.Result{})
 		sink.open(5, relay.Result{})
 		synctest.Wait()
@@ -293,11 +296,7 @@ func TestForwarderPipelinedHoldsPartialBatch(t *testing.T) {
 // the rest stays pending.
 func TestForwarderPipelinedCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sink := newLaneGate()
-		r := newRig(t, sink, func(f *relay.Forwarder) { f.Batch, f.Inflight = 2, 3 })
-		r.add(6)
-		r.start()
-		synctest.Wait()
+		sink, r := startLanes(t, 6, nil)
 		sink.open(1, relay.Result{})
 		sink.open(5, relay.Result{})
 		synctest.Wait()
